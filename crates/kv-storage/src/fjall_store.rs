@@ -1,0 +1,187 @@
+//! `FjallStore`: the persistent engine, on the fjall LSM tree.
+
+use std::ops::{Bound, RangeInclusive};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::record::{decode_record, encode_record, split_storage_key, storage_key};
+use crate::rules::{apply_merge, apply_write};
+use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Write};
+
+/// Read-modify-write is serialised per key through one of this many lock stripes.
+const LOCK_STRIPES: usize = 256;
+/// fjall's key limit minus our 8-byte hash prefix.
+const MAX_KEY_BYTES: usize = 65_536 - 8;
+const KEYSPACE: &str = "kv";
+
+/// How far a write must get before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Written to the OS page cache: survives a killed process, not a power loss.
+    #[default]
+    Buffer,
+    /// fdatasync'd to the device: survives a power loss.
+    Sync,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "buffer" => Ok(Self::Buffer),
+            "sync" => Ok(Self::Sync),
+            other => Err(format!("unknown durability {other:?}; use buffer or sync")),
+        }
+    }
+}
+
+/// A fjall database with one keyspace of (ring position, key) → record.
+pub struct FjallStore {
+    db: Database,
+    keyspace: Keyspace,
+    hasher: KeyHasher,
+    durability: Durability,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FjallStore {
+    /// Opens (creating if needed) the store in directory `path`. The same `hasher` must
+    /// be used every time a directory is opened.
+    pub fn open(
+        path: impl AsRef<Path>,
+        hasher: KeyHasher,
+        durability: Durability,
+    ) -> Result<Self, StorageError> {
+        let db = Database::builder(path.as_ref())
+            .open()
+            .map_err(|e| engine("opening the database", e))?;
+        let keyspace = db
+            .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(|e| engine("opening the keyspace", e))?;
+        Ok(Self {
+            db,
+            keyspace,
+            hasher,
+            durability,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// The configured durability.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn read(&self, raw_key: &[u8], key: &[u8]) -> Result<Option<Siblings>, StorageError> {
+        let raw = self
+            .keyspace
+            .get(raw_key)
+            .map_err(|e| engine("reading a record", e))?;
+        raw.map(|bytes| decode_record(key, &bytes)).transpose()
+    }
+
+    /// Reads, changes and writes one key under its stripe lock; persists per durability.
+    fn update(
+        &self,
+        key: &[u8],
+        change: impl FnOnce(Option<Siblings>) -> Result<(Siblings, bool), StorageError>,
+    ) -> Result<Siblings, StorageError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StorageError::KeyTooLong {
+                len_bytes: key.len(),
+                max_bytes: MAX_KEY_BYTES,
+            });
+        }
+        let hash = (self.hasher)(key);
+        let raw_key = storage_key(hash, key);
+        let stripe = &self.stripes[(hash % LOCK_STRIPES as u64) as usize];
+        let _guard = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+        let (updated, changed) = change(self.read(&raw_key, key)?)?;
+        if changed {
+            self.keyspace
+                .insert(raw_key, encode_record(&updated))
+                .map_err(|e| engine("writing a record", e))?;
+            if self.durability == Durability::Sync {
+                self.db
+                    .persist(PersistMode::SyncData)
+                    .map_err(|e| engine("syncing the journal", e))?;
+            }
+        }
+        Ok(updated)
+    }
+}
+
+impl Storage for FjallStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError> {
+        self.read(&storage_key((self.hasher)(key), key), key)
+    }
+
+    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError> {
+        self.update(key, |stored| Ok((apply_write(stored, write)?, true)))
+    }
+
+    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError> {
+        self.update(key, |stored| Ok(apply_merge(stored, incoming)))
+    }
+
+    fn scan(
+        &self,
+        hashes: RangeInclusive<u64>,
+        start_after: Option<(u64, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<ScanItem>, StorageError> {
+        let start = match start_after {
+            Some((hash, key)) => Bound::Excluded(storage_key(hash, key)),
+            None => Bound::Included(hashes.start().to_be_bytes().to_vec()),
+        };
+        let end = match hashes.end().checked_add(1) {
+            Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        for guard in self.keyspace.range::<Vec<u8>, _>((start, end)) {
+            if items.len() >= limit {
+                break;
+            }
+            let (raw_key, raw_value) = guard
+                .into_inner()
+                .map_err(|e| engine("scanning records", e))?;
+            let (hash, key) = split_storage_key(&raw_key)?;
+            if !hashes.contains(&hash) {
+                continue;
+            }
+            let siblings = decode_record(&key, &raw_value)?;
+            items.push(ScanItem {
+                hash,
+                key,
+                siblings,
+            });
+        }
+        Ok(items)
+    }
+
+    fn count(&self) -> Result<u64, StorageError> {
+        let len = self
+            .keyspace
+            .len()
+            .map_err(|e| engine("counting records", e))?;
+        Ok(len as u64)
+    }
+}
+
+fn engine(action: &'static str, source: fjall::Error) -> StorageError {
+    StorageError::Engine {
+        action,
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,124 @@
+//! Storage engines for a Dynamo-style store: each key maps to a [`Siblings`] set (a
+//! DVVSet of values, where `None` is a tombstone), kept in ring-hash order so a node can
+//! scan the keys of one ring arc.
+//!
+//! The [`Storage`] trait has two engines: [`MemoryStore`] for tests and simulation, and
+//! [`FjallStore`], a persistent LSM store whose writes return only once the configured
+//! [`Durability`] is reached. Both share the update rules in one place, so they behave
+//! identically; the same test suite runs against both.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use kv_clock::{ActorId, VersionVector};
+//! use kv_storage::{MemoryStore, Storage, Write};
+//!
+//! let store = MemoryStore::new(|key| key.len() as u64); // any stable key hash
+//! let n1 = ActorId::new("n1").unwrap();
+//! let blind = VersionVector::new(); // the context of a client that read nothing
+//! let write = Write::new(&blind, Some(Bytes::from("v1")), &n1);
+//! store.put(b"user:1", &write)?;
+//! let stored = store.get(b"user:1")?.expect("written");
+//! assert_eq!(stored.values().next(), Some(&Some(Bytes::from("v1"))));
+//! # Ok::<(), kv_storage::StorageError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+mod fjall_store;
+mod memory;
+mod record;
+mod rules;
+
+use std::ops::RangeInclusive;
+
+use bytes::Bytes;
+use kv_clock::{ActorId, DvvSet, VersionVector};
+
+pub use error::StorageError;
+pub use fjall_store::{Durability, FjallStore};
+pub use memory::MemoryStore;
+
+/// What a replica stores per key: live values (`None` = tombstone) and their history.
+pub type Siblings = DvvSet<Option<Bytes>>;
+
+/// Maps a key to its ring position. Every store of a cluster must use the same one.
+pub type KeyHasher = fn(&[u8]) -> u64;
+
+/// Default cap on sibling values per key for [`Write::new`].
+pub const DEFAULT_MAX_SIBLINGS: usize = 64;
+
+/// A coordinated write: a new value or tombstone, the context the client read, and the
+/// actor (this replica) that mints its dot.
+#[derive(Debug, Clone)]
+pub struct Write<'a> {
+    /// Versions the client had seen; values it covers are replaced.
+    pub context: &'a VersionVector,
+    /// The new value, or `None` to delete.
+    pub value: Option<Bytes>,
+    /// The replica coordinating the write.
+    pub actor: &'a ActorId,
+    /// Refuse the write if the key would hold more sibling values than this.
+    pub max_siblings: usize,
+}
+
+impl<'a> Write<'a> {
+    /// A write with the [`DEFAULT_MAX_SIBLINGS`] cap.
+    pub fn new(context: &'a VersionVector, value: Option<Bytes>, actor: &'a ActorId) -> Self {
+        Self {
+            context,
+            value,
+            actor,
+            max_siblings: DEFAULT_MAX_SIBLINGS,
+        }
+    }
+}
+
+/// One key found by [`Storage::scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanItem {
+    /// The key's ring position.
+    pub hash: u64,
+    /// The key.
+    pub key: Bytes,
+    /// Its stored versions.
+    pub siblings: Siblings,
+}
+
+/// A key-value store of [`Siblings`], ordered by ring position.
+///
+/// Every method is atomic per key, and a method that writes returns only after the
+/// write reached the store's durability level.
+pub trait Storage: Send + Sync + 'static {
+    /// The stored versions of `key`, if it was ever written.
+    fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError>;
+
+    /// Applies a coordinated write (see [`Write`]) and returns the resulting versions.
+    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError>;
+
+    /// Writes a tombstone with the client's context: a [`Storage::put`] of `None`.
+    fn tombstone(
+        &self,
+        key: &[u8],
+        context: &VersionVector,
+        actor: &ActorId,
+    ) -> Result<Siblings, StorageError> {
+        self.put(key, &Write::new(context, None, actor))
+    }
+
+    /// Syncs versions from another replica into this one (replication, read repair,
+    /// handoff). Never limited by size or sibling caps: refusing would block convergence.
+    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError>;
+
+    /// Up to `limit` keys whose ring position lies in `hashes`, in (hash, key) order,
+    /// starting after `start_after` (the last `(hash, key)` of the previous page).
+    fn scan(
+        &self,
+        hashes: RangeInclusive<u64>,
+        start_after: Option<(u64, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<ScanItem>, StorageError>;
+
+    /// Number of keys stored, tombstoned ones included.
+    fn count(&self) -> Result<u64, StorageError>;
+}

@@ -1,0 +1,147 @@
+//! One behaviour suite, run against every engine: both must store, merge, cap, scan
+//! and count identically.
+
+use bytes::Bytes;
+use kv_clock::{ActorId, VersionVector};
+use kv_ring::key_hash;
+use kv_storage::{FjallStore, MemoryStore, Siblings, Storage, StorageError, Write};
+
+fn actor(name: &str) -> ActorId {
+    ActorId::new(name).unwrap()
+}
+
+fn value(text: &str) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+fn values(siblings: &Siblings) -> Vec<Option<Bytes>> {
+    let mut out: Vec<_> = siblings.values().cloned().collect();
+    out.sort();
+    out
+}
+
+fn put(store: &dyn Storage, key: &str, context: &VersionVector, text: &str, by: &ActorId) -> Siblings {
+    store.put(key.as_bytes(), &Write::new(context, value(text), by)).unwrap()
+}
+
+fn missing_key_reads_none(store: &dyn Storage) {
+    assert!(store.get(b"nope").unwrap().is_none());
+    assert_eq!(store.count().unwrap(), 0);
+}
+
+fn put_then_get_round_trips(store: &dyn Storage) {
+    let n1 = actor("n1");
+    let written = put(store, "k", &VersionVector::new(), "v1", &n1);
+    assert_eq!(store.get(b"k").unwrap(), Some(written.clone()));
+    assert_eq!(values(&written), vec![value("v1")]);
+}
+
+fn blind_writes_become_siblings_and_context_resolves(store: &dyn Storage) {
+    let n1 = actor("n1");
+    put(store, "k", &VersionVector::new(), "a", &n1);
+    let both = put(store, "k", &VersionVector::new(), "b", &n1);
+    assert_eq!(values(&both), vec![value("a"), value("b")]);
+    let resolved = put(store, "k", &both.join(), "c", &n1);
+    assert_eq!(values(&resolved), vec![value("c")]);
+    assert_eq!(store.get(b"k").unwrap(), Some(resolved));
+}
+
+fn tombstone_is_a_versioned_delete(store: &dyn Storage) {
+    let n1 = actor("n1");
+    let written = put(store, "k", &VersionVector::new(), "a", &n1);
+    let deleted = store.tombstone(b"k", &written.join(), &n1).unwrap();
+    assert_eq!(values(&deleted), vec![None]);
+    assert_eq!(store.get(b"k").unwrap(), Some(deleted));
+    assert_eq!(store.count().unwrap(), 1, "tombstones are kept until reaped");
+}
+
+fn merge_syncs_replicas_and_is_idempotent(store: &dyn Storage) {
+    let (n1, n2) = (actor("n1"), actor("n2"));
+    put(store, "k", &VersionVector::new(), "local", &n1);
+    let other = MemoryStore::new(key_hash);
+    let remote = put(&other, "k", &VersionVector::new(), "remote", &n2);
+    let merged = store.merge(b"k", &remote).unwrap();
+    assert_eq!(values(&merged), vec![value("local"), value("remote")]);
+    assert_eq!(store.merge(b"k", &remote).unwrap(), merged, "merge is idempotent");
+    // An older state never rolls a replica back.
+    let newer = put(store, "k", &merged.join(), "newest", &n1);
+    assert_eq!(store.merge(b"k", &remote).unwrap(), newer);
+    // Merging into an absent key stores the incoming versions as they are.
+    assert_eq!(store.merge(b"fresh", &remote).unwrap(), remote);
+}
+
+fn sibling_cap_refuses_and_keeps_what_was_stored(store: &dyn Storage) {
+    let n1 = actor("n1");
+    let context = VersionVector::new();
+    for i in 0..3 {
+        let mut write = Write::new(&context, value(&format!("v{i}")), &n1);
+        write.max_siblings = 3;
+        store.put(b"k", &write).unwrap();
+    }
+    let before = store.get(b"k").unwrap();
+    let mut write = Write::new(&context, value("one too many"), &n1);
+    write.max_siblings = 3;
+    let error = store.put(b"k", &write).unwrap_err();
+    assert!(matches!(error, StorageError::TooManySiblings { siblings: 4, max: 3 }), "{error}");
+    assert_eq!(store.get(b"k").unwrap(), before);
+}
+
+fn scan_pages_through_a_hash_range(store: &dyn Storage) {
+    let n1 = actor("n1");
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        put(store, key, &VersionVector::new(), key, &n1);
+    }
+    assert_eq!(store.count().unwrap(), 200);
+    let (low, high) = (u64::MAX / 4, u64::MAX / 4 * 3);
+    let mut expected: Vec<(u64, String)> = keys
+        .iter()
+        .map(|k| (key_hash(k.as_bytes()), k.clone()))
+        .filter(|(h, _)| (low..=high).contains(h))
+        .collect();
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut cursor: Option<(u64, Bytes)> = None;
+    for _page in 0..100 {
+        let after = cursor.as_ref().map(|(h, k)| (*h, &k[..]));
+        let page = store.scan(low..=high, after, 7).unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        cursor = Some((last.hash, last.key.clone()));
+        for item in &page {
+            assert_eq!(values(&item.siblings), vec![value(std::str::from_utf8(&item.key).unwrap())]);
+            seen.push((item.hash, String::from_utf8(item.key.to_vec()).unwrap()));
+        }
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(store.scan(0..=u64::MAX, None, usize::MAX).unwrap().len(), 200);
+}
+
+macro_rules! suite {
+    ($engine:ident, $make:expr) => {
+        mod $engine {
+            use super::*;
+            fn run(test: fn(&dyn Storage)) {
+                let (store, _dir) = $make;
+                test(&store);
+            }
+            #[test] fn missing_key_reads_none() { run(super::missing_key_reads_none) }
+            #[test] fn put_then_get_round_trips() { run(super::put_then_get_round_trips) }
+            #[test] fn blind_writes_become_siblings_and_context_resolves() { run(super::blind_writes_become_siblings_and_context_resolves) }
+            #[test] fn tombstone_is_a_versioned_delete() { run(super::tombstone_is_a_versioned_delete) }
+            #[test] fn merge_syncs_replicas_and_is_idempotent() { run(super::merge_syncs_replicas_and_is_idempotent) }
+            #[test] fn sibling_cap_refuses_and_keeps_what_was_stored() { run(super::sibling_cap_refuses_and_keeps_what_was_stored) }
+            #[test] fn scan_pages_through_a_hash_range() { run(super::scan_pages_through_a_hash_range) }
+        }
+    };
+}
+
+suite!(memory, (MemoryStore::new(key_hash), ()));
+suite!(fjall_buffer, {
+    let dir = tempfile::tempdir().unwrap();
+    (FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap(), dir)
+});
+suite!(fjall_sync, {
+    let dir = tempfile::tempdir().unwrap();
+    (FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Sync).unwrap(), dir)
+});
