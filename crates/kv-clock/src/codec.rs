@@ -228,7 +228,11 @@ fn take_count(input: &mut &[u8], min_bytes_each: usize) -> Result<usize, DecodeE
     bounded_count(count, input.len(), min_bytes_each)
 }
 
-fn bounded_count(count: u64, remaining: usize, min_bytes_each: usize) -> Result<usize, DecodeError> {
+fn bounded_count(
+    count: u64,
+    remaining: usize,
+    min_bytes_each: usize,
+) -> Result<usize, DecodeError> {
     match usize::try_from(count) {
         Ok(count) if count.saturating_mul(min_bytes_each) <= remaining => Ok(count),
         _ => Err(DecodeError::Truncated),

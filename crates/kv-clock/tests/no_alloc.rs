@@ -36,7 +36,13 @@ fn allocations() -> u64 {
 fn comparisons_do_not_allocate() {
     let names: Vec<String> = (0..16).map(|i| format!("node-{i}")).collect();
     let a = VersionVector::from_entries(names.iter().map(|n| (n.as_str(), 5))).unwrap();
-    let b = VersionVector::from_entries(names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u64 + 1))).unwrap();
+    let b = VersionVector::from_entries(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u64 + 1)),
+    )
+    .unwrap();
     let mut x: DvvSet<u64> = DvvSet::new();
     let mut y: DvvSet<u64> = DvvSet::new();
     for (i, name) in names.iter().enumerate() {

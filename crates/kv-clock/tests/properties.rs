@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kv_clock::{
-    ActorId, Causality, DvvSet, VersionVector, decode_dvvset, decode_version_vector,
-    encode_dvvset, encode_version_vector,
+    ActorId, Causality, DvvSet, VersionVector, decode_dvvset, decode_version_vector, encode_dvvset,
+    encode_version_vector,
 };
 use proptest::prelude::*;
 
@@ -86,7 +86,10 @@ proptest! {
 enum Op {
     /// A client writes through `replica`, with the context of snapshot `context`
     /// (an index into the history so far, wrapped) or blind.
-    Put { replica: usize, context: Option<usize> },
+    Put {
+        replica: usize,
+        context: Option<usize>,
+    },
     /// `from` sends its state to `into`, which syncs it.
     Sync { from: usize, into: usize },
 }
@@ -259,7 +262,8 @@ fn riak_sibling_explosion_sequence_keeps_b_and_c() {
     let coordinator = actor(0);
     let mut set = DvvSet::new();
     let dot_a = set.update(&VersionVector::new(), "A", &coordinator);
-    let version_of_a = VersionVector::from_entries([(dot_a.actor.as_str(), dot_a.counter)]).unwrap();
+    let version_of_a =
+        VersionVector::from_entries([(dot_a.actor.as_str(), dot_a.counter)]).unwrap();
     set.update(&VersionVector::new(), "B", &coordinator);
     set.update(&version_of_a, "C", &coordinator);
     let mut kept: Vec<&str> = set.values().copied().collect();
@@ -295,7 +299,10 @@ fn malformed_versions_are_rejected_with_reasons() {
         VersionVector::from_entries([("n1", 1), ("n1", 2)]),
         Err(ClockError::DuplicateActor { actor: "n1".into() })
     );
-    assert_eq!(VersionVector::from_entries([("", 1)]), Err(ClockError::EmptyActorId));
+    assert_eq!(
+        VersionVector::from_entries([("", 1)]),
+        Err(ClockError::EmptyActorId)
+    );
     let long = "x".repeat(kv_clock::MAX_ACTOR_ID_BYTES + 1);
     assert!(matches!(
         VersionVector::from_entries([(long.as_str(), 1)]),

@@ -27,6 +27,5 @@ mod ring;
 pub use error::RingError;
 pub use hash::{key_hash, token_hash};
 pub use ring::{
-    DEFAULT_VNODES, MAX_MEMBERS, MAX_REPLICAS, MAX_VNODES, Member, Ownership, PreferenceList,
-    Ring,
+    DEFAULT_VNODES, MAX_MEMBERS, MAX_REPLICAS, MAX_VNODES, Member, Ownership, PreferenceList, Ring,
 };

@@ -328,7 +328,10 @@ fn preference_table(owners: &[u32], node_count: usize, replicas: usize) -> Vec<u
 /// A table over the top bits of the hash pointing at the first token in each bucket:
 /// about two buckets per token, so a lookup scans past at most a token or two.
 fn bucket_index(tokens: &[u64]) -> (Vec<u32>, u32) {
-    let bits = (tokens.len().max(1) * 2).next_power_of_two().trailing_zeros().clamp(1, 24);
+    let bits = (tokens.len().max(1) * 2)
+        .next_power_of_two()
+        .trailing_zeros()
+        .clamp(1, 24);
     let shift = 64 - bits;
     let mut buckets = Vec::with_capacity(1 << bits);
     let mut index = 0usize;

@@ -35,7 +35,9 @@ fn allocations() -> u64 {
 #[test]
 fn preference_list_lookup_does_not_allocate() {
     let ring = Ring::new((1..=8).map(|i| Member::new(format!("n{i}"))), 3).unwrap();
-    let keys: Vec<Vec<u8>> = (0..10_000u32).map(|i| format!("user:{i}").into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| format!("user:{i}").into_bytes())
+        .collect();
     let before = allocations();
     let mut total_len = 0;
     for key in &keys {

@@ -119,8 +119,14 @@ fn most_loaded_node_stays_within_fifteen_percent_of_mean() {
     for count in 3..=16 {
         let ring = Ring::new(members(&node_names(count)), 3).unwrap();
         let (primary, stored) = max_over_mean(&ring);
-        assert!(primary <= 1.15, "{count} nodes: primary load {primary:.3}x the mean");
-        assert!(stored <= 1.15, "{count} nodes: stored load {stored:.3}x the mean");
+        assert!(
+            primary <= 1.15,
+            "{count} nodes: primary load {primary:.3}x the mean"
+        );
+        assert!(
+            stored <= 1.15,
+            "{count} nodes: stored load {stored:.3}x the mean"
+        );
     }
 }
 
@@ -130,9 +136,14 @@ fn stored_load_stays_balanced_for_arbitrary_names() {
     // can exceed 1.15x; what a node stores (N=3 replicas) averages 3x as many arcs.
     for trial in 0..4 {
         for count in [5, 9, 16] {
-            let names: Vec<String> = (0..count).map(|i| format!("host-{trial}-{i}.example")).collect();
+            let names: Vec<String> = (0..count)
+                .map(|i| format!("host-{trial}-{i}.example"))
+                .collect();
             let (_, stored) = max_over_mean(&Ring::new(members(&names), 3).unwrap());
-            assert!(stored <= 1.15, "{names:?}: stored load {stored:.3}x the mean");
+            assert!(
+                stored <= 1.15,
+                "{names:?}: stored load {stored:.3}x the mean"
+            );
         }
     }
 }
@@ -153,22 +164,47 @@ fn ownership_shares_add_up() {
     let replica: f64 = shares.iter().map(|s| s.replica_share).sum();
     assert!((primary - 1.0).abs() < 1e-9);
     assert!((replica - 3.0).abs() < 1e-9);
-    let heavier = Ring::new(vec![Member::with_vnodes("big", 512), Member::with_vnodes("small", 128)], 1).unwrap();
+    let heavier = Ring::new(
+        vec![
+            Member::with_vnodes("big", 512),
+            Member::with_vnodes("small", 128),
+        ],
+        1,
+    )
+    .unwrap();
     let big = &heavier.ownership()[0];
-    assert!(big.primary_share > 0.7, "a node with 4x the vnodes got {}", big.primary_share);
+    assert!(
+        big.primary_share > 0.7,
+        "a node with 4x the vnodes got {}",
+        big.primary_share
+    );
 }
 
 #[test]
 fn invalid_members_are_rejected() {
     use kv_ring::RingError;
-    assert_eq!(Ring::new(vec![Member::new("")], 3).unwrap_err(), RingError::EmptyNodeId);
+    assert_eq!(
+        Ring::new(vec![Member::new("")], 3).unwrap_err(),
+        RingError::EmptyNodeId
+    );
     assert_eq!(
         Ring::new(vec![Member::new("a"), Member::new("a")], 3).unwrap_err(),
         RingError::DuplicateNode("a".into())
     );
-    assert!(matches!(Ring::new(vec![Member::with_vnodes("a", 0)], 3), Err(RingError::BadVnodeCount { .. })));
-    assert!(matches!(Ring::new(vec![Member::new("a")], 0), Err(RingError::BadReplicationFactor { .. })));
-    assert!(Ring::new(Vec::new(), 3).unwrap().preference_list(b"k").is_empty());
+    assert!(matches!(
+        Ring::new(vec![Member::with_vnodes("a", 0)], 3),
+        Err(RingError::BadVnodeCount { .. })
+    ));
+    assert!(matches!(
+        Ring::new(vec![Member::new("a")], 0),
+        Err(RingError::BadReplicationFactor { .. })
+    ));
+    assert!(
+        Ring::new(Vec::new(), 3)
+            .unwrap()
+            .preference_list(b"k")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -177,13 +213,29 @@ fn lookup_matches_a_linear_scan() {
     let tokens: Vec<(u64, &str)> = ring.tokens().collect();
     for i in 0..5_000u32 {
         let hash = key_hash(&i.to_le_bytes());
-        let expected = tokens.iter().find(|(t, _)| *t >= hash).unwrap_or(&tokens[0]).1;
-        assert_eq!(ring.preference_list_for_hash(hash).iter().next(), Some(expected));
+        let expected = tokens
+            .iter()
+            .find(|(t, _)| *t >= hash)
+            .unwrap_or(&tokens[0])
+            .1;
+        assert_eq!(
+            ring.preference_list_for_hash(hash).iter().next(),
+            Some(expected)
+        );
     }
     // Exact token positions and the extremes of the ring.
     for &(token, owner) in tokens.iter().step_by(97) {
-        assert_eq!(ring.preference_list_for_hash(token).iter().next(), Some(owner));
+        assert_eq!(
+            ring.preference_list_for_hash(token).iter().next(),
+            Some(owner)
+        );
     }
-    assert_eq!(ring.preference_list_for_hash(u64::MAX).iter().next(), Some(tokens[0].1));
-    assert_eq!(ring.preference_list_for_hash(0).iter().next(), Some(tokens[0].1));
+    assert_eq!(
+        ring.preference_list_for_hash(u64::MAX).iter().next(),
+        Some(tokens[0].1)
+    );
+    assert_eq!(
+        ring.preference_list_for_hash(0).iter().next(),
+        Some(tokens[0].1)
+    );
 }

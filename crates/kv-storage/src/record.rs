@@ -24,7 +24,10 @@ pub(crate) fn storage_key(hash: u64, key: &[u8]) -> Vec<u8> {
 /// Splits a storage key into its ring position and user key.
 pub(crate) fn split_storage_key(raw: &[u8]) -> Result<(u64, Bytes), StorageError> {
     if raw.len() < 8 {
-        return Err(corrupt(raw, "storage key shorter than its 8-byte hash prefix"));
+        return Err(corrupt(
+            raw,
+            "storage key shorter than its 8-byte hash prefix",
+        ));
     }
     let (hash, key) = raw.split_at(8);
     let hash = u64::from_be_bytes(hash.try_into().expect("8 bytes"));

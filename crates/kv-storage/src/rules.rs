@@ -1,7 +1,5 @@
 //! The update rules both engines share: a write and a merge, from old versions to new.
 
-use kv_clock::DvvSet;
-
 use crate::{Siblings, StorageError, Write};
 
 /// Applies a coordinated write to what is stored, enforcing the sibling cap.
@@ -9,7 +7,7 @@ pub(crate) fn apply_write(
     stored: Option<Siblings>,
     write: &Write<'_>,
 ) -> Result<Siblings, StorageError> {
-    let mut siblings = stored.unwrap_or_else(DvvSet::new);
+    let mut siblings = stored.unwrap_or_default();
     siblings.update(write.context, write.value.clone(), write.actor);
     let count = siblings.sibling_count();
     if count > write.max_siblings {

@@ -10,6 +10,8 @@ fn actor(name: &str) -> ActorId {
     ActorId::new(name).unwrap()
 }
 
+/// A stored value as the engines hold it: `Some` bytes (`None` is a tombstone).
+#[allow(clippy::unnecessary_wraps)]
 fn value(text: &str) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(text.as_bytes()))
 }
@@ -20,8 +22,16 @@ fn values(siblings: &Siblings) -> Vec<Option<Bytes>> {
     out
 }
 
-fn put(store: &dyn Storage, key: &str, context: &VersionVector, text: &str, by: &ActorId) -> Siblings {
-    store.put(key.as_bytes(), &Write::new(context, value(text), by)).unwrap()
+fn put(
+    store: &dyn Storage,
+    key: &str,
+    context: &VersionVector,
+    text: &str,
+    by: &ActorId,
+) -> Siblings {
+    store
+        .put(key.as_bytes(), &Write::new(context, value(text), by))
+        .unwrap()
 }
 
 fn missing_key_reads_none(store: &dyn Storage) {
@@ -52,7 +62,11 @@ fn tombstone_is_a_versioned_delete(store: &dyn Storage) {
     let deleted = store.tombstone(b"k", &written.join(), &n1).unwrap();
     assert_eq!(values(&deleted), vec![None]);
     assert_eq!(store.get(b"k").unwrap(), Some(deleted));
-    assert_eq!(store.count().unwrap(), 1, "tombstones are kept until reaped");
+    assert_eq!(
+        store.count().unwrap(),
+        1,
+        "tombstones are kept until reaped"
+    );
 }
 
 fn merge_syncs_replicas_and_is_idempotent(store: &dyn Storage) {
@@ -62,7 +76,11 @@ fn merge_syncs_replicas_and_is_idempotent(store: &dyn Storage) {
     let remote = put(&other, "k", &VersionVector::new(), "remote", &n2);
     let merged = store.merge(b"k", &remote).unwrap();
     assert_eq!(values(&merged), vec![value("local"), value("remote")]);
-    assert_eq!(store.merge(b"k", &remote).unwrap(), merged, "merge is idempotent");
+    assert_eq!(
+        store.merge(b"k", &remote).unwrap(),
+        merged,
+        "merge is idempotent"
+    );
     // An older state never rolls a replica back.
     let newer = put(store, "k", &merged.join(), "newest", &n1);
     assert_eq!(store.merge(b"k", &remote).unwrap(), newer);
@@ -82,7 +100,16 @@ fn sibling_cap_refuses_and_keeps_what_was_stored(store: &dyn Storage) {
     let mut write = Write::new(&context, value("one too many"), &n1);
     write.max_siblings = 3;
     let error = store.put(b"k", &write).unwrap_err();
-    assert!(matches!(error, StorageError::TooManySiblings { siblings: 4, max: 3 }), "{error}");
+    assert!(
+        matches!(
+            error,
+            StorageError::TooManySiblings {
+                siblings: 4,
+                max: 3
+            }
+        ),
+        "{error}"
+    );
     assert_eq!(store.get(b"k").unwrap(), before);
 }
 
@@ -109,12 +136,18 @@ fn scan_pages_through_a_hash_range(store: &dyn Storage) {
         let Some(last) = page.last() else { break };
         cursor = Some((last.hash, last.key.clone()));
         for item in &page {
-            assert_eq!(values(&item.siblings), vec![value(std::str::from_utf8(&item.key).unwrap())]);
+            assert_eq!(
+                values(&item.siblings),
+                vec![value(std::str::from_utf8(&item.key).unwrap())]
+            );
             seen.push((item.hash, String::from_utf8(item.key.to_vec()).unwrap()));
         }
     }
     assert_eq!(seen, expected);
-    assert_eq!(store.scan(0..=u64::MAX, None, usize::MAX).unwrap().len(), 200);
+    assert_eq!(
+        store.scan(0..=u64::MAX, None, usize::MAX).unwrap().len(),
+        200
+    );
 }
 
 macro_rules! suite {
@@ -125,13 +158,34 @@ macro_rules! suite {
                 let (store, _dir) = $make;
                 test(&store);
             }
-            #[test] fn missing_key_reads_none() { run(super::missing_key_reads_none) }
-            #[test] fn put_then_get_round_trips() { run(super::put_then_get_round_trips) }
-            #[test] fn blind_writes_become_siblings_and_context_resolves() { run(super::blind_writes_become_siblings_and_context_resolves) }
-            #[test] fn tombstone_is_a_versioned_delete() { run(super::tombstone_is_a_versioned_delete) }
-            #[test] fn merge_syncs_replicas_and_is_idempotent() { run(super::merge_syncs_replicas_and_is_idempotent) }
-            #[test] fn sibling_cap_refuses_and_keeps_what_was_stored() { run(super::sibling_cap_refuses_and_keeps_what_was_stored) }
-            #[test] fn scan_pages_through_a_hash_range() { run(super::scan_pages_through_a_hash_range) }
+            #[test]
+            fn missing_key_reads_none() {
+                run(super::missing_key_reads_none)
+            }
+            #[test]
+            fn put_then_get_round_trips() {
+                run(super::put_then_get_round_trips)
+            }
+            #[test]
+            fn blind_writes_become_siblings_and_context_resolves() {
+                run(super::blind_writes_become_siblings_and_context_resolves)
+            }
+            #[test]
+            fn tombstone_is_a_versioned_delete() {
+                run(super::tombstone_is_a_versioned_delete)
+            }
+            #[test]
+            fn merge_syncs_replicas_and_is_idempotent() {
+                run(super::merge_syncs_replicas_and_is_idempotent)
+            }
+            #[test]
+            fn sibling_cap_refuses_and_keeps_what_was_stored() {
+                run(super::sibling_cap_refuses_and_keeps_what_was_stored)
+            }
+            #[test]
+            fn scan_pages_through_a_hash_range() {
+                run(super::scan_pages_through_a_hash_range)
+            }
         }
     };
 }
@@ -139,9 +193,15 @@ macro_rules! suite {
 suite!(memory, (MemoryStore::new(key_hash), ()));
 suite!(fjall_buffer, {
     let dir = tempfile::tempdir().unwrap();
-    (FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap(), dir)
+    (
+        FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap(),
+        dir,
+    )
 });
 suite!(fjall_sync, {
     let dir = tempfile::tempdir().unwrap();
-    (FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Sync).unwrap(), dir)
+    (
+        FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Sync).unwrap(),
+        dir,
+    )
 });

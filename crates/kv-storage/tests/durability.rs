@@ -1,7 +1,6 @@
 //! Crash and corruption behaviour of the fjall engine: every acknowledged write survives
 //! a killed process, and damaged data is reported as an error, never served or panicked on.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use bytes::Bytes;
@@ -32,26 +31,37 @@ fn crash_child_writes_then_aborts() {
 #[test]
 fn acknowledged_writes_survive_a_killed_process() {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_writes_then_aborts", "--nocapture", "--test-threads=1"])
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_writes_then_aborts",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_VAR, dir.path())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .output()
         .unwrap();
-    let acknowledged: Vec<String> = BufReader::new(child.stdout.unwrap())
+    assert!(!output.status.success(), "the child was meant to abort");
+    let acknowledged: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map_while(Result::ok)
         // libtest may print its "test name ... " prefix on the same line as the first ACK.
         .filter_map(|line| line.split_once("ACK ").map(|(_, key)| key.to_owned()))
         .collect();
-    assert_eq!(acknowledged.len(), KEYS_BEFORE_ABORT as usize, "child stopped early");
+    assert_eq!(
+        acknowledged.len(),
+        KEYS_BEFORE_ABORT as usize,
+        "child stopped early"
+    );
 
     let store = FjallStore::open(dir.path(), key_hash, Durability::Buffer).unwrap();
     for key in &acknowledged {
         let stored = store.get(key.as_bytes()).unwrap();
         let stored = stored.unwrap_or_else(|| panic!("acknowledged {key} lost in the crash"));
-        assert_eq!(stored.values().next(), Some(&Some(Bytes::from(key.clone()))));
+        assert_eq!(
+            stored.values().next(),
+            Some(&Some(Bytes::from(key.clone())))
+        );
     }
     assert_eq!(store.count().unwrap(), u64::from(KEYS_BEFORE_ABORT));
 }
@@ -79,7 +89,9 @@ fn a_corrupt_record_is_reported_not_served() {
     // Damage one record behind the store's back, through fjall directly.
     {
         let db = fjall::Database::builder(dir.path()).open().unwrap();
-        let keyspace = db.keyspace("kv", fjall::KeyspaceCreateOptions::default).unwrap();
+        let keyspace = db
+            .keyspace("kv", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
         let mut raw_key = key_hash(b"bad").to_be_bytes().to_vec();
         raw_key.extend_from_slice(b"bad");
         keyspace.insert(raw_key, vec![1, 0, 0, 0, 0, 1, 1]).unwrap();
@@ -88,12 +100,20 @@ fn a_corrupt_record_is_reported_not_served() {
     let store = FjallStore::open(dir.path(), key_hash, Durability::Sync).unwrap();
     assert!(store.get(b"good").unwrap().is_some());
     let error = store.get(b"bad").unwrap_err();
-    assert!(matches!(&error, StorageError::Corrupt { key, reason } if key == "bad" && reason.contains("checksum")), "{error}");
+    assert!(
+        matches!(&error, StorageError::Corrupt { key, reason } if key == "bad" && reason.contains("checksum")),
+        "{error}"
+    );
     let scan = store.scan(0..=u64::MAX, None, 10);
-    assert!(matches!(scan, Err(StorageError::Corrupt { .. })), "scan served a corrupt record");
+    assert!(
+        matches!(scan, Err(StorageError::Corrupt { .. })),
+        "scan served a corrupt record"
+    );
     // A merge must not silently overwrite a record it cannot read.
     let other = kv_storage::MemoryStore::new(key_hash);
-    let incoming = other.put(b"bad", &Write::new(&VersionVector::new(), None, &n1)).unwrap();
+    let incoming = other
+        .put(b"bad", &Write::new(&VersionVector::new(), None, &n1))
+        .unwrap();
     assert!(store.merge(b"bad", &incoming).is_err());
 }
 
@@ -111,7 +131,9 @@ fn a_damaged_table_file_is_reported_not_served() {
     // Flush the journal into a table file, then flip bytes in the middle of every table.
     {
         let db = fjall::Database::builder(dir.path()).open().unwrap();
-        let keyspace = db.keyspace("kv", fjall::KeyspaceCreateOptions::default).unwrap();
+        let keyspace = db
+            .keyspace("kv", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
         keyspace.rotate_memtable_and_wait().unwrap();
     }
     let mut damaged = 0;
@@ -129,7 +151,11 @@ fn a_damaged_table_file_is_reported_not_served() {
             }
         }
     }
-    assert!(damaged > 0, "no table file found under {:?}", walk(dir.path()));
+    assert!(
+        damaged > 0,
+        "no table file found under {:?}",
+        walk(dir.path())
+    );
     // Opening may fail, or reads may fail; what must not happen is a panic or wrong data.
     let Ok(store) = FjallStore::open(dir.path(), key_hash, Durability::Sync) else {
         return;
@@ -137,7 +163,9 @@ fn a_damaged_table_file_is_reported_not_served() {
     let mut errors = 0;
     for key in &keys {
         match store.get(key.as_bytes()) {
-            Ok(Some(found)) => assert_eq!(found.values().next(), Some(&Some(Bytes::from(key.clone())))),
+            Ok(Some(found)) => {
+                assert_eq!(found.values().next(), Some(&Some(Bytes::from(key.clone()))));
+            }
             Ok(None) => panic!("{key} silently vanished"),
             Err(_) => errors += 1,
         }
@@ -145,9 +173,16 @@ fn a_damaged_table_file_is_reported_not_served() {
     assert!(errors > 0, "damage went unnoticed");
 }
 
-fn put_value(store: &FjallStore, key: &[u8], text: impl Into<Bytes>, actor: &ActorId) -> kv_storage::Siblings {
+fn put_value(
+    store: &FjallStore,
+    key: &[u8],
+    text: impl Into<Bytes>,
+    actor: &ActorId,
+) -> kv_storage::Siblings {
     let context = VersionVector::new();
-    store.put(key, &Write::new(&context, Some(text.into()), actor)).unwrap()
+    store
+        .put(key, &Write::new(&context, Some(text.into()), actor))
+        .unwrap()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
