@@ -24,9 +24,9 @@ fn expected(answers: &[(u64, bool)], required: usize, deadline_ms: u64) -> (Outc
             break;
         }
         if success {
-            ok += 1
+            ok += 1;
         } else {
-            failed += 1
+            failed += 1;
         }
         if ok >= required {
             return (Outcome::Reached, delay);

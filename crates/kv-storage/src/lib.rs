@@ -89,7 +89,7 @@ pub struct ScanItem {
 ///
 /// Every method is atomic per key, and a method that writes returns only after the
 /// write reached the store's durability level.
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The stored versions of `key`, if it was ever written.
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError>;
 

@@ -1,0 +1,154 @@
+//! Node configuration: identity, peers, replication parameters, limits and timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kv_ring::{MAX_REPLICAS, MAX_VNODES};
+use thiserror::Error;
+
+/// Another node of the cluster, as configured statically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The peer's node id.
+    pub node_id: String,
+    /// Where its gRPC server listens.
+    pub grpc_address: SocketAddr,
+}
+
+/// Request size and shape limits. They apply to client requests only, never to replica
+/// traffic (repair must always be able to converge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Most sibling values a client write may leave on a key.
+    pub max_siblings: usize,
+    /// Most entries in a client-supplied version.
+    pub max_version_entries: usize,
+    /// Longest `client_id` / `request_id` accepted, in bytes.
+    pub max_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            max_siblings: 64,
+            max_version_entries: 256,
+            max_id_bytes: 256,
+        }
+    }
+}
+
+/// The largest gRPC message a client may send: values are capped well below it.
+pub const CLIENT_MESSAGE_LIMIT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Everything a node needs to run, besides its storage and transport.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; also the actor id in the versions it mints.
+    pub node_id: String,
+    /// This node's gRPC address, as peers reach it.
+    pub grpc_address: SocketAddr,
+    /// The other members of the cluster.
+    pub peers: Vec<PeerSpec>,
+    /// Replicas per key (N).
+    pub replication_factor: usize,
+    /// Default read quorum (R).
+    pub read_quorum: usize,
+    /// Default write quorum (W).
+    pub write_quorum: usize,
+    /// Virtual nodes per member.
+    pub vnodes: u32,
+    /// Client request limits.
+    pub limits: Limits,
+    /// How long a client request may take before DEADLINE_EXCEEDED.
+    pub request_timeout: Duration,
+    /// How long a single call to a peer may take.
+    pub peer_timeout: Duration,
+    /// Read repairs running at once; further repairs are skipped and counted.
+    pub max_concurrent_repairs: usize,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults (N=3, R=2, W=2, 256 vnodes) and no peers.
+    pub fn new(node_id: impl Into<String>, grpc_address: SocketAddr) -> Self {
+        Self {
+            node_id: node_id.into(),
+            grpc_address,
+            peers: Vec::new(),
+            replication_factor: 3,
+            read_quorum: 2,
+            write_quorum: 2,
+            vnodes: kv_ring::DEFAULT_VNODES,
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(2),
+            max_concurrent_repairs: 64,
+        }
+    }
+
+    /// Checks the configuration for contradictions before a node starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.is_empty() || self.node_id.len() > kv_clock::MAX_ACTOR_ID_BYTES {
+            return Err(ConfigError::BadNodeId(self.node_id.clone()));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replication_factor) {
+            return Err(ConfigError::BadReplicationFactor(self.replication_factor));
+        }
+        for (name, quorum) in [("R", self.read_quorum), ("W", self.write_quorum)] {
+            if !(1..=self.replication_factor).contains(&quorum) {
+                return Err(ConfigError::BadQuorum {
+                    name,
+                    quorum,
+                    n: self.replication_factor,
+                });
+            }
+        }
+        if !(1..=MAX_VNODES).contains(&self.vnodes) {
+            return Err(ConfigError::BadVnodes(self.vnodes));
+        }
+        if self.limits.max_value_bytes + self.limits.max_key_bytes + 64 * 1024
+            > CLIENT_MESSAGE_LIMIT_BYTES
+        {
+            return Err(ConfigError::LimitsTooLarge);
+        }
+        if let Some(peer) = self.peers.iter().find(|p| p.node_id == self.node_id) {
+            return Err(ConfigError::PeerIsSelf(peer.node_id.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The node id is empty or too long.
+    #[error("node id {0:?} must be 1..=128 bytes")]
+    BadNodeId(String),
+    /// N is out of range.
+    #[error("replication factor {0} is outside 1..=16")]
+    BadReplicationFactor(usize),
+    /// R or W is out of range.
+    #[error("{name}={quorum} must be within 1..=N (N={n})")]
+    BadQuorum {
+        /// "R" or "W".
+        name: &'static str,
+        /// The bad value.
+        quorum: usize,
+        /// The replication factor.
+        n: usize,
+    },
+    /// vnodes out of range.
+    #[error("vnodes={0} is outside 1..=4096")]
+    BadVnodes(u32),
+    /// Limits exceed the gRPC message cap.
+    #[error("max key + value size must leave room under the 4 MiB gRPC message limit")]
+    LimitsTooLarge,
+    /// The peer list contains this node.
+    #[error("peer list contains this node's own id {0:?}")]
+    PeerIsSelf(String),
+}

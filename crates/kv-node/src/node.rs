@@ -1,0 +1,378 @@
+//! `Node`: the replica operations on local storage and the coordinator logic for client
+//! requests (forwarding, quorum fan-out, reconciliation, read repair).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_clock::{ActorId, VersionVector};
+use kv_quorum::{Fanout, Outcome, Reply};
+use kv_repair::reconcile;
+use kv_ring::{Member, Ring};
+use kv_storage::{Siblings, Storage, Write};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::peers::{PeerStatus, PeerTable};
+use crate::{NodeConfig, NodeError, PeerTransport, TransportError, WriteCommand};
+
+/// How long after a client's answer late replica replies are still awaited.
+const LATE_REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Counters of background work, for tests and operators.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Read repairs sent to stale replicas.
+    pub repairs_sent: AtomicU64,
+    /// Read repairs skipped because too many were already running.
+    pub repairs_skipped: AtomicU64,
+}
+
+/// One kvstore node: storage, ring, transport and configuration.
+#[derive(Debug)]
+pub struct Node<T> {
+    config: NodeConfig,
+    actor: ActorId,
+    ring: Ring,
+    storage: Arc<dyn Storage>,
+    transport: Arc<T>,
+    peers: PeerTable,
+    repair_slots: Arc<Semaphore>,
+    stats: Arc<NodeStats>,
+}
+
+impl<T: PeerTransport> Node<T> {
+    /// Builds a node. The ring is computed from this node and its configured peers.
+    pub fn new(
+        config: NodeConfig,
+        storage: Arc<dyn Storage>,
+        transport: T,
+    ) -> Result<Arc<Self>, String> {
+        config.validate().map_err(|e| e.to_string())?;
+        let actor = ActorId::new(&config.node_id).map_err(|e| e.to_string())?;
+        let members = std::iter::once(config.node_id.clone())
+            .chain(config.peers.iter().map(|p| p.node_id.clone()))
+            .map(|id| Member::with_vnodes(id, config.vnodes));
+        let ring = Ring::new(members, config.replication_factor).map_err(|e| e.to_string())?;
+        let peers = PeerTable::new(config.peers.iter().map(|p| p.node_id.clone()));
+        Ok(Arc::new(Self {
+            repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
+            config,
+            actor,
+            ring,
+            storage,
+            transport: Arc::new(transport),
+            peers,
+            stats: Arc::new(NodeStats::default()),
+        }))
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The ring this node routes with.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Background-work counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// What this node last observed about `peer`.
+    pub fn peer_status(&self, peer: &str) -> Option<PeerStatus> {
+        self.peers.status(peer)
+    }
+
+    /// The replicas of `key`, primary first.
+    pub fn replicas_for(&self, key: &[u8]) -> Vec<String> {
+        self.ring
+            .preference_list(key)
+            .iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    // ----- replica side: this node's own copy -----
+
+    /// This replica's versions of `key`.
+    pub fn replica_read(&self, key: &[u8]) -> Result<Option<Siblings>, NodeError> {
+        Ok(self.storage.get(key)?)
+    }
+
+    /// Merges versions from another replica. Never size-limited: repair must converge.
+    pub async fn replica_write(&self, key: Bytes, versions: Siblings) -> Result<(), NodeError> {
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || storage.merge(&key, &versions))
+            .await
+            .map_err(|e| NodeError::Internal(format!("storage task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Coordinates a client write for a key this node replicates: mints the new version
+    /// locally, then replicates it and waits for W acknowledgements (this one included).
+    pub async fn coordinate_write(
+        self: &Arc<Self>,
+        command: WriteCommand,
+    ) -> Result<VersionVector, NodeError> {
+        let replicas = self.replicas_for(&command.key);
+        let Some(own_index) = replicas.iter().position(|r| *r == self.config.node_id) else {
+            return Err(NodeError::Unavailable(format!(
+                "node {} is not a replica of this key (replicas: {})",
+                self.config.node_id,
+                replicas.join(", ")
+            )));
+        };
+        let deadline = Instant::now() + self.config.request_timeout;
+        let stored = self.store_locally(&command).await?;
+        let calls = replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != own_index)
+            .map(|(i, peer)| {
+                let (transport, peer) = (Arc::clone(&self.transport), peer.clone());
+                let (key, versions) = (command.key.clone(), stored.clone());
+                (
+                    i,
+                    async move { transport.write(&peer, key, versions).await },
+                )
+            });
+        let mut fanout = Fanout::start(calls, command.write_quorum, replicas.len())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        fanout.record(Reply {
+            replica: own_index,
+            result: Ok(()),
+        });
+        let outcome = fanout.wait(deadline).await;
+        self.observe_replies(&replicas, fanout.replies());
+        let acks = fanout.tracker().successes();
+        let failures = failure_list(fanout.replies());
+        self.finish_in_background(fanout, replicas.clone());
+        let (n, w) = (replicas.len(), command.write_quorum);
+        match outcome {
+            Outcome::Reached => Ok(stored.join()),
+            Outcome::Impossible => Err(NodeError::Unavailable(format!(
+                "write quorum not met: W={w} of {n} replicas required, {acks} acknowledged, \
+                 failed: {failures}; replicas that acknowledged keep the write"
+            ))),
+            Outcome::DeadlineExceeded => Err(NodeError::DeadlineExceeded(format!(
+                "write timed out after {:?}: {acks} of {n} replicas acknowledged, W={w} required",
+                self.config.request_timeout
+            ))),
+        }
+    }
+
+    async fn store_locally(&self, command: &WriteCommand) -> Result<Siblings, NodeError> {
+        let storage = Arc::clone(&self.storage);
+        let (key, value, context) = (
+            command.key.clone(),
+            command.value.clone(),
+            command.context.clone(),
+        );
+        let (actor, max_siblings) = (self.actor.clone(), self.config.limits.max_siblings);
+        let stored = tokio::task::spawn_blocking(move || {
+            let write = Write {
+                context: &context,
+                value,
+                actor: &actor,
+                max_siblings,
+            };
+            storage.put(&key, &write)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("storage task failed: {e}")))??;
+        Ok(stored)
+    }
+
+    /// Lets the slower replicas of a write finish without delaying the client.
+    fn finish_in_background(
+        self: &Arc<Self>,
+        fanout: Fanout<(), TransportError>,
+        replicas: Vec<String>,
+    ) {
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
+            node.observe_replies(&replicas, &replies);
+        });
+    }
+
+    // ----- coordinator side: client requests -----
+
+    /// A client write (or delete, with `value: None`) through this node. If this node is
+    /// not a replica of the key, the first reachable replica coordinates it.
+    pub async fn put(self: &Arc<Self>, command: WriteCommand) -> Result<VersionVector, NodeError> {
+        let replicas = self.replicas_for(&command.key);
+        if replicas.contains(&self.config.node_id) {
+            return self.coordinate_write(command).await;
+        }
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut unreachable = Vec::new();
+        for replica in &replicas {
+            let call = self.transport.coordinate_write(replica, command.clone());
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(context)) => {
+                    self.peers.observe(replica, true);
+                    return Ok(context);
+                }
+                Ok(Err(TransportError::Unreachable { reason, .. })) => {
+                    self.peers.observe(replica, false);
+                    unreachable.push(format!("{replica} ({reason})"));
+                }
+                Ok(Err(TransportError::Remote { error, .. })) => {
+                    self.peers.observe(replica, true);
+                    return Err(error);
+                }
+                Ok(Err(TransportError::Timeout { .. })) | Err(_) => {
+                    return Err(NodeError::DeadlineExceeded(format!(
+                        "replica {replica} did not finish coordinating the write in time; \
+                         it may still be applied"
+                    )));
+                }
+            }
+        }
+        Err(NodeError::Unavailable(format!(
+            "no replica of this key could coordinate the write: {}",
+            unreachable.join(", ")
+        )))
+    }
+
+    /// A client read through this node: asks all N replicas, answers once R replied, and
+    /// repairs stale replicas in the background afterwards.
+    pub async fn get(
+        self: &Arc<Self>,
+        key: Bytes,
+        read_quorum: usize,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let replicas = self.replicas_for(&key);
+        let deadline = Instant::now() + self.config.request_timeout;
+        let own_index = replicas.iter().position(|r| *r == self.config.node_id);
+        let calls = replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != own_index)
+            .map(|(i, peer)| {
+                let (transport, peer, key) =
+                    (Arc::clone(&self.transport), peer.clone(), key.clone());
+                (i, async move { transport.read(&peer, key).await })
+            });
+        let mut fanout = Fanout::start(calls, read_quorum, replicas.len())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        if let Some(index) = own_index {
+            let local = self
+                .replica_read(&key)
+                .map_err(|error| TransportError::Remote {
+                    peer: self.config.node_id.clone(),
+                    error,
+                });
+            fanout.record(Reply {
+                replica: index,
+                result: local,
+            });
+        }
+        let outcome = fanout.wait(deadline).await;
+        self.observe_replies(&replicas, fanout.replies());
+        let (answered, n) = (fanout.tracker().successes(), replicas.len());
+        match outcome {
+            Outcome::Reached => {
+                let merged = reconcile(&answers(&replicas, fanout.replies())).merged;
+                self.repair_in_background(key, fanout, replicas);
+                Ok(merged)
+            }
+            Outcome::Impossible => Err(NodeError::Unavailable(format!(
+                "read quorum not met: R={read_quorum} of {n} replicas required, {answered} \
+                 answered, failed: {}",
+                failure_list(fanout.replies())
+            ))),
+            Outcome::DeadlineExceeded => Err(NodeError::DeadlineExceeded(format!(
+                "read timed out after {:?}: {answered} of {n} replicas answered, R={read_quorum} required",
+                self.config.request_timeout
+            ))),
+        }
+    }
+
+    /// After the client has its answer: wait for late replies, then send the merged
+    /// versions to every replica that answered with less. Bounded by `repair_slots`.
+    fn repair_in_background(
+        self: &Arc<Self>,
+        key: Bytes,
+        fanout: Fanout<Option<Siblings>, TransportError>,
+        replicas: Vec<String>,
+    ) {
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
+            node.observe_replies(&replicas, &replies);
+            for repair in reconcile(&answers(&replicas, &replies)).repairs {
+                let Ok(slot) = Arc::clone(&node.repair_slots).try_acquire_owned() else {
+                    node.stats.repairs_skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let (node, key) = (Arc::clone(&node), key.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let result = if repair.replica == node.config.node_id {
+                        node.replica_write(key, repair.versions)
+                            .await
+                            .map_err(|error| TransportError::Remote {
+                                peer: repair.replica.clone(),
+                                error,
+                            })
+                    } else {
+                        node.transport
+                            .write(&repair.replica, key, repair.versions)
+                            .await
+                    };
+                    match result {
+                        Ok(()) => {
+                            node.stats.repairs_sent.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(replica = %repair.replica, "read repair applied");
+                        }
+                        Err(error) => tracing::warn!(%error, "read repair failed"),
+                    }
+                });
+            }
+        });
+    }
+
+    fn observe_replies<V>(&self, replicas: &[String], replies: &[Reply<V, TransportError>]) {
+        for reply in replies {
+            let peer = &replicas[reply.replica];
+            if *peer == self.config.node_id {
+                continue;
+            }
+            let reachable = !matches!(
+                reply.result,
+                Err(TransportError::Unreachable { .. } | TransportError::Timeout { .. })
+            );
+            self.peers.observe(peer, reachable);
+        }
+    }
+}
+
+/// The failed replies, for error messages: "peer n3 unreachable: connection refused, ...".
+fn failure_list<V>(replies: &[Reply<V, TransportError>]) -> String {
+    let failures: Vec<String> = replies
+        .iter()
+        .filter_map(|reply| reply.result.as_ref().err().map(ToString::to_string))
+        .collect();
+    failures.join("; ")
+}
+
+/// The successful read replies as (replica, versions) pairs for reconciliation.
+fn answers(
+    replicas: &[String],
+    replies: &[Reply<Option<Siblings>, TransportError>],
+) -> Vec<(String, Option<Siblings>)> {
+    replies
+        .iter()
+        .filter_map(|reply| match &reply.result {
+            Ok(versions) => Some((replicas[reply.replica].clone(), versions.clone())),
+            Err(_) => None,
+        })
+        .collect()
+}

@@ -1,0 +1,56 @@
+//! Serving a node: the public and internal services, gRPC reflection (v1 and v1alpha) and
+//! the standard `grpc.health.v1.Health`, on one listener, until `shutdown` resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kv_proto::internal::replica_server::ReplicaServer;
+use kv_proto::kvstore::kv_store_server::KvStoreServer;
+use kv_proto::kvstore::membership_server::MembershipServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::transport_grpc::INTERNAL_MESSAGE_LIMIT_BYTES;
+use crate::{CLIENT_MESSAGE_LIMIT_BYTES, InternalApi, Node, PeerTransport, PublicApi};
+
+/// Serves `node` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve<T: PeerTransport>(
+    node: Arc<Node<T>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("building reflection service: {e}"))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| format!("building reflection service: {e}"))?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<KvStoreServer<PublicApi<T>>>()
+        .await;
+    health_reporter
+        .set_serving::<MembershipServer<PublicApi<T>>>()
+        .await;
+
+    let public = PublicApi::new(Arc::clone(&node));
+    let kv =
+        KvStoreServer::new(public.clone()).max_decoding_message_size(CLIENT_MESSAGE_LIMIT_BYTES);
+    let membership = MembershipServer::new(public);
+    let internal = ReplicaServer::new(InternalApi::new(node))
+        .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
+        .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES);
+
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(kv)
+        .add_service(membership)
+        .add_service(internal)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| format!("gRPC server failed: {e}"))
+}

@@ -1,0 +1,456 @@
+//! Whole-cluster behaviour over the in-process network, on tokio's paused clock: no
+//! sockets, no real time, the same result every run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_clock::VersionVector;
+use kv_node::sim::{SimNetwork, SimTransport};
+use kv_node::{Node, NodeConfig, NodeError, PeerSpec, PublicApi, WriteCommand};
+use kv_proto::kvstore as api;
+use kv_proto::kvstore::kv_store_server::KvStore;
+use kv_storage::{MemoryStore, Siblings};
+use tonic::Request;
+
+struct Cluster {
+    network: Arc<SimNetwork>,
+    nodes: Vec<Arc<Node<SimTransport>>>,
+}
+
+fn config(id: usize, count: usize, tune: &dyn Fn(&mut NodeConfig)) -> NodeConfig {
+    let address = |i: usize| format!("127.0.0.1:{}", 50050 + i).parse().unwrap();
+    let mut config = NodeConfig::new(format!("n{id}"), address(id));
+    config.peers = (1..=count)
+        .filter(|&i| i != id)
+        .map(|i| PeerSpec {
+            node_id: format!("n{i}"),
+            grpc_address: address(i),
+        })
+        .collect();
+    tune(&mut config);
+    config
+}
+
+impl Cluster {
+    fn new(count: usize) -> Self {
+        Self::with(count, &|_| {})
+    }
+
+    fn with(count: usize, tune: &dyn Fn(&mut NodeConfig)) -> Self {
+        let network = SimNetwork::new(42);
+        let nodes = (1..=count)
+            .map(|i| {
+                let storage = Arc::new(MemoryStore::new(kv_ring::key_hash));
+                let node = Node::new(
+                    config(i, count, tune),
+                    storage,
+                    network.transport(&format!("n{i}")),
+                )
+                .unwrap();
+                network.register(&node);
+                node
+            })
+            .collect();
+        Self { network, nodes }
+    }
+
+    fn node(&self, id: &str) -> &Arc<Node<SimTransport>> {
+        self.nodes
+            .iter()
+            .find(|n| n.config().node_id == id)
+            .unwrap()
+    }
+}
+
+fn write(key: &str, value: Option<&str>, context: &VersionVector, w: usize) -> WriteCommand {
+    WriteCommand {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+        context: context.clone(),
+        write_quorum: w,
+        request_id: String::new(),
+    }
+}
+
+fn live_values(siblings: Option<&Siblings>) -> Vec<String> {
+    let mut values: Vec<String> = siblings
+        .into_iter()
+        .flat_map(kv_clock::DvvSet::values)
+        .flatten()
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        .collect();
+    values.sort();
+    values
+}
+
+async fn get(node: &Arc<Node<SimTransport>>, key: &str, r: usize) -> Option<Siblings> {
+    node.get(Bytes::copy_from_slice(key.as_bytes()), r)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_through_any_node_is_read_through_every_node() {
+    let cluster = Cluster::new(3);
+    for (i, writer) in cluster.nodes.iter().enumerate() {
+        let key = format!("key-{i}");
+        writer
+            .put(write(&key, Some("hello"), &VersionVector::new(), 2))
+            .await
+            .unwrap();
+        for reader in &cluster.nodes {
+            assert_eq!(live_values(get(reader, &key, 2).await.as_ref()), ["hello"]);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn blind_writes_through_two_coordinators_become_siblings_and_resolve() {
+    let cluster = Cluster::new(3);
+    let blind = VersionVector::new();
+    cluster
+        .node("n1")
+        .put(write("k", Some("a"), &blind, 2))
+        .await
+        .unwrap();
+    cluster
+        .node("n2")
+        .put(write("k", Some("b"), &blind, 2))
+        .await
+        .unwrap();
+    let read = get(cluster.node("n3"), "k", 3).await;
+    assert_eq!(live_values(read.as_ref()), ["a", "b"]);
+    let context = read.unwrap().join();
+    cluster
+        .node("n3")
+        .put(write("k", Some("c"), &context, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        live_values(get(cluster.node("n1"), "k", 3).await.as_ref()),
+        ["c"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn blind_writes_through_one_coordinator_both_survive() {
+    let cluster = Cluster::new(3);
+    let blind = VersionVector::new();
+    cluster
+        .node("n1")
+        .put(write("k", Some("a"), &blind, 2))
+        .await
+        .unwrap();
+    cluster
+        .node("n1")
+        .put(write("k", Some("b"), &blind, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        live_values(get(cluster.node("n2"), "k", 2).await.as_ref()),
+        ["a", "b"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn delete_makes_the_key_absent_and_a_later_write_returns_it() {
+    let cluster = Cluster::new(3);
+    let written = cluster
+        .node("n1")
+        .put(write("k", Some("a"), &VersionVector::new(), 2))
+        .await
+        .unwrap();
+    cluster
+        .node("n2")
+        .put(write("k", None, &written, 2))
+        .await
+        .unwrap();
+    let read = get(cluster.node("n3"), "k", 2).await;
+    assert!(
+        live_values(read.as_ref()).is_empty(),
+        "deleted key still has values"
+    );
+    let context = read.unwrap().join();
+    cluster
+        .node("n3")
+        .put(write("k", Some("again"), &context, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        live_values(get(cluster.node("n1"), "k", 2).await.as_ref()),
+        ["again"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_node_down_keeps_quorum_two_but_not_three() {
+    let cluster = Cluster::new(3);
+    cluster.network.set_down("n3", true);
+    let blind = VersionVector::new();
+    cluster
+        .node("n1")
+        .put(write("k", Some("v"), &blind, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        live_values(get(cluster.node("n2"), "k", 2).await.as_ref()),
+        ["v"]
+    );
+    let error = cluster
+        .node("n1")
+        .put(write("k", Some("w"), &blind, 3))
+        .await
+        .unwrap_err();
+    match error {
+        NodeError::Unavailable(message) => {
+            assert!(message.contains("W=3 of 3"), "{message}");
+            assert!(message.contains("peer n3 unreachable"), "{message}");
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    let error = cluster
+        .node("n1")
+        .get(Bytes::from_static(b"k"), 3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NodeError::Unavailable(m) if m.contains("R=3 of 3") && m.contains("n3")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_replica_converges_through_read_repair() {
+    let cluster = Cluster::new(3);
+    let first = cluster
+        .node("n1")
+        .put(write("k", Some("old"), &VersionVector::new(), 3))
+        .await
+        .unwrap();
+    cluster.network.set_down("n3", true);
+    cluster
+        .node("n1")
+        .put(write("k", Some("new"), &first, 2))
+        .await
+        .unwrap();
+    cluster.network.set_down("n3", false);
+    assert_eq!(
+        live_values(cluster.node("n3").replica_read(b"k").unwrap().as_ref()),
+        ["old"]
+    );
+
+    assert_eq!(
+        live_values(get(cluster.node("n2"), "k", 2).await.as_ref()),
+        ["new"]
+    );
+    let n2 = cluster.node("n2");
+    for _ in 0..50 {
+        if n2.stats().repairs_sent.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        live_values(cluster.node("n3").replica_read(b"k").unwrap().as_ref()),
+        ["new"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_minority_partition_cannot_reach_quorum_and_its_write_resurfaces_as_a_sibling() {
+    let cluster = Cluster::new(3);
+    cluster.network.partition(&["n1"], &["n2", "n3"]);
+    let error = cluster
+        .node("n1")
+        .put(write("k", Some("minority"), &VersionVector::new(), 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, NodeError::Unavailable(_)), "{error:?}");
+    cluster
+        .node("n2")
+        .put(write("k", Some("majority"), &VersionVector::new(), 2))
+        .await
+        .unwrap();
+    cluster.network.heal();
+    // Dynamo semantics: a write refused for lack of quorum is not rolled back on the
+    // replica that stored it, so after the heal it is a sibling of the majority's write.
+    assert_eq!(
+        live_values(get(cluster.node("n1"), "k", 3).await.as_ref()),
+        ["majority", "minority"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_replica_forwards_to_a_replica_and_falls_back_when_it_is_down() {
+    let cluster = Cluster::new(5);
+    let key = "forwarded";
+    let replicas = cluster.nodes[0].replicas_for(key.as_bytes());
+    let outsider = cluster
+        .nodes
+        .iter()
+        .find(|n| !replicas.contains(&n.config().node_id))
+        .unwrap();
+    cluster.network.set_down(&replicas[0], true);
+    outsider
+        .put(write(key, Some("v"), &VersionVector::new(), 2))
+        .await
+        .unwrap();
+    let coordinator = cluster.node(&replicas[1]);
+    let stored = coordinator.replica_read(key.as_bytes()).unwrap().unwrap();
+    let (dot, _) = stored.siblings().next().unwrap();
+    assert_eq!(
+        dot.actor.as_str(),
+        replicas[1],
+        "the first live replica minted the version"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_siblings_is_refused_and_nothing_is_lost() {
+    let cluster = Cluster::with(3, &|c| c.limits.max_siblings = 3);
+    let blind = VersionVector::new();
+    for value in ["a", "b", "c"] {
+        cluster
+            .node("n1")
+            .put(write("k", Some(value), &blind, 2))
+            .await
+            .unwrap();
+    }
+    let error = cluster
+        .node("n1")
+        .put(write("k", Some("d"), &blind, 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NodeError::FailedPrecondition(m) if m.contains("limit of 3")),
+        "{error:?}"
+    );
+    assert_eq!(
+        live_values(get(cluster.node("n2"), "k", 3).await.as_ref()),
+        ["a", "b", "c"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_requests_are_invalid_argument_and_the_node_keeps_serving() {
+    let cluster = Cluster::new(3);
+    let api = PublicApi::new(Arc::clone(cluster.node("n1")));
+    let put = |key: &str, value: Vec<u8>, w: u32, version: Vec<(&str, u64)>| api::PutRequest {
+        key: key.to_owned(),
+        value: value.into(),
+        consistency_w: w,
+        version: Some(api::Version {
+            entries: version
+                .into_iter()
+                .map(|(n, c)| api::VersionEntry {
+                    node_id: n.to_owned(),
+                    counter: c,
+                })
+                .collect(),
+        }),
+        ..api::PutRequest::default()
+    };
+    let cases = [
+        (put("", b"v".to_vec(), 0, vec![]), "key must not be empty"),
+        (
+            put(&"k".repeat(1025), b"v".to_vec(), 0, vec![]),
+            "key is 1025 bytes",
+        ),
+        (put("k", vec![], 0, vec![]), "value must not be empty"),
+        (
+            put("k", vec![0; 1024 * 1024 + 1], 0, vec![]),
+            "value is 1048577 bytes",
+        ),
+        (
+            put("k", b"v".to_vec(), 4, vec![]),
+            "consistency_w=4 is outside 1..=3",
+        ),
+        (put("k", b"v".to_vec(), 0, vec![("n1", 0)]), "counter 0"),
+        (
+            put("k", b"v".to_vec(), 0, vec![("n1", 1), ("n1", 2)]),
+            "more than once",
+        ),
+        (
+            put("k", b"v".to_vec(), 0, vec![("", 1)]),
+            "must not be empty",
+        ),
+    ];
+    for (request, expected) in cases {
+        let status = api.put(Request::new(request)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{expected}: {status:?}"
+        );
+        assert!(
+            status.message().contains(expected),
+            "{:?} lacks {expected:?}",
+            status.message()
+        );
+    }
+    let bad_read = api::GetRequest {
+        key: "k".into(),
+        consistency_r: 9,
+        ..Default::default()
+    };
+    let status = api.get(Request::new(bad_read)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("consistency_r=9"));
+
+    let ok = api
+        .put(Request::new(put("k", b"v".to_vec(), 0, vec![])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.status, api::Status::Success as i32);
+    let read = api::GetRequest {
+        key: "k".into(),
+        ..Default::default()
+    };
+    let answer = api.get(Request::new(read)).await.unwrap().into_inner();
+    assert_eq!(answer.value.unwrap().value, Bytes::from_static(b"v"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_response_shapes_match_the_api() {
+    let cluster = Cluster::new(3);
+    let api = PublicApi::new(Arc::clone(cluster.node("n1")));
+    let read = |key: &str| {
+        api.get(Request::new(api::GetRequest {
+            key: key.into(),
+            ..Default::default()
+        }))
+    };
+    let missing = read("missing").await.unwrap().into_inner();
+    assert_eq!(missing.status, api::Status::NotFound as i32);
+
+    for value in ["x", "y"] {
+        let request = api::PutRequest {
+            key: "k".into(),
+            value: Bytes::from(value),
+            ..Default::default()
+        };
+        api.put(Request::new(request)).await.unwrap();
+    }
+    let both = read("k").await.unwrap().into_inner();
+    assert!(both.value.is_none());
+    assert_eq!(both.conflicts.len(), 2);
+    let context = both.context.clone();
+    let resolve = api::PutRequest {
+        key: "k".into(),
+        value: Bytes::from("z"),
+        version: context,
+        ..Default::default()
+    };
+    let written = api.put(Request::new(resolve)).await.unwrap().into_inner();
+    let one = read("k").await.unwrap().into_inner();
+    assert!(one.conflicts.is_empty());
+    let value = one.value.unwrap();
+    assert_eq!(value.value, Bytes::from("z"));
+    assert_eq!(
+        value.version, written.version,
+        "a single value's version is the write's context"
+    );
+}
