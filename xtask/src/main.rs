@@ -1,11 +1,15 @@
 //! `cargo xtask`: the project's automation, in Rust instead of shell scripts.
 //!
-//! `cargo xtask ci` runs the same quality gate as `.ci/run`: formatting, clippy with
-//! warnings denied, the whole test suite, a build of every benchmark, and cargo-deny.
+//! - `ci`: the quality gate `.ci/run` runs (fmt, clippy, tests, bench build, cargo-deny).
+//! - `cluster up|down|status|kill|restart|logs`: a local cluster under `.local/`.
+//! - `demo quorum|conflict|repair`: the original system's demos, checked step by step.
+
+mod ci;
+mod cluster;
+mod demo;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -13,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "cargo xtask", about = "kvstore project automation")]
 struct Cli {
     #[command(subcommand)]
-    command: Task,
+    task: Task,
 }
 
 #[derive(Subcommand)]
@@ -24,12 +28,24 @@ enum Task {
         #[arg(long)]
         skip_deny: bool,
     },
+    /// Manage a local cluster (state, logs and data under .local/).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::Command,
+    },
+    /// Run a demo against a fresh local cluster; exits non-zero if it misbehaves.
+    Demo {
+        #[arg(value_enum)]
+        name: demo::Demo,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Task::Ci { skip_deny } => ci(skip_deny),
+    let result = match cli.task {
+        Task::Ci { skip_deny } => ci::run(skip_deny),
+        Task::Cluster { command } => block_on(cluster::run(command)),
+        Task::Demo { name } => block_on(demo::run(name)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,55 +56,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The steps of the quality gate, in the order a failure is cheapest to find.
-fn ci_steps(skip_deny: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut steps = vec![
-        ("format", vec!["fmt", "--all", "--", "--check"]),
-        (
-            "clippy",
-            vec![
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        ),
-        ("tests", vec!["test", "--workspace"]),
-        ("bench build", vec!["bench", "--workspace", "--no-run"]),
-    ];
-    if !skip_deny {
-        steps.push((
-            "cargo deny",
-            vec!["deny", "check", "licenses", "bans", "sources"],
-        ));
-    }
-    steps
-}
-
-fn ci(skip_deny: bool) -> Result<(), String> {
-    let root = workspace_root();
-    for (name, args) in ci_steps(skip_deny) {
-        let started = Instant::now();
-        println!("==> {name}: cargo {}", args.join(" "));
-        let status = Command::new(cargo())
-            .args(&args)
-            .current_dir(&root)
-            .status()
-            .map_err(|e| format!("could not start cargo for {name}: {e}"))?;
-        let elapsed_s = started.elapsed().as_secs_f64();
-        if !status.success() {
-            return Err(format!("{name} failed ({status}) after {elapsed_s:.0}s"));
-        }
-        println!("==> {name}: ok in {elapsed_s:.0}s");
-    }
-    println!("==> ci: all steps passed");
-    Ok(())
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+fn block_on<F: std::future::Future<Output = Result<(), String>>>(future: F) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(future)
 }
 
 fn workspace_root() -> PathBuf {
@@ -96,4 +69,8 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }

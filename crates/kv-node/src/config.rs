@@ -49,8 +49,12 @@ pub const CLIENT_MESSAGE_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 /// Everything a node needs to run, besides its storage and transport.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// This node's id; also the actor id in the versions it mints.
+    /// This node's id.
     pub node_id: String,
+    /// The actor id in the versions this node mints. Equal to `node_id` when storage is
+    /// durable; a node whose storage is lost on restart (memory) must use a fresh one per
+    /// start, or it would mint dots that already exist and lose writes.
+    pub actor_id: String,
     /// This node's gRPC address, as peers reach it.
     pub grpc_address: SocketAddr,
     /// The other members of the cluster.
@@ -76,8 +80,10 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// A configuration with the defaults (N=3, R=2, W=2, 256 vnodes) and no peers.
     pub fn new(node_id: impl Into<String>, grpc_address: SocketAddr) -> Self {
+        let node_id = node_id.into();
         Self {
-            node_id: node_id.into(),
+            actor_id: node_id.clone(),
+            node_id,
             grpc_address,
             peers: Vec::new(),
             replication_factor: 3,
@@ -95,6 +101,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.is_empty() || self.node_id.len() > kv_clock::MAX_ACTOR_ID_BYTES {
             return Err(ConfigError::BadNodeId(self.node_id.clone()));
+        }
+        if self.actor_id.is_empty() || self.actor_id.len() > kv_clock::MAX_ACTOR_ID_BYTES {
+            return Err(ConfigError::BadNodeId(self.actor_id.clone()));
         }
         if !(1..=MAX_REPLICAS).contains(&self.replication_factor) {
             return Err(ConfigError::BadReplicationFactor(self.replication_factor));

@@ -50,7 +50,7 @@ impl<T: PeerTransport> Node<T> {
         transport: T,
     ) -> Result<Arc<Self>, String> {
         config.validate().map_err(|e| e.to_string())?;
-        let actor = ActorId::new(&config.node_id).map_err(|e| e.to_string())?;
+        let actor = ActorId::new(&config.actor_id).map_err(|e| e.to_string())?;
         let members = std::iter::once(config.node_id.clone())
             .chain(config.peers.iter().map(|p| p.node_id.clone()))
             .map(|id| Member::with_vnodes(id, config.vnodes));

@@ -1,0 +1,82 @@
+//! Command-line shape, parsed by clap.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::ServeSettings;
+
+/// kvstore: a Dynamo-style replicated key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "kvstore", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML file with the same settings as the flags (flags win).
+    #[arg(long)]
+    pub(crate) config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) settings: ServeSettings,
+}
+
+/// Options shared by the client commands.
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// Address of the node to talk to.
+    #[arg(long, global = true, default_value = "127.0.0.1:50051")]
+    pub(crate) addr: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Write a value.
+    Put {
+        key: String,
+        value: String,
+        /// Write quorum (default: the node's W).
+        #[arg(long)]
+        w: Option<u32>,
+        /// Context from a previous get (e.g. n1:2,n2:1) to replace what it saw.
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Read a key, showing siblings and the context for the next write.
+    Get {
+        key: String,
+        /// Read quorum (default: the node's R).
+        #[arg(long)]
+        r: Option<u32>,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[arg(long)]
+        w: Option<u32>,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// List cluster members and their states.
+    Membership,
+    /// Show ring ownership, and a key's replicas with --key.
+    Ring {
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show the node's health.
+    Health,
+}

@@ -1,0 +1,227 @@
+//! Client commands: call a node through kv-client and print the answer as text or JSON.
+
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kv_client::{Client, Context, MemberState, ReadResult, WriteOptions};
+use serde_json::{Value, json};
+
+use crate::cli::{ClientArgs, ClientCommand};
+
+pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(), String> {
+    let mut client = Client::connect(&args.addr)
+        .await
+        .map_err(|e| e.to_string())?
+        .with_client_id("kvstore-cli");
+    let (text, json) = match command {
+        ClientCommand::Put {
+            key,
+            value,
+            w,
+            context,
+        } => {
+            let options = write_options(w, context.as_deref())?;
+            let written = client
+                .put(&key, value, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                format!("OK\ncontext: {written}\n"),
+                json!({"status": "SUCCESS", "context": written.to_string()}),
+            )
+        }
+        ClientCommand::Delete { key, w, context } => {
+            let options = write_options(w, context.as_deref())?;
+            let written = client
+                .delete(&key, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                format!("OK (deleted)\ncontext: {written}\n"),
+                json!({"status": "SUCCESS", "context": written.to_string()}),
+            )
+        }
+        ClientCommand::Get { key, r } => {
+            let read = client.get(&key, r).await.map_err(|e| e.to_string())?;
+            (read_text(&key, &read), read_json(&read))
+        }
+        ClientCommand::Membership => {
+            let view = client.membership().await.map_err(|e| e.to_string())?;
+            membership_output(&view)
+        }
+        ClientCommand::Ring { key } => {
+            let ring = client
+                .ring(key.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            ring_output(&ring)
+        }
+        ClientCommand::Health => {
+            let health = client.health().await.map_err(|e| e.to_string())?;
+            let text = format!(
+                "node:     {}\nstatus:   {}\nmembers:  {} alive of {}\nquorum:   N={} R={} W={}\n",
+                health.node_id,
+                health.status,
+                health.members_alive,
+                health.members_total,
+                health.replication_factor,
+                health.read_quorum,
+                health.write_quorum
+            );
+            let json = json!({
+                "node_id": health.node_id, "status": health.status,
+                "members_alive": health.members_alive, "members_total": health.members_total,
+                "n": health.replication_factor, "r": health.read_quorum, "w": health.write_quorum,
+            });
+            (text, json)
+        }
+    };
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+fn write_options(w: Option<u32>, context: Option<&str>) -> Result<WriteOptions, String> {
+    let context = context
+        .map(str::parse::<Context>)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok(WriteOptions { w, context })
+}
+
+/// Values print as text when they are UTF-8, otherwise as hex.
+fn show(value: &Bytes) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => value.iter().fold(String::from("0x"), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        }),
+    }
+}
+
+fn read_text(key: &str, read: &ReadResult) -> String {
+    match read {
+        ReadResult::NotFound { context: None } => "NOT FOUND\n".to_owned(),
+        ReadResult::NotFound {
+            context: Some(context),
+        } => {
+            format!("NOT FOUND (deleted)\ncontext: {context}\n")
+        }
+        ReadResult::Value { value, context } => format!("{}\ncontext: {context}\n", show(value)),
+        ReadResult::Siblings { siblings, context } => {
+            let mut out = format!("{} siblings (concurrent writes):\n", siblings.len());
+            for (i, sibling) in siblings.iter().enumerate() {
+                let (node, counter) = &sibling.dot;
+                let _ = writeln!(
+                    out,
+                    "  [{}] {}   (written via {node}:{counter})",
+                    i + 1,
+                    show(&sibling.value)
+                );
+            }
+            let _ = writeln!(out, "context: {context}");
+            let _ = writeln!(
+                out,
+                "resolve with: kvstore put {key} <value> --context {context}"
+            );
+            out
+        }
+    }
+}
+
+fn read_json(read: &ReadResult) -> Value {
+    let context = read.context().map(ToString::to_string);
+    match read {
+        ReadResult::NotFound { .. } => json!({"status": "NOT_FOUND", "context": context}),
+        ReadResult::Value { value, .. } => {
+            json!({"status": "SUCCESS", "value": show(value), "context": context})
+        }
+        ReadResult::Siblings { siblings, .. } => json!({
+            "status": "SUCCESS",
+            "conflicts": siblings.iter().map(|s| json!({
+                "value": show(&s.value), "node_id": s.dot.0, "counter": s.dot.1,
+            })).collect::<Vec<_>>(),
+            "context": context,
+        }),
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match MemberState::try_from(state) {
+        Ok(MemberState::Alive) => "ALIVE",
+        Ok(MemberState::Suspect) => "SUSPECT",
+        Ok(MemberState::Dead) => "DEAD",
+        _ => "UNKNOWN",
+    }
+}
+
+fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value) {
+    let mut text = format!(
+        "view of {}\n{:<10} {:<8} {:<22} {}\n",
+        view.node_id, "NODE", "STATE", "GRPC ADDRESS", "SINCE"
+    );
+    for member in &view.members {
+        let since = if member.last_change_unix_ms == 0 {
+            "-".to_owned()
+        } else {
+            let at = UNIX_EPOCH + Duration::from_millis(member.last_change_unix_ms);
+            let ago = at.elapsed().map_or(0, |d| d.as_secs());
+            format!("{ago}s ago")
+        };
+        let _ = writeln!(
+            text,
+            "{:<10} {:<8} {:<22} {since}",
+            member.node_id,
+            state_name(member.state),
+            member.grpc_address
+        );
+    }
+    let json = json!({
+        "node_id": view.node_id,
+        "members": view.members.iter().map(|m| json!({
+            "node_id": m.node_id, "state": state_name(m.state), "grpc_address": m.grpc_address,
+            "incarnation": m.incarnation, "last_change_unix_ms": m.last_change_unix_ms,
+        })).collect::<Vec<_>>(),
+    });
+    (text, json)
+}
+
+fn ring_output(ring: &kv_client::GetRingResponse) -> (String, Value) {
+    let mut text = format!(
+        "N={}\n{:<10} {:>6} {:>9} {:>9}\n",
+        ring.replication_factor, "NODE", "VNODES", "PRIMARY", "STORED"
+    );
+    for node in &ring.nodes {
+        let _ = writeln!(
+            text,
+            "{:<10} {:>6} {:>8.1}% {:>8.1}%",
+            node.node_id,
+            node.vnodes,
+            node.primary_share * 100.0,
+            node.replica_share * 100.0
+        );
+    }
+    if !ring.preference_list.is_empty() {
+        let _ = writeln!(
+            text,
+            "key hash: {:#018x}\nreplicas: {}",
+            ring.key_hash,
+            ring.preference_list.join(", ")
+        );
+    }
+    let json = json!({
+        "replication_factor": ring.replication_factor,
+        "nodes": ring.nodes.iter().map(|n| json!({
+            "node_id": n.node_id, "vnodes": n.vnodes,
+            "primary_share": n.primary_share, "replica_share": n.replica_share,
+        })).collect::<Vec<_>>(),
+        "key_hash": ring.key_hash,
+        "preference_list": ring.preference_list,
+    });
+    (text, json)
+}

@@ -1,0 +1,42 @@
+//! The `kvstore` command: `kvstore serve` runs a node; `put`, `get`, `delete`,
+//! `membership`, `ring` and `health` talk to one. This crate only parses, configures and
+//! wires; the node logic lives in `kv-node`, the client in `kv-client`.
+
+#![warn(missing_docs)]
+
+mod cli;
+mod commands;
+mod serve;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Parses the command line and runs the chosen command.
+pub fn run() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Client(command) => commands::run(command, &cli.client).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

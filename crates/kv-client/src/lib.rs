@@ -1,0 +1,352 @@
+//! A Rust client for kvstore.
+//!
+//! [`Client`] wraps the gRPC API: [`Client::get`] returns a [`ReadResult`] (absent, one
+//! value, or concurrent siblings) with the causal [`Context`] to pass to the next write;
+//! [`ReadResult::resolve`] merges siblings with your function and gives the context that
+//! supersedes all of them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kv_client::ClientError> {
+//! use kv_client::{Client, ReadResult, WriteOptions};
+//! let mut client = Client::connect("127.0.0.1:50051").await?;
+//! client.put("user:1", "Ada", &WriteOptions::default()).await?;
+//! let read = client.get("user:1", None).await?;
+//! // Concurrent writes come back as siblings; merge them and write the result back.
+//! let (value, context) = read.resolve(|values| values.into_iter().max().unwrap_or_default());
+//! client.put("user:1", value, &WriteOptions::with_context(context)).await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod context;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use kv_proto::kvstore as api;
+use kv_proto::kvstore::kv_store_client::KvStoreClient;
+use kv_proto::kvstore::membership_client::MembershipClient;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+
+pub use context::{Context, ContextParseError};
+pub use kv_proto::kvstore::{
+    GetMembershipResponse, GetRingResponse, HealthResponse, MemberState, NodeOwnership,
+};
+pub use tonic::Code;
+
+/// A request failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The address was invalid or the node could not be reached.
+    #[error("cannot connect to {address}: {reason}")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The node answered with an error status.
+    #[error("{}: {}", code_name(*.code), .message)]
+    Status {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The node's explanation.
+        message: String,
+    },
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let separator = (i > 0 && c.is_uppercase()).then_some('_');
+            separator.into_iter().chain(c.to_uppercase())
+        })
+        .collect()
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+impl ClientError {
+    /// The gRPC status code, when the node answered.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Status { code, .. } => Some(*code),
+            Self::Connect { .. } => None,
+        }
+    }
+}
+
+/// Options for a write or delete.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Write quorum; `None` uses the node's default.
+    pub w: Option<u32>,
+    /// What the write replaces; `None` writes blind (concurrent with what is stored).
+    pub context: Option<Context>,
+}
+
+impl WriteOptions {
+    /// A write that replaces what `context` describes.
+    pub fn with_context(context: Context) -> Self {
+        Self {
+            w: None,
+            context: Some(context),
+        }
+    }
+}
+
+/// A sibling: one of several concurrent values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    /// The value.
+    pub value: Bytes,
+    /// The write that created it: (node id, counter).
+    pub dot: (String, u64),
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    /// The key was never written, or is deleted. A delete leaves a context: writing with
+    /// it replaces the tombstone cleanly.
+    NotFound {
+        /// Context of the tombstones, if any.
+        context: Option<Context>,
+    },
+    /// Exactly one live value.
+    Value {
+        /// The value.
+        value: Bytes,
+        /// Pass to the next write to replace it.
+        context: Context,
+    },
+    /// Concurrent values.
+    Siblings {
+        /// Every live value.
+        siblings: Vec<Sibling>,
+        /// Pass to the next write to replace all of them.
+        context: Context,
+    },
+}
+
+impl ReadResult {
+    /// The causal context of everything read.
+    pub fn context(&self) -> Option<&Context> {
+        match self {
+            Self::NotFound { context } => context.as_ref(),
+            Self::Value { context, .. } | Self::Siblings { context, .. } => Some(context),
+        }
+    }
+
+    /// Every live value (empty when not found).
+    pub fn values(&self) -> Vec<Bytes> {
+        match self {
+            Self::NotFound { .. } => Vec::new(),
+            Self::Value { value, .. } => vec![value.clone()],
+            Self::Siblings { siblings, .. } => siblings.iter().map(|s| s.value.clone()).collect(),
+        }
+    }
+
+    /// Merges the live values with `merge` and returns the merged value with the context
+    /// that supersedes them all.
+    pub fn resolve(self, merge: impl FnOnce(Vec<Bytes>) -> Bytes) -> (Bytes, Context) {
+        let values = self.values();
+        let context = self.context().cloned().unwrap_or_default();
+        (merge(values), context)
+    }
+}
+
+/// A connection to one kvstore node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    kv: KvStoreClient<Channel>,
+    membership: MembershipClient<Channel>,
+    client_id: String,
+    next_request: std::sync::Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Connects to a node at `address` (`host:port`, or a full `http://` URI).
+    pub async fn connect(address: &str) -> Result<Self, ClientError> {
+        let uri = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let fail = |reason: String| ClientError::Connect {
+            address: address.to_owned(),
+            reason,
+        };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| fail(e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            kv: KvStoreClient::new(channel.clone()),
+            membership: MembershipClient::new(channel),
+            client_id: format!("kv-client-{}", std::process::id()),
+            next_request: std::sync::Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Sets the `client_id` sent with every request.
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    fn request_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.client_id,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Writes `value` under `key`; returns the context after the write.
+    pub async fn put(
+        &mut self,
+        key: &str,
+        value: impl Into<Bytes>,
+        options: &WriteOptions,
+    ) -> Result<Context, ClientError> {
+        let request = api::PutRequest {
+            key: key.to_owned(),
+            value: value.into(),
+            consistency_w: options.w.unwrap_or(0),
+            version: options.context.as_ref().map(Context::to_api),
+            client_id: self.client_id.clone(),
+            request_id: self.request_id(),
+            ..api::PutRequest::default()
+        };
+        let response = self.kv.put(request).await?.into_inner();
+        Ok(Context::from_api(response.version.as_ref()))
+    }
+
+    /// Reads `key` with read quorum `r` (`None` for the node's default).
+    pub async fn get(&mut self, key: &str, r: Option<u32>) -> Result<ReadResult, ClientError> {
+        let request = api::GetRequest {
+            key: key.to_owned(),
+            consistency_r: r.unwrap_or(0),
+            client_id: self.client_id.clone(),
+            request_id: self.request_id(),
+        };
+        let response = self.kv.get(request).await?.into_inner();
+        Ok(read_result(response))
+    }
+
+    /// Deletes `key` (writes a tombstone); returns the context after the delete.
+    pub async fn delete(
+        &mut self,
+        key: &str,
+        options: &WriteOptions,
+    ) -> Result<Context, ClientError> {
+        let request = api::DeleteRequest {
+            key: key.to_owned(),
+            consistency_w: options.w.unwrap_or(0),
+            version: options.context.as_ref().map(Context::to_api),
+            client_id: self.client_id.clone(),
+            request_id: self.request_id(),
+        };
+        let response = self.kv.delete(request).await?.into_inner();
+        Ok(Context::from_api(response.version.as_ref()))
+    }
+
+    /// The node's view of cluster membership.
+    pub async fn membership(&mut self) -> Result<GetMembershipResponse, ClientError> {
+        let request = api::GetMembershipRequest {};
+        Ok(self.membership.get_membership(request).await?.into_inner())
+    }
+
+    /// Ring ownership, and `key`'s preference list when given.
+    pub async fn ring(&mut self, key: Option<&str>) -> Result<GetRingResponse, ClientError> {
+        let request = api::GetRingRequest {
+            key: key.unwrap_or_default().to_owned(),
+        };
+        Ok(self.membership.get_ring(request).await?.into_inner())
+    }
+
+    /// The node's health summary.
+    pub async fn health(&mut self) -> Result<HealthResponse, ClientError> {
+        Ok(self
+            .membership
+            .health(api::HealthRequest {})
+            .await?
+            .into_inner())
+    }
+}
+
+fn read_result(response: api::GetResponse) -> ReadResult {
+    let context = Context::from_api(response.context.as_ref());
+    if response.status == api::Status::NotFound as i32 {
+        let context = (!context.is_empty()).then_some(context);
+        return ReadResult::NotFound { context };
+    }
+    if let Some(value) = response.value {
+        return ReadResult::Value {
+            value: value.value,
+            context,
+        };
+    }
+    let siblings = response
+        .conflicts
+        .into_iter()
+        .map(|sibling| {
+            let dot = sibling
+                .version
+                .and_then(|v| v.entries.into_iter().next())
+                .map(|e| (e.node_id, e.counter))
+                .unwrap_or_default();
+            Sibling {
+                value: sibling.value,
+                dot,
+            }
+        })
+        .collect();
+    ReadResult::Siblings { siblings, context }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_print_like_grpc_names() {
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
+    }
+
+    #[test]
+    fn resolve_merges_siblings_and_keeps_the_context() {
+        let context: Context = "n1:1,n2:1".parse().unwrap();
+        let read = ReadResult::Siblings {
+            siblings: vec![
+                Sibling {
+                    value: Bytes::from("a"),
+                    dot: ("n1".into(), 1),
+                },
+                Sibling {
+                    value: Bytes::from("b"),
+                    dot: ("n2".into(), 1),
+                },
+            ],
+            context: context.clone(),
+        };
+        let (value, resolved) = read.resolve(|values| values.concat().into());
+        assert_eq!(value, Bytes::from("ab"));
+        assert_eq!(resolved, context);
+    }
+}
