@@ -103,7 +103,10 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             cluster.detach();
             Ok(())
         }
-        Command::Down => Cluster::load()?.down(),
+        Command::Down => {
+            Cluster::load()?.down();
+            Ok(())
+        }
         Command::Status => Cluster::load()?.status().await,
         Command::Kill { node } => Cluster::load()?.kill(&node),
         Command::Restart { node } => {
@@ -293,7 +296,7 @@ impl Cluster {
     }
 
     /// SIGTERM every node, SIGKILL those still running after the grace period.
-    pub(crate) fn down(&mut self) -> Result<(), String> {
+    pub(crate) fn down(&mut self) {
         let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
         for id in &ids {
             if let Some(pid) = self.pid(id)
@@ -318,7 +321,6 @@ impl Cluster {
             let _ = fs::remove_file(self.pid_file(id));
         }
         println!("cluster stopped");
-        Ok(())
     }
 
     async fn status(&mut self) -> Result<(), String> {

@@ -27,7 +27,7 @@ pub(crate) async fn run(demo: Demo) -> Result<(), String> {
         Demo::Conflict => conflict(&cluster).await,
         Demo::Repair => repair(&mut cluster).await,
     };
-    cluster.down()?;
+    cluster.down();
     match &result {
         Ok(()) => println!("\ndemo passed"),
         Err(e) => println!("\ndemo FAILED: {e}"),

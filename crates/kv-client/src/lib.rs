@@ -203,6 +203,7 @@ impl Client {
     }
 
     /// Sets the `client_id` sent with every request.
+    #[must_use]
     pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = client_id.into();
         self
