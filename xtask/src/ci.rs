@@ -21,7 +21,10 @@ fn steps(skip_deny: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         ("tests", vec!["test", "--workspace"]),
-        ("bench build", vec!["bench", "--package", "kv-benches", "--no-run"]),
+        (
+            "bench build",
+            vec!["bench", "--package", "kv-benches", "--no-run"],
+        ),
     ];
     if !skip_deny {
         steps.push((
