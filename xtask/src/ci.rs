@@ -3,7 +3,26 @@
 use std::process::Command;
 use std::time::Instant;
 
+use crate::demo::Demo;
 use crate::{cargo, workspace_root};
+
+/// The demos run right after the step with this index (the tests).
+const DEMOS_AFTER_STEP: usize = 3;
+
+/// Runs every demo against a fresh local cluster (ports 50051-50053).
+fn run_demos() -> Result<(), String> {
+    for demo in [Demo::Quorum, Demo::Conflict, Demo::Repair] {
+        let started = Instant::now();
+        println!("==> demo {demo:?}");
+        crate::block_on(crate::demo::run(demo))
+            .map_err(|e| format!("demo {demo:?} failed: {e}"))?;
+        println!(
+            "==> demo {demo:?}: ok in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
 
 /// The steps, in the order a failure is cheapest to find.
 fn steps(skip_deny: bool) -> Vec<(&'static str, Vec<&'static str>)> {
@@ -37,7 +56,10 @@ fn steps(skip_deny: bool) -> Vec<(&'static str, Vec<&'static str>)> {
 
 pub(crate) fn run(skip_deny: bool) -> Result<(), String> {
     let root = workspace_root();
-    for (name, args) in steps(skip_deny) {
+    for (index, (name, args)) in steps(skip_deny).into_iter().enumerate() {
+        if index == DEMOS_AFTER_STEP {
+            run_demos()?;
+        }
         let started = Instant::now();
         println!("==> {name}: cargo {}", args.join(" "));
         let status = Command::new(cargo())
