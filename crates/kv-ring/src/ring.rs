@@ -66,16 +66,16 @@ pub struct Ownership {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ring {
-    /// Physical node ids, sorted; a node's index here is its `u32` handle.
+    /// Physical node ids, sorted; a node's index here is its `u16` handle (at most MAX_MEMBERS = 1024).
     nodes: Vec<String>,
     vnodes: Vec<u32>,
     /// Sorted token positions and, in parallel, the node index owning each.
     tokens: Vec<u64>,
-    owners: Vec<u32>,
+    owners: Vec<u16>,
     /// Replicas per preference list: `min(N, nodes.len())`.
     replicas: usize,
     /// `tokens.len() * replicas` node indices: the preference list starting at each token.
-    preferences: Vec<u32>,
+    preferences: Vec<u16>,
     /// `buckets[b]` = first token index whose token is at least `b << bucket_shift`.
     buckets: Vec<u32>,
     bucket_shift: u32,
@@ -177,7 +177,7 @@ impl Ring {
         self.tokens
             .iter()
             .zip(&self.owners)
-            .map(|(&t, &o)| (t, self.nodes[o as usize].as_str()))
+            .map(|(&t, &o)| (t, self.nodes[usize::from(o)].as_str()))
     }
 
     /// Each node's primary and replica share of the ring, in member order.
@@ -198,9 +198,9 @@ impl Ring {
                 token.wrapping_sub(previous) as f64
             };
             let list = &self.preferences[i * self.replicas..(i + 1) * self.replicas];
-            primary[list[0] as usize] += arc / RING_SIZE;
+            primary[usize::from(list[0])] += arc / RING_SIZE;
             for &node in list {
-                replica[node as usize] += arc / RING_SIZE;
+                replica[usize::from(node)] += arc / RING_SIZE;
             }
         }
         self.nodes
@@ -230,7 +230,7 @@ impl fmt::Debug for Ring {
 #[derive(Clone, Copy)]
 pub struct PreferenceList<'a> {
     ring: &'a Ring,
-    slots: &'a [u32],
+    slots: &'a [u16],
 }
 
 impl<'a> PreferenceList<'a> {
@@ -239,7 +239,7 @@ impl<'a> PreferenceList<'a> {
         let ring = self.ring;
         self.slots
             .iter()
-            .map(move |&i| ring.nodes[i as usize].as_str())
+            .map(move |&i| ring.nodes[usize::from(i)].as_str())
     }
 
     /// Number of replicas in the list.
@@ -294,13 +294,13 @@ fn validate_members(
 }
 
 /// Every vnode's token, sorted by (token, node index) so equal tokens order stably.
-fn place_tokens(nodes: &[String], vnodes: &[u32]) -> (Vec<u64>, Vec<u32>) {
-    let mut placed: Vec<(u64, u32)> = nodes
+fn place_tokens(nodes: &[String], vnodes: &[u32]) -> (Vec<u64>, Vec<u16>) {
+    let mut placed: Vec<(u64, u16)> = nodes
         .iter()
         .zip(vnodes)
         .enumerate()
         .flat_map(|(index, (id, &count))| {
-            (0..count).map(move |v| (token_hash(id, v), index as u32))
+            (0..count).map(move |v| (token_hash(id, v), index as u16))
         })
         .collect();
     placed.sort_unstable();
@@ -308,7 +308,7 @@ fn place_tokens(nodes: &[String], vnodes: &[u32]) -> (Vec<u64>, Vec<u32>) {
 }
 
 /// For each token, the first `replicas` distinct nodes met walking clockwise from it.
-fn preference_table(owners: &[u32], node_count: usize, replicas: usize) -> Vec<u32> {
+fn preference_table(owners: &[u16], node_count: usize, replicas: usize) -> Vec<u16> {
     let mut table = Vec::with_capacity(owners.len() * replicas);
     for start in 0..owners.len() {
         let first = table.len();
@@ -326,7 +326,7 @@ fn preference_table(owners: &[u32], node_count: usize, replicas: usize) -> Vec<u
 }
 
 /// A table over the top bits of the hash pointing at the first token in each bucket:
-/// about two buckets per token, so a lookup scans past at most a token or two.
+/// about two buckets per token, so a lookup scans past a token or two at most.
 fn bucket_index(tokens: &[u64]) -> (Vec<u32>, u32) {
     let bits = (tokens.len().max(1) * 2)
         .next_power_of_two()
