@@ -1,0 +1,84 @@
+//! Failure-detector tuning.
+
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+/// How fast members are probed and declared down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipConfig {
+    /// How often each member probes a random other member.
+    pub probe_period: Duration,
+    /// How long a direct probe may take before indirect probes are sent.
+    pub probe_rtt: Duration,
+    /// How long a SUSPECT member has to refute the suspicion before it is DEAD.
+    pub suspect_to_down: Duration,
+    /// How long a DEAD member is remembered.
+    pub remove_down_after: Duration,
+    /// Largest datagram sent or accepted.
+    pub max_packet_bytes: usize,
+}
+
+impl GossipConfig {
+    /// LAN defaults: a killed node turns SUSPECT within about two probe periods and DEAD
+    /// `suspect_to_down` later (about 6 s in total on a 3-node cluster).
+    pub fn lan() -> Self {
+        Self {
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(300),
+            suspect_to_down: Duration::from_secs(3),
+            remove_down_after: Duration::from_secs(24 * 3600),
+            max_packet_bytes: 1400,
+        }
+    }
+
+    /// Checks the timing relations foca requires.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.probe_rtt.is_zero() || self.probe_rtt >= self.probe_period {
+            return Err(format!(
+                "probe RTT ({:?}) must be non-zero and below the probe period ({:?})",
+                self.probe_rtt, self.probe_period
+            ));
+        }
+        if self.suspect_to_down.is_zero() {
+            return Err("suspect-to-down timeout must be non-zero".into());
+        }
+        if !(512..=65_000).contains(&self.max_packet_bytes) {
+            return Err(format!(
+                "max packet size {} is outside 512..=65000",
+                self.max_packet_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn to_foca(&self) -> foca::Config {
+        let mut config = foca::Config::simple();
+        config.probe_period = self.probe_period;
+        config.probe_rtt = self.probe_rtt;
+        config.num_indirect_probes = NonZeroUsize::new(3).expect("non-zero");
+        config.max_transmissions = NonZeroU8::new(10).expect("non-zero");
+        config.suspect_to_down_after = self.suspect_to_down;
+        config.remove_down_after = Some(self.remove_down_after);
+        config.max_packet_size = NonZeroUsize::new(self.max_packet_bytes).expect("validated");
+        config.notify_down_members = true;
+        config.periodic_announce = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(10),
+            num_members: NonZeroUsize::new(1).expect("non-zero"),
+        });
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: NonZeroUsize::new(2).expect("non-zero"),
+        });
+        config.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: Duration::from_millis(200),
+            num_members: NonZeroUsize::new(3).expect("non-zero"),
+        });
+        config
+    }
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self::lan()
+    }
+}

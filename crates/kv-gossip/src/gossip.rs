@@ -1,0 +1,339 @@
+//! `Gossip`: foca driven by explicit inputs (datagrams, the current time) and producing
+//! outputs (datagrams to send, membership events). No sockets, no clock, no tasks: the
+//! caller owns those, which is what makes seeded simulation possible.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::ring_changes::{LeftTable, RingChanges, RingLeave, has_left};
+use crate::{GossipConfig, NodeIdentity};
+
+/// Most datagrams queued for sending; beyond it new ones are dropped and counted.
+pub const MAX_OUTGOING: usize = 4096;
+/// Most membership events queued for the caller; beyond it the oldest are dropped.
+pub const MAX_EVENTS: usize = 1024;
+
+/// A member's liveness as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; will be declared dead unless it refutes the suspicion in time.
+    Suspect,
+    /// Declared down by the cluster. Still in the ring unless it left.
+    Dead,
+}
+
+/// What this node knows about one member (the newest incarnation of its node id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's identity.
+    pub identity: NodeIdentity,
+    /// Its liveness.
+    pub state: MemberState,
+    /// Its SWIM incarnation (raised to refute suspicion).
+    pub incarnation: u16,
+    /// When `state` last changed, on the caller's clock.
+    pub since: Duration,
+    /// Whether it left the ring explicitly.
+    pub left_ring: bool,
+}
+
+/// A change worth reacting to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipEvent {
+    /// A member's state changed (including its first appearance).
+    StateChanged {
+        /// The member.
+        identity: NodeIdentity,
+        /// Its new state.
+        state: MemberState,
+    },
+    /// A node left the ring explicitly.
+    LeftRing {
+        /// The node.
+        node_id: String,
+    },
+    /// This node was declared down and rejoined under a renewed identity.
+    Rejoined {
+        /// The new identity.
+        identity: NodeIdentity,
+    },
+}
+
+/// Counters for operators and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Datagrams handled.
+    pub packets_in: u64,
+    /// Datagrams rejected as malformed, foreign or from ourselves.
+    pub packets_rejected: u64,
+    /// Datagrams larger than the configured maximum, dropped unread.
+    pub packets_oversized: u64,
+    /// Outgoing datagrams dropped because the queue was full.
+    pub outgoing_dropped: u64,
+}
+
+type Inner = Foca<NodeIdentity, PostcardCodec, SmallRng, RingChanges>;
+
+/// One node's SWIM state machine.
+pub struct Gossip {
+    foca: Inner,
+    left: LeftTable,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    config: GossipConfig,
+    now: Duration,
+    timers: BinaryHeap<Reverse<(Duration, u64)>>,
+    timer_events: HashMap<u64, Timer<NodeIdentity>>,
+    next_timer: u64,
+    members: BTreeMap<String, MemberView>,
+    outgoing: VecDeque<(SocketAddr, Bytes)>,
+    events: VecDeque<GossipEvent>,
+    stats: GossipStats,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip")
+            .field("identity", self.foca.identity())
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gossip {
+    /// A node with `identity`, alone until it announces itself; `seed` drives foca's
+    /// random choices so a simulation replays exactly.
+    pub fn new(identity: NodeIdentity, config: GossipConfig, seed: u64) -> Result<Self, String> {
+        config.validate()?;
+        let ring_changes = RingChanges::default();
+        let left = ring_changes.table();
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            config.to_foca(),
+            SmallRng::seed_from_u64(seed),
+            PostcardCodec,
+            ring_changes,
+        );
+        Ok(Self {
+            foca,
+            left,
+            runtime: AccumulatingRuntime::new(),
+            config,
+            now: Duration::ZERO,
+            timers: BinaryHeap::new(),
+            timer_events: HashMap::new(),
+            next_timer: 0,
+            members: BTreeMap::new(),
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: GossipStats::default(),
+        })
+    }
+
+    /// This node's current identity (it changes when foca renews it).
+    pub fn identity(&self) -> &NodeIdentity {
+        self.foca.identity()
+    }
+
+    /// Asks the node at `seed` to let us in.
+    pub fn announce(&mut self, seed: SocketAddr, now: Duration) {
+        self.now = self.now.max(now);
+        if seed == self.identity().gossip_addr {
+            return;
+        }
+        if let Err(error) = self
+            .foca
+            .announce(NodeIdentity::seed(seed), &mut self.runtime)
+        {
+            tracing_warn(&format!("announce to {seed} failed: {error}"));
+        }
+        self.drain_runtime();
+    }
+
+    /// Feeds one received datagram. Malformed, oversized or foreign ones are counted and
+    /// dropped; nothing a peer sends can make this panic.
+    pub fn handle_datagram(&mut self, data: &[u8], now: Duration) {
+        self.now = self.now.max(now);
+        self.stats.packets_in += 1;
+        if data.len() > self.config.max_packet_bytes {
+            self.stats.packets_oversized += 1;
+            return;
+        }
+        if self.foca.handle_data(data, &mut self.runtime).is_err() {
+            self.stats.packets_rejected += 1;
+        }
+        self.drain_runtime();
+    }
+
+    /// Fires every timer due at `now`, in deadline order.
+    pub fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+        while let Some(&Reverse((deadline, seq))) = self.timers.peek() {
+            if deadline > self.now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(timer) = self.timer_events.remove(&seq)
+                && let Err(error) = self.foca.handle_timer(timer, &mut self.runtime)
+            {
+                tracing_warn(&format!("timer failed: {error}"));
+            }
+            self.drain_runtime();
+        }
+        self.refresh_members();
+    }
+
+    /// When the next timer is due, if any.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
+    }
+
+    /// Takes the datagrams waiting to be sent.
+    pub fn take_outgoing(&mut self) -> impl Iterator<Item = (SocketAddr, Bytes)> + '_ {
+        self.outgoing.drain(..)
+    }
+
+    /// Takes the membership events since the last call.
+    pub fn take_events(&mut self) -> impl Iterator<Item = GossipEvent> + '_ {
+        self.events.drain(..)
+    }
+
+    /// Every other member known, newest incarnation per node id, by node id.
+    pub fn members(&self) -> impl Iterator<Item = &MemberView> + '_ {
+        self.members.values()
+    }
+
+    /// Whether this node's own identity has left the ring.
+    pub fn self_left_ring(&self) -> bool {
+        has_left(&self.left, self.identity())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &GossipStats {
+        &self.stats
+    }
+
+    /// Announces that `node_id` (this node or another) leaves the ring, as of identity
+    /// bump `bump`, and spreads it.
+    pub fn leave_ring(&mut self, node_id: &str, bump: u64) {
+        let leave = RingLeave {
+            node_id: node_id.to_owned(),
+            bump,
+        };
+        if let Err(error) = self.foca.add_broadcast(&RingChanges::encode(&leave)) {
+            tracing_warn(&format!("cannot broadcast ring leave: {error}"));
+        }
+        self.drain_runtime();
+    }
+
+    /// Leaves the cluster gracefully (peers mark this node down at once).
+    pub fn shut_down(&mut self) {
+        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing_warn(&format!("leave failed: {error}"));
+        }
+        self.drain_runtime();
+    }
+
+    fn drain_runtime(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            if self.outgoing.len() >= MAX_OUTGOING {
+                self.stats.outgoing_dropped += 1;
+            } else {
+                self.outgoing.push_back((to.gossip_addr, data));
+            }
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            let seq = self.next_timer;
+            self.next_timer += 1;
+            self.timers.push(Reverse((self.now + after, seq)));
+            self.timer_events.insert(seq, timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            if let OwnedNotification::Rejoin(identity) = notification {
+                self.push_event(GossipEvent::Rejoined { identity });
+            }
+        }
+        self.refresh_members();
+    }
+
+    /// Rebuilds the member table from foca's membership state (the only source of
+    /// SUSPECT), emitting an event for every change.
+    fn refresh_members(&mut self) {
+        let mut current: BTreeMap<String, (NodeIdentity, MemberState, u16)> = BTreeMap::new();
+        for member in self.foca.iter_membership_state() {
+            let identity = member.id();
+            if identity.node_id.is_empty() || identity.node_id == self.identity().node_id {
+                continue;
+            }
+            let state = match member.state() {
+                foca::State::Alive => MemberState::Alive,
+                foca::State::Suspect => MemberState::Suspect,
+                foca::State::Down => MemberState::Dead,
+            };
+            let newer = current
+                .get(&identity.node_id)
+                .is_none_or(|(known, _, _)| identity.bump > known.bump);
+            if newer {
+                current.insert(
+                    identity.node_id.clone(),
+                    (identity.clone(), state, member.incarnation()),
+                );
+            }
+        }
+        let mut changes = Vec::new();
+        for (node_id, (identity, state, incarnation)) in current {
+            let left_ring = has_left(&self.left, &identity);
+            let view = self.members.entry(node_id.clone());
+            let entry = view.or_insert_with(|| {
+                changes.push(GossipEvent::StateChanged {
+                    identity: identity.clone(),
+                    state,
+                });
+                MemberView {
+                    identity: identity.clone(),
+                    state,
+                    incarnation,
+                    since: self.now,
+                    left_ring,
+                }
+            });
+            if entry.state != state || entry.identity != identity {
+                changes.push(GossipEvent::StateChanged {
+                    identity: identity.clone(),
+                    state,
+                });
+                entry.since = self.now;
+            }
+            if left_ring && !entry.left_ring {
+                changes.push(GossipEvent::LeftRing { node_id });
+            }
+            entry.identity = identity;
+            entry.state = state;
+            entry.incarnation = incarnation;
+            entry.left_ring = left_ring;
+        }
+        for event in changes {
+            self.push_event(event);
+        }
+    }
+
+    fn push_event(&mut self, event: GossipEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}
+
+fn tracing_warn(message: &str) {
+    // kv-gossip stays free of a logging dependency; callers see failures in stats.
+    let _ = message;
+}
