@@ -29,6 +29,7 @@
 mod config;
 mod convert;
 mod error;
+mod membership;
 mod node;
 mod peers;
 mod server;
@@ -41,6 +42,8 @@ mod validate;
 
 pub use config::{CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, Limits, NodeConfig, PeerSpec};
 pub use error::NodeError;
+pub use kv_gossip::GossipConfig;
+pub use membership::{Datagrams, GossipSettings, MembershipCommand, run_gossip};
 pub use node::{Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
 pub use server::serve;

@@ -1,8 +1,8 @@
 //! `Node`: the replica operations on local storage and the coordinator logic for client
 //! requests (forwarding, quorum fan-out, reconciliation, read repair).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,11 +11,12 @@ use kv_quorum::{Fanout, Outcome, Reply};
 use kv_repair::reconcile;
 use kv_ring::{Member, Ring};
 use kv_storage::{Siblings, Storage, Write};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::membership::{MEMBERSHIP_COMMAND_QUEUE, MembershipCommand};
 use crate::peers::{PeerStatus, PeerTable};
-use crate::{NodeConfig, NodeError, PeerTransport, TransportError, WriteCommand};
+use crate::{NodeConfig, NodeError, PeerSpec, PeerTransport, TransportError, WriteCommand};
 
 /// How long after a client's answer late replica replies are still awaited.
 const LATE_REPLY_GRACE: Duration = Duration::from_secs(2);
@@ -34,37 +35,66 @@ pub struct NodeStats {
 pub struct Node<T> {
     config: NodeConfig,
     actor: ActorId,
-    ring: Ring,
+    ring: RwLock<Arc<Ring>>,
     storage: Arc<dyn Storage>,
     transport: Arc<T>,
     peers: PeerTable,
     repair_slots: Arc<Semaphore>,
     stats: Arc<NodeStats>,
+    membership_commands: OnceLock<mpsc::Sender<MembershipCommand>>,
 }
 
 impl<T: PeerTransport> Node<T> {
-    /// Builds a node. The ring is computed from this node and its configured peers.
+    /// Builds a node with a static membership: the ring holds this node and its
+    /// configured peers, for good.
     pub fn new(
         config: NodeConfig,
         storage: Arc<dyn Storage>,
         transport: T,
     ) -> Result<Arc<Self>, String> {
+        let peers = PeerTable::fixed(
+            config
+                .peers
+                .iter()
+                .map(|p| (p.node_id.clone(), p.grpc_address)),
+        );
+        Self::build(config, storage, transport, peers)
+    }
+
+    /// Builds a node whose membership gossip maintains (see [`Node::apply_membership`]):
+    /// the ring starts with this node alone.
+    pub fn with_gossip(
+        config: NodeConfig,
+        storage: Arc<dyn Storage>,
+        transport: T,
+    ) -> Result<Arc<Self>, String> {
+        if !config.peers.is_empty() {
+            return Err("a gossip-driven node takes seeds, not a static peer list".into());
+        }
+        Self::build(config, storage, transport, PeerTable::gossip_driven())
+    }
+
+    fn build(
+        config: NodeConfig,
+        storage: Arc<dyn Storage>,
+        transport: T,
+        peers: PeerTable,
+    ) -> Result<Arc<Self>, String> {
         config.validate().map_err(|e| e.to_string())?;
         let actor = ActorId::new(&config.actor_id).map_err(|e| e.to_string())?;
         let members = std::iter::once(config.node_id.clone())
-            .chain(config.peers.iter().map(|p| p.node_id.clone()))
-            .map(|id| Member::with_vnodes(id, config.vnodes));
-        let ring = Ring::new(members, config.replication_factor).map_err(|e| e.to_string())?;
-        let peers = PeerTable::new(config.peers.iter().map(|p| p.node_id.clone()));
+            .chain(config.peers.iter().map(|p| p.node_id.clone()));
+        let ring = build_ring(&config, members)?;
         Ok(Arc::new(Self {
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             config,
             actor,
-            ring,
+            ring: RwLock::new(Arc::new(ring)),
             storage,
             transport: Arc::new(transport),
             peers,
             stats: Arc::new(NodeStats::default()),
+            membership_commands: OnceLock::new(),
         }))
     }
 
@@ -73,9 +103,68 @@ impl<T: PeerTransport> Node<T> {
         &self.config
     }
 
-    /// The ring this node routes with.
-    pub fn ring(&self) -> &Ring {
-        &self.ring
+    /// The ring this node routes with right now.
+    pub fn ring(&self) -> Arc<Ring> {
+        Arc::clone(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Installs gossip's view: peer liveness and addresses, and a ring of every member
+    /// that has not left it (liveness never removes a node from the ring).
+    pub fn apply_membership(&self, peers: Vec<PeerStatus>, self_in_ring: bool) -> Result<(), String> {
+        let mut members: Vec<String> = peers
+            .iter()
+            .filter(|p| p.in_ring)
+            .map(|p| p.node_id.clone())
+            .collect();
+        if self_in_ring {
+            members.push(self.config.node_id.clone());
+        }
+        let ring = build_ring(&self.config, members)?;
+        let specs: Vec<PeerSpec> = peers
+            .iter()
+            .map(|p| PeerSpec {
+                node_id: p.node_id.clone(),
+                grpc_address: p.grpc_address,
+            })
+            .collect();
+        self.transport.update_peers(&specs);
+        self.peers.replace(peers);
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        Ok(())
+    }
+
+    /// Connects this node to a gossip driver; returns the receiver the driver serves.
+    /// Only the first call succeeds.
+    pub fn attach_membership(&self) -> Option<mpsc::Receiver<MembershipCommand>> {
+        let (sender, receiver) = mpsc::channel(MEMBERSHIP_COMMAND_QUEUE);
+        self.membership_commands.set(sender).ok().map(|()| receiver)
+    }
+
+    /// Removes `node_id` (this node if empty) from the ring, cluster-wide, through gossip.
+    pub async fn leave_ring(&self, node_id: &str) -> Result<String, NodeError> {
+        let Some(commands) = self.membership_commands.get() else {
+            return Err(NodeError::FailedPrecondition(
+                "this node has a static peer list; change --peers on every node instead".into(),
+            ));
+        };
+        let (reply, answer) = oneshot::channel();
+        let command = MembershipCommand::LeaveRing {
+            node_id: node_id.to_owned(),
+            reply,
+        };
+        commands
+            .send(command)
+            .await
+            .map_err(|_| NodeError::Unavailable("gossip is not running".into()))?;
+        answer
+            .await
+            .map_err(|_| NodeError::Unavailable("gossip stopped".into()))?
+            .map_err(NodeError::InvalidArgument)
+    }
+
+    /// Every peer this node knows of.
+    pub fn peer_statuses(&self) -> Vec<PeerStatus> {
+        self.peers.all()
     }
 
     /// Background-work counters.
@@ -83,14 +172,14 @@ impl<T: PeerTransport> Node<T> {
         &self.stats
     }
 
-    /// What this node last observed about `peer`.
+    /// What this node knows about `peer`.
     pub fn peer_status(&self, peer: &str) -> Option<PeerStatus> {
         self.peers.status(peer)
     }
 
     /// The replicas of `key`, primary first.
     pub fn replicas_for(&self, key: &[u8]) -> Vec<String> {
-        self.ring
+        self.ring()
             .preference_list(key)
             .iter()
             .map(str::to_owned)
@@ -136,10 +225,13 @@ impl<T: PeerTransport> Node<T> {
             .map(|(i, peer)| {
                 let (transport, peer) = (Arc::clone(&self.transport), peer.clone());
                 let (key, versions) = (command.key.clone(), stored.clone());
-                (
-                    i,
-                    async move { transport.write(&peer, key, versions).await },
-                )
+                let dead = self.peers.is_dead(&peer);
+                (i, async move {
+                    if dead {
+                        return Err(declared_dead(peer));
+                    }
+                    transport.write(&peer, key, versions).await
+                })
             });
         let mut fanout = Fanout::start(calls, command.write_quorum, replicas.len())
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
@@ -213,6 +305,10 @@ impl<T: PeerTransport> Node<T> {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut unreachable = Vec::new();
         for replica in &replicas {
+            if self.peers.is_dead(replica) {
+                unreachable.push(format!("{replica} (declared DEAD)"));
+                continue;
+            }
             let call = self.transport.coordinate_write(replica, command.clone());
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(context)) => {
@@ -258,7 +354,13 @@ impl<T: PeerTransport> Node<T> {
             .map(|(i, peer)| {
                 let (transport, peer, key) =
                     (Arc::clone(&self.transport), peer.clone(), key.clone());
-                (i, async move { transport.read(&peer, key).await })
+                let dead = self.peers.is_dead(&peer);
+                (i, async move {
+                    if dead {
+                        return Err(declared_dead(peer));
+                    }
+                    transport.read(&peer, key).await
+                })
             });
         let mut fanout = Fanout::start(calls, read_quorum, replicas.len())
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
@@ -352,6 +454,22 @@ impl<T: PeerTransport> Node<T> {
             self.peers.observe(peer, reachable);
         }
     }
+}
+
+/// The failure a coordinator records, without calling, for a peer gossip declared dead.
+fn declared_dead(peer: String) -> TransportError {
+    TransportError::Unreachable {
+        peer,
+        reason: "declared DEAD by the failure detector".into(),
+    }
+}
+
+/// A ring of `members` with the configured N and vnodes.
+fn build_ring(config: &NodeConfig, members: impl IntoIterator<Item = String>) -> Result<Ring, String> {
+    let members = members
+        .into_iter()
+        .map(|id| Member::with_vnodes(id, config.vnodes));
+    Ring::new(members, config.replication_factor).map_err(|e| format!("cannot build the ring: {e}"))
 }
 
 /// The failed replies, for error messages: "peer n3 unreachable: connection refused, ...".

@@ -1,73 +1,126 @@
-//! What this node has observed about each peer: the outcome of its last call to it.
-//! Static membership reports these; gossip will replace them.
+//! What this node knows about each peer: its addresses, whether it is in the ring, and its
+//! liveness. With gossip, liveness comes from the failure detector; with a static peer
+//! list, from the outcome of the last call to the peer.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-/// A peer's observed state.
+/// A peer's liveness as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {
-    /// Never contacted yet.
+    /// Never heard from yet.
     Unknown,
-    /// The last call succeeded.
+    /// Answering.
     Alive,
-    /// The last call failed to reach it or timed out.
+    /// Missed a probe (gossip) or the last call failed (static membership).
     Suspect,
+    /// Declared down by the failure detector: coordinators do not wait for it.
+    Dead,
 }
 
-/// The observed state of one peer and when it last changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Everything known about one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStatus {
-    /// Current state.
+    /// The peer's node id.
+    pub node_id: String,
+    /// Its gRPC address.
+    pub grpc_address: SocketAddr,
+    /// Its gossip address, when gossip is on.
+    pub gossip_address: Option<SocketAddr>,
+    /// Liveness.
     pub state: PeerState,
+    /// SWIM incarnation (0 without gossip).
+    pub incarnation: u64,
     /// When `state` last changed.
     pub since: SystemTime,
+    /// Whether the peer owns part of the ring (false once it left explicitly).
+    pub in_ring: bool,
 }
 
-/// Per-peer state, updated after every call.
+/// Per-peer state, shared by the coordinator and the membership views.
 #[derive(Debug)]
 pub(crate) struct PeerTable {
-    statuses: Mutex<HashMap<String, PeerStatus>>,
+    peers: Mutex<BTreeMap<String, PeerStatus>>,
+    gossip_driven: bool,
 }
 
 impl PeerTable {
-    pub(crate) fn new(peers: impl IntoIterator<Item = String>) -> Self {
+    /// A table for a static peer list, every peer in the ring with unknown liveness.
+    pub(crate) fn fixed(peers: impl IntoIterator<Item = (String, SocketAddr)>) -> Self {
         let now = SystemTime::now();
-        let statuses = peers
+        let peers = peers
             .into_iter()
-            .map(|p| {
+            .map(|(node_id, grpc_address)| {
                 let status = PeerStatus {
+                    node_id: node_id.clone(),
+                    grpc_address,
+                    gossip_address: None,
                     state: PeerState::Unknown,
+                    incarnation: 0,
                     since: now,
+                    in_ring: true,
                 };
-                (p, status)
+                (node_id, status)
             })
             .collect();
         Self {
-            statuses: Mutex::new(statuses),
+            peers: Mutex::new(peers),
+            gossip_driven: false,
         }
     }
 
+    /// An empty table that gossip fills.
+    pub(crate) fn gossip_driven() -> Self {
+        Self {
+            peers: Mutex::new(BTreeMap::new()),
+            gossip_driven: true,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerStatus>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a call's outcome; ignored when gossip owns liveness.
     pub(crate) fn observe(&self, peer: &str, reachable: bool) {
+        if self.gossip_driven {
+            return;
+        }
         let state = if reachable {
             PeerState::Alive
         } else {
             PeerState::Suspect
         };
-        let mut statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(status) = statuses.get_mut(peer)
+        if let Some(status) = self.lock().get_mut(peer)
             && status.state != state
         {
-            *status = PeerStatus {
-                state,
-                since: SystemTime::now(),
-            };
+            status.state = state;
+            status.since = SystemTime::now();
         }
     }
 
+    /// Replaces the table with gossip's view.
+    pub(crate) fn replace(&self, statuses: Vec<PeerStatus>) {
+        let table = statuses
+            .into_iter()
+            .map(|s| (s.node_id.clone(), s))
+            .collect();
+        *self.lock() = table;
+    }
+
     pub(crate) fn status(&self, peer: &str) -> Option<PeerStatus> {
-        let statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
-        statuses.get(peer).copied()
+        self.lock().get(peer).cloned()
+    }
+
+    pub(crate) fn is_dead(&self, peer: &str) -> bool {
+        self.lock()
+            .get(peer)
+            .is_some_and(|s| s.state == PeerState::Dead)
+    }
+
+    pub(crate) fn all(&self) -> Vec<PeerStatus> {
+        self.lock().values().cloned().collect()
     }
 }

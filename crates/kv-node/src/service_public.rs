@@ -168,6 +168,15 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         }))
     }
 
+    async fn leave(
+        &self,
+        request: Request<api::LeaveRequest>,
+    ) -> Result<Response<api::LeaveResponse>, Status> {
+        let node_id = self.node.leave_ring(&request.into_inner().node_id).await?;
+        tracing::info!(%node_id, "node leaves the ring");
+        Ok(Response::new(api::LeaveResponse { node_id }))
+    }
+
     async fn get_ring(
         &self,
         request: Request<api::GetRingRequest>,
@@ -219,32 +228,36 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
 }
 
 impl<T: PeerTransport> PublicApi<T> {
-    /// This node (always ALIVE) and each configured peer, with the state observed on the
-    /// last call to it.
+    /// This node (always ALIVE) and every peer it knows, with their liveness.
     fn members(&self) -> Vec<api::Member> {
         let config = self.node.config();
+        let ring = self.node.ring();
         let me = api::Member {
             node_id: config.node_id.clone(),
             grpc_address: config.grpc_address.to_string(),
             state: api::MemberState::Alive.into(),
+            in_ring: ring.members().any(|m| m == config.node_id),
             ..api::Member::default()
         };
-        let peers = config.peers.iter().map(|peer| {
-            let status = self.node.peer_status(&peer.node_id);
-            let state = match status.map(|s| s.state) {
-                Some(PeerState::Alive) => api::MemberState::Alive,
-                Some(PeerState::Suspect) => api::MemberState::Suspect,
-                Some(PeerState::Unknown) | None => api::MemberState::Unknown,
+        let peers = self.node.peer_statuses().into_iter().map(|peer| {
+            let state = match peer.state {
+                PeerState::Alive => api::MemberState::Alive,
+                PeerState::Suspect => api::MemberState::Suspect,
+                PeerState::Dead => api::MemberState::Dead,
+                PeerState::Unknown => api::MemberState::Unknown,
             };
-            let since_ms = status
-                .and_then(|s| s.since.duration_since(UNIX_EPOCH).ok())
+            let since_ms = peer
+                .since
+                .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             api::Member {
-                node_id: peer.node_id.clone(),
+                node_id: peer.node_id,
                 grpc_address: peer.grpc_address.to_string(),
                 state: state.into(),
+                incarnation: peer.incarnation,
+                gossip_address: peer.gossip_address.map(|a| a.to_string()).unwrap_or_default(),
                 last_change_unix_ms: since_ms,
-                ..api::Member::default()
+                in_ring: peer.in_ring,
             }
         });
         std::iter::once(me).chain(peers).collect()

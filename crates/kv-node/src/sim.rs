@@ -22,6 +22,7 @@ pub struct SimNetwork {
 struct NetState {
     nodes: HashMap<String, Weak<Node<SimTransport>>>,
     down: HashSet<String>,
+    hanging: HashSet<String>,
     blocked: HashSet<(String, String)>,
     delay: Duration,
     drop_per_mille: u32,
@@ -65,6 +66,17 @@ impl SimNetwork {
         });
     }
 
+    /// Makes calls to `node` hang (a black hole: no answer, no error) or stop hanging.
+    pub fn set_hanging(&self, node: &str, hanging: bool) {
+        self.with(|s| {
+            if hanging {
+                s.hanging.insert(node.to_owned());
+            } else {
+                s.hanging.remove(node);
+            }
+        });
+    }
+
     /// Blocks messages from `from` to `to` (one way).
     pub fn block(&self, from: &str, to: &str) {
         self.with(|s| s.blocked.insert((from.to_owned(), to.to_owned())));
@@ -93,6 +105,10 @@ impl SimNetwork {
     /// Drops this many calls per thousand, chosen by the seeded generator.
     pub fn set_drop_per_mille(&self, per_mille: u32) {
         self.with(|s| s.drop_per_mille = per_mille.min(1000));
+    }
+
+    fn is_hanging(&self, node: &str) -> bool {
+        self.with(|s| s.hanging.contains(node))
     }
 
     fn route(
@@ -135,6 +151,9 @@ pub struct SimTransport {
 
 impl SimTransport {
     async fn target(&self, peer: &str) -> Result<Arc<Node<SimTransport>>, TransportError> {
+        if self.network.is_hanging(peer) {
+            std::future::pending::<()>().await;
+        }
         let (node, delay) = self.network.route(&self.from, peer)?;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

@@ -54,6 +54,9 @@ pub enum TransportError {
 
 /// Node-to-node calls. Implementations must be cheap to call concurrently.
 pub trait PeerTransport: Send + Sync + 'static {
+    /// Learns the current set of peers and their addresses (membership changed).
+    fn update_peers(&self, _peers: &[crate::PeerSpec]) {}
+
     /// Reads `peer`'s versions of `key`.
     fn read(
         &self,

@@ -2,6 +2,8 @@
 //! deadline on every call.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,38 +21,45 @@ pub const INTERNAL_MESSAGE_LIMIT_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Calls peers' `kvstore.internal.Replica` service.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GrpcTransport {
-    clients: HashMap<String, ReplicaClient<Channel>>,
+    clients: RwLock<HashMap<String, (SocketAddr, ReplicaClient<Channel>)>>,
+    call_timeout: Duration,
 }
 
 impl GrpcTransport {
     /// Prepares a channel per peer; connections open on first use and reconnect as needed.
     pub fn new(peers: &[PeerSpec], call_timeout: Duration) -> Result<Self, String> {
-        let mut clients = HashMap::new();
-        for peer in peers {
-            let uri = format!("http://{}", peer.grpc_address);
-            let channel = Endpoint::from_shared(uri.clone())
-                .map_err(|e| format!("bad address for peer {}: {uri}: {e}", peer.node_id))?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(call_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy();
-            let client = ReplicaClient::new(channel)
-                .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
-                .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES);
-            clients.insert(peer.node_id.clone(), client);
-        }
-        Ok(Self { clients })
+        let transport = Self {
+            clients: RwLock::new(HashMap::new()),
+            call_timeout,
+        };
+        transport.update_peers(peers);
+        Ok(transport)
+    }
+
+    fn connect(&self, address: SocketAddr) -> ReplicaClient<Channel> {
+        let channel = Endpoint::from(
+            tonic::transport::Uri::try_from(format!("http://{address}"))
+                .expect("a socket address is a valid URI authority"),
+        )
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(self.call_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
+        ReplicaClient::new(channel)
+            .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
+            .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
     }
 
     fn client(&self, peer: &str) -> Result<ReplicaClient<Channel>, TransportError> {
-        self.clients
+        let clients = self.clients.read().unwrap_or_else(PoisonError::into_inner);
+        clients
             .get(peer)
-            .cloned()
+            .map(|(_, client)| client.clone())
             .ok_or_else(|| TransportError::Unreachable {
                 peer: peer.to_owned(),
-                reason: "not a configured peer".into(),
+                reason: "not a known peer".into(),
             })
     }
 }
@@ -80,6 +89,21 @@ fn bad_reply(peer: &str, error: &NodeError) -> TransportError {
 }
 
 impl PeerTransport for GrpcTransport {
+    /// Keeps the channel of every peer whose address is unchanged; opens (lazily) one for
+    /// each new or moved peer; forgets peers no longer listed.
+    fn update_peers(&self, peers: &[PeerSpec]) {
+        let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+        let mut updated = HashMap::with_capacity(peers.len());
+        for peer in peers {
+            let entry = match clients.remove(&peer.node_id) {
+                Some((address, client)) if address == peer.grpc_address => (address, client),
+                _ => (peer.grpc_address, self.connect(peer.grpc_address)),
+            };
+            updated.insert(peer.node_id.clone(), entry);
+        }
+        *clients = updated;
+    }
+
     async fn read(&self, peer: &str, key: Bytes) -> Result<Option<Siblings>, TransportError> {
         let mut client = self.client(peer)?;
         let reply = client

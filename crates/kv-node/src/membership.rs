@@ -1,0 +1,181 @@
+//! The gossip driver: owns a [`Gossip`] state machine and a datagram socket, feeds it
+//! datagrams and timer ticks, sends what it produces, and installs each new membership
+//! view into the node (ring and peer liveness). Also serves ring-leave commands.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kv_gossip::{Gossip, GossipConfig, MemberState, MemberView, NodeIdentity};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::{Node, PeerState, PeerStatus, PeerTransport};
+
+/// Largest datagram read; gossip rejects anything above its own limit anyway.
+const RECEIVE_BUFFER_BYTES: usize = 65_536;
+/// How often a node that sees no live member re-announces itself to its seeds.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+/// Commands queued for the driver.
+pub const MEMBERSHIP_COMMAND_QUEUE: usize = 16;
+
+/// Datagram I/O for gossip: UDP in production; anything that moves bytes in tests.
+pub trait Datagrams: Send + Sync + 'static {
+    /// Sends one datagram.
+    fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Receives one datagram into `buf`.
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+}
+
+impl Datagrams for tokio::net::UdpSocket {
+    fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send_to(self, data, to)
+    }
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        tokio::net::UdpSocket::recv_from(self, buf)
+    }
+}
+
+/// A request to the driver.
+#[derive(Debug)]
+pub enum MembershipCommand {
+    /// Remove `node_id` (this node if empty) from the ring; answers with the node removed.
+    LeaveRing {
+        /// The node.
+        node_id: String,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// How a node gossips.
+#[derive(Debug, Clone)]
+pub struct GossipSettings {
+    /// Where this node's gossip socket listens (its address as peers see it).
+    pub listen: SocketAddr,
+    /// Nodes to announce to when starting (and when alone).
+    pub seeds: Vec<SocketAddr>,
+    /// Failure-detector timing.
+    pub config: GossipConfig,
+}
+
+/// Runs gossip for `node` until `shutdown` resolves, then leaves the cluster gracefully.
+pub async fn run_gossip<T: PeerTransport, D: Datagrams>(
+    node: Arc<Node<T>>,
+    socket: D,
+    settings: GossipSettings,
+    mut commands: mpsc::Receiver<MembershipCommand>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let config = node.config();
+    let bump = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    let identity = NodeIdentity {
+        node_id: config.node_id.clone(),
+        gossip_addr: settings.listen,
+        grpc_addr: config.grpc_address,
+        bump,
+    };
+    let mut gossip = Gossip::new(identity, settings.config.clone(), bump)?;
+    for seed in &settings.seeds {
+        gossip.announce(*seed, started.elapsed());
+    }
+    let mut buffer = vec![0u8; RECEIVE_BUFFER_BYTES];
+    let mut reannounce = tokio::time::interval(REANNOUNCE_EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        flush(&mut gossip, &socket).await;
+        if gossip.take_events().count() > 0 {
+            install(&node, &gossip, started.elapsed());
+        }
+        let next_timer = gossip
+            .next_deadline()
+            .map_or(started + Duration::from_secs(3600), |d| started + d);
+        tokio::select! {
+            () = &mut shutdown => break,
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok((len, _from)) => gossip.handle_datagram(&buffer[..len], started.elapsed()),
+                Err(error) => tracing::warn!(%error, "gossip receive failed"),
+            },
+            () = tokio::time::sleep_until(next_timer) => gossip.advance(started.elapsed()),
+            Some(command) = commands.recv() => handle_command(&mut gossip, command),
+            _ = reannounce.tick() => {
+                let alone = gossip.members().all(|m| m.state != MemberState::Alive);
+                if alone {
+                    for seed in &settings.seeds {
+                        gossip.announce(*seed, started.elapsed());
+                    }
+                }
+            }
+        }
+    }
+    gossip.shut_down();
+    flush(&mut gossip, &socket).await;
+    Ok(())
+}
+
+async fn flush<D: Datagrams>(gossip: &mut Gossip, socket: &D) {
+    let outgoing: Vec<_> = gossip.take_outgoing().collect();
+    for (to, data) in outgoing {
+        if let Err(error) = socket.send_to(&data, to).await {
+            tracing::debug!(%error, %to, "gossip send failed");
+        }
+    }
+}
+
+fn handle_command(gossip: &mut Gossip, command: MembershipCommand) {
+    match command {
+        MembershipCommand::LeaveRing { node_id, reply } => {
+            let me = gossip.identity().clone();
+            let target = if node_id.is_empty() || node_id == me.node_id {
+                Some((me.node_id.clone(), me.bump))
+            } else {
+                gossip
+                    .members()
+                    .find(|m| m.identity.node_id == node_id)
+                    .map(|m| (node_id.clone(), m.identity.bump))
+            };
+            let outcome = match target {
+                Some((node_id, bump)) => {
+                    gossip.leave_ring(&node_id, bump);
+                    Ok(node_id)
+                }
+                None => Err(format!("no member {node_id:?} is known to this node")),
+            };
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Installs gossip's current view into the node.
+fn install<T: PeerTransport>(node: &Node<T>, gossip: &Gossip, now: Duration) {
+    let wall_now = SystemTime::now();
+    let peers = gossip
+        .members()
+        .map(|member| peer_status(member, wall_now, now))
+        .collect();
+    if let Err(error) = node.apply_membership(peers, !gossip.self_left_ring()) {
+        tracing::error!(%error, "cannot apply the membership view");
+    }
+}
+
+fn peer_status(member: &MemberView, wall_now: SystemTime, now: Duration) -> PeerStatus {
+    let age = now.saturating_sub(member.since);
+    PeerStatus {
+        node_id: member.identity.node_id.clone(),
+        grpc_address: member.identity.grpc_addr,
+        gossip_address: Some(member.identity.gossip_addr),
+        state: match member.state {
+            MemberState::Alive => PeerState::Alive,
+            MemberState::Suspect => PeerState::Suspect,
+            MemberState::Dead => PeerState::Dead,
+        },
+        incarnation: u64::from(member.incarnation),
+        since: wall_now.checked_sub(age).unwrap_or(wall_now),
+        in_ring: !member.left_ring,
+    }
+}
