@@ -23,6 +23,15 @@ struct NodeProcess {
     child: Option<Child>,
 }
 
+/// How the nodes learn about each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A full `--peers` list on every node.
+    Static,
+    /// SWIM gossip: `--gossip-listen` on a free UDP port, the first two nodes as seeds.
+    Gossip,
+}
+
 /// A cluster of real server processes, killed on drop.
 #[derive(Debug)]
 pub struct TestCluster {
@@ -42,9 +51,30 @@ impl TestCluster {
         count: usize,
         extra_args: &[&str],
     ) -> Self {
+        Self::start_with(
+            binary,
+            logs_base,
+            test,
+            count,
+            extra_args,
+            Membership::Static,
+        )
+        .await
+    }
+
+    /// Like [`TestCluster::start`], choosing how nodes find each other.
+    pub async fn start_with(
+        binary: &str,
+        logs_base: &str,
+        test: &str,
+        count: usize,
+        extra_args: &[&str],
+        membership: Membership,
+    ) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let logs = log_dir(Path::new(logs_base), test);
         let addresses: Vec<String> = (0..count).map(|_| free_address()).collect();
+        let gossip: Vec<String> = (0..count).map(|_| free_udp_address()).collect();
         let nodes = (0..count)
             .map(|i| {
                 let id = format!("n{}", i + 1);
@@ -60,8 +90,16 @@ impl TestCluster {
                     "--request-timeout-ms=3000".to_owned(),
                     "--peer-timeout-ms=1000".to_owned(),
                 ];
-                if !peers.is_empty() {
-                    args.push(format!("--peers={}", peers.join(",")));
+                match membership {
+                    Membership::Static if !peers.is_empty() => {
+                        args.push(format!("--peers={}", peers.join(",")));
+                    }
+                    Membership::Static => {}
+                    Membership::Gossip => {
+                        args.push(format!("--gossip-listen={}", gossip[i]));
+                        let seeds: Vec<&str> = gossip.iter().take(2).map(String::as_str).collect();
+                        args.push(format!("--seeds={}", seeds.join(",")));
+                    }
                 }
                 args.extend(extra_args.iter().map(|a| (*a).to_owned()));
                 NodeProcess {
@@ -191,6 +229,11 @@ impl Drop for TestCluster {
 fn free_address() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").to_string()
+}
+
+fn free_udp_address() -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    socket.local_addr().expect("local addr").to_string()
 }
 
 fn log_dir(base: &Path, test: &str) -> PathBuf {

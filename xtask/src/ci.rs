@@ -11,7 +11,7 @@ const DEMOS_AFTER_STEP: usize = 3;
 
 /// Runs every demo against a fresh local cluster (ports 50051-50053).
 fn run_demos() -> Result<(), String> {
-    for demo in [Demo::Quorum, Demo::Conflict, Demo::Repair] {
+    for demo in [Demo::Quorum, Demo::Conflict, Demo::Repair, Demo::Membership] {
         let started = Instant::now();
         println!("==> demo {demo:?}");
         crate::block_on(crate::demo::run(demo))

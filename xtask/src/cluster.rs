@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::{cargo, workspace_root};
 
 const BASE_GRPC_PORT: u16 = 50051;
+const BASE_GOSSIP_PORT: u16 = 7946;
+/// Nodes whose gossip addresses every node uses as seeds.
+const SEED_NODES: usize = 2;
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -27,8 +31,10 @@ pub(crate) enum Command {
     Status,
     /// Kill a node with SIGKILL, as a crash would.
     Kill { node: String },
-    /// Start a stopped node again with its data.
+    /// Start a stopped node again with its data, and wait until everyone sees it ALIVE.
     Restart { node: String },
+    /// Start one more node (e.g. n4) and join it to the running cluster via the seeds.
+    Join { node: String },
     /// Print the end of a node's log.
     Logs {
         node: String,
@@ -113,11 +119,19 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             let mut cluster = Cluster::load()?;
             cluster.start(&node)?;
             cluster.wait_healthy(&node).await?;
+            cluster.wait_converged().await?;
             println!("{node} restarted");
             cluster.detach();
             Ok(())
         }
         Command::Logs { node, lines } => Cluster::load()?.logs(&node, lines),
+        Command::Join { node } => {
+            let mut cluster = Cluster::load()?;
+            cluster.join(&node).await?;
+            println!("{node} joined; ring and membership now include it");
+            cluster.detach();
+            Ok(())
+        }
     }
 }
 
@@ -168,7 +182,63 @@ impl Cluster {
         for id in &ids {
             cluster.wait_healthy(id).await?;
         }
+        cluster.wait_converged().await?;
         Ok(cluster)
+    }
+
+    /// Waits until every running node sees every node ALIVE.
+    pub(crate) async fn wait_converged(&mut self) -> Result<(), String> {
+        let expected = self.nodes.len() as u32;
+        let started = Instant::now();
+        let specs = self.nodes.clone();
+        for spec in &specs {
+            if !self.is_running(&spec.id) {
+                continue;
+            }
+            loop {
+                let alive = match kv_client::Client::connect(&spec.grpc).await {
+                    Ok(mut client) => client.health().await.map_or(0, |h| h.members_alive),
+                    Err(_) => 0,
+                };
+                if alive == expected {
+                    break;
+                }
+                if started.elapsed() > CONVERGE_TIMEOUT {
+                    return Err(format!(
+                        "{} sees {alive} of {expected} members alive after {CONVERGE_TIMEOUT:?}",
+                        spec.id
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `node` (the next node id, e.g. n4) to the running cluster.
+    async fn join(&mut self, node: &str) -> Result<(), String> {
+        let next = self.nodes.len() + 1;
+        if node != format!("n{next}") {
+            return Err(format!(
+                "the next node of this cluster is n{next}; got {node:?}"
+            ));
+        }
+        let template = self.nodes.first().ok_or("empty cluster")?.clone();
+        let mut spec = node_spec(next, &self.dir);
+        spec.args.extend(
+            template
+                .args
+                .iter()
+                .filter(|a| keeps_across_nodes(a))
+                .cloned(),
+        );
+        self.nodes.push(spec);
+        let state = serde_json::to_string_pretty(&self.nodes).expect("specs serialise");
+        fs::write(Self::state_file(&self.dir), state)
+            .map_err(|e| format!("cannot write cluster state: {e}"))?;
+        self.start(node)?;
+        self.wait_healthy(node).await?;
+        self.wait_converged().await
     }
 
     /// The cluster described by `.local/cluster.json`.
@@ -365,35 +435,46 @@ impl Cluster {
 }
 
 fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
-    let address = |i: usize| format!("127.0.0.1:{}", BASE_GRPC_PORT + i as u16 - 1);
     (1..=args.nodes)
         .map(|i| {
-            let id = format!("n{i}");
-            let peers: Vec<String> = (1..=args.nodes)
-                .filter(|&j| j != i)
-                .map(|j| format!("n{j}={}", address(j)))
-                .collect();
-            let mut node_args = vec![
-                "serve".to_owned(),
-                format!("--node-id={id}"),
-                format!("--listen={}", address(i)),
-                format!("--n={}", args.rf),
-                format!("--r={}", args.r),
-                format!("--w={}", args.w),
+            let mut spec = node_spec(i, dir);
+            spec.args.extend([
+                format!("--n={}", args.rf.min(args.nodes)),
+                format!("--r={}", args.r.min(args.nodes)),
+                format!("--w={}", args.w.min(args.nodes)),
                 format!("--vnodes={}", args.vnodes),
                 format!("--storage={}", args.storage),
-                format!("--data-dir={}", dir.join("data").join(&id).display()),
-            ];
-            if !peers.is_empty() {
-                node_args.push(format!("--peers={}", peers.join(",")));
-            }
-            NodeSpec {
-                grpc: address(i),
-                id,
-                args: node_args,
-            }
+            ]);
+            spec
         })
         .collect()
+}
+
+/// The per-node part of a node's command line: identity, addresses, seeds, data dir.
+fn node_spec(i: usize, dir: &Path) -> NodeSpec {
+    let grpc = |i: usize| format!("127.0.0.1:{}", BASE_GRPC_PORT + i as u16 - 1);
+    let gossip = |i: usize| format!("127.0.0.1:{}", BASE_GOSSIP_PORT + i as u16 - 1);
+    let id = format!("n{i}");
+    let seeds: Vec<String> = (1..=SEED_NODES).map(gossip).collect();
+    NodeSpec {
+        grpc: grpc(i),
+        args: vec![
+            "serve".to_owned(),
+            format!("--node-id={id}"),
+            format!("--listen={}", grpc(i)),
+            format!("--gossip-listen={}", gossip(i)),
+            format!("--seeds={}", seeds.join(",")),
+            format!("--data-dir={}", dir.join("data").join(&id).display()),
+        ],
+        id,
+    }
+}
+
+/// Settings a joining node copies from the cluster's first node.
+fn keeps_across_nodes(arg: &str) -> bool {
+    ["--n=", "--r=", "--w=", "--vnodes=", "--storage="]
+        .iter()
+        .any(|prefix| arg.starts_with(prefix))
 }
 
 /// Sends a signal with `kill`; returns whether it was delivered.

@@ -15,6 +15,8 @@ pub(crate) enum Demo {
     Conflict,
     /// A node that missed a write is repaired by a read.
     Repair,
+    /// Gossip failure detection: ALIVE, killed → SUSPECT → DEAD, restarted → ALIVE.
+    Membership,
 }
 
 const REPAIR_WAIT: Duration = Duration::from_secs(10);
@@ -26,6 +28,7 @@ pub(crate) async fn run(demo: Demo) -> Result<(), String> {
         Demo::Quorum => quorum(&mut cluster).await,
         Demo::Conflict => conflict(&cluster).await,
         Demo::Repair => repair(&mut cluster).await,
+        Demo::Membership => membership(&mut cluster).await,
     };
     cluster.down();
     match &result {
@@ -190,6 +193,7 @@ async fn repair(cluster: &mut Cluster) -> Result<(), String> {
     println!("4. restart n3 (its fjall data survived the kill)");
     cluster.start("n3")?;
     cluster.wait_healthy("n3").await?;
+    cluster.wait_converged().await?;
     let mut n3 = client(cluster, "n3").await?;
 
     let read = n3
@@ -225,6 +229,80 @@ async fn repair(cluster: &mut Cluster) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How long each membership transition may take before the demo fails.
+const TRANSITION_LIMIT: Duration = Duration::from_secs(15);
+
+async fn state_seen_by(observer: &mut Client, node: &str) -> Result<&'static str, String> {
+    let view = observer.membership().await.map_err(|e| e.to_string())?;
+    let member = view.members.iter().find(|m| m.node_id == node);
+    Ok(
+        match member.map(|m| kv_client::MemberState::try_from(m.state)) {
+            Some(Ok(kv_client::MemberState::Alive)) => "ALIVE",
+            Some(Ok(kv_client::MemberState::Suspect)) => "SUSPECT",
+            Some(Ok(kv_client::MemberState::Dead)) => "DEAD",
+            _ => "UNKNOWN",
+        },
+    )
+}
+
+/// Polls n1's view of `node` until it is `wanted`; returns how long that took.
+async fn wait_for_state(
+    observer: &mut Client,
+    node: &str,
+    wanted: &str,
+    since: Instant,
+) -> Result<Duration, String> {
+    loop {
+        let state = state_seen_by(observer, node).await?;
+        if state == wanted {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > TRANSITION_LIMIT {
+            return Err(format!(
+                "{node} still {state} after {TRANSITION_LIMIT:?}; expected {wanted}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn membership(cluster: &mut Cluster) -> Result<(), String> {
+    let mut n1 = client(cluster, "n1").await?;
+    let view = n1.membership().await.map_err(|e| e.to_string())?;
+    println!("1. membership seen by n1:");
+    for member in &view.members {
+        println!(
+            "   {:<4} {}",
+            member.node_id,
+            state_seen_by(&mut n1, &member.node_id).await?
+        );
+    }
+    if view.members.len() != 3 {
+        return Err(format!("expected 3 members, saw {}", view.members.len()));
+    }
+    println!("2. kill n2 (SIGKILL)");
+    cluster.kill("n2")?;
+    let killed = Instant::now();
+    let suspect = wait_for_state(&mut n1, "n2", "SUSPECT", killed).await?;
+    println!("3. n1 sees n2 SUSPECT after {suspect:.1?}");
+    let dead = wait_for_state(&mut n1, "n2", "DEAD", killed).await?;
+    println!("4. n1 sees n2 DEAD after {dead:.1?} (suspect timeout passed)");
+    if dead > Duration::from_secs(10) {
+        return Err(format!("detection took {dead:?}, over the 10 s bound"));
+    }
+    println!("5. restart n2");
+    let restarted = Instant::now();
+    cluster.start("n2")?;
+    let alive = wait_for_state(&mut n1, "n2", "ALIVE", restarted).await?;
+    println!("6. n1 sees n2 ALIVE again {alive:.1?} after the restart (process start included)");
+    let ring = n1.ring(None).await.map_err(|e| e.to_string())?;
+    println!(
+        "7. ring still has {} nodes: a DEAD node never left it",
+        ring.nodes.len()
+    );
+    Ok(())
 }
 
 fn tonic_code_unavailable() -> kv_client::Code {

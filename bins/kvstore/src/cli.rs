@@ -79,4 +79,9 @@ pub(crate) enum ClientCommand {
     },
     /// Show the node's health.
     Health,
+    /// Remove a node from the ring (the node at --addr unless --node is given).
+    Leave {
+        #[arg(long)]
+        node: Option<String>,
+    },
 }

@@ -57,6 +57,16 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
                 .map_err(|e| e.to_string())?;
             ring_output(&ring)
         }
+        ClientCommand::Leave { node } => {
+            let left = client
+                .leave(node.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                format!("{left} leaves the ring\n"),
+                json!({"node_id": left}),
+            )
+        }
         ClientCommand::Health => {
             let health = client.health().await.map_err(|e| e.to_string())?;
             let text = format!(
@@ -162,8 +172,8 @@ fn state_name(state: i32) -> &'static str {
 
 fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value) {
     let mut text = format!(
-        "view of {}\n{:<10} {:<8} {:<22} {}\n",
-        view.node_id, "NODE", "STATE", "GRPC ADDRESS", "SINCE"
+        "view of {}\n{:<10} {:<8} {:<5} {:>5} {:<22} {:<22} SINCE\n",
+        view.node_id, "NODE", "STATE", "RING", "INC", "GRPC ADDRESS", "GOSSIP ADDRESS"
     );
     for member in &view.members {
         let since = if member.last_change_unix_ms == 0 {
@@ -173,11 +183,18 @@ fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value)
             let ago = at.elapsed().map_or(0, |d| d.as_secs());
             format!("{ago}s ago")
         };
+        let ring = if member.in_ring { "yes" } else { "left" };
+        let gossip = if member.gossip_address.is_empty() {
+            "-"
+        } else {
+            member.gossip_address.as_str()
+        };
         let _ = writeln!(
             text,
-            "{:<10} {:<8} {:<22} {since}",
+            "{:<10} {:<8} {ring:<5} {:>5} {:<22} {gossip:<22} {since}",
             member.node_id,
             state_name(member.state),
+            member.incarnation,
             member.grpc_address
         );
     }
@@ -186,6 +203,7 @@ fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value)
         "members": view.members.iter().map(|m| json!({
             "node_id": m.node_id, "state": state_name(m.state), "grpc_address": m.grpc_address,
             "incarnation": m.incarnation, "last_change_unix_ms": m.last_change_unix_ms,
+            "gossip_address": m.gossip_address, "in_ring": m.in_ring,
         })).collect::<Vec<_>>(),
     });
     (text, json)

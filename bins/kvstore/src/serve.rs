@@ -40,7 +40,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
             Arc::new(store)
         }
     };
-    let transport = GrpcTransport::new(&config.peers, config.peer_timeout)?;
+    let gossip = settings.gossip()?;
+    let transport = GrpcTransport::new(&config.peers, config.peer_timeout);
     let listener = tokio::net::TcpListener::bind(config.grpc_address)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.grpc_address))?;
@@ -53,10 +54,49 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         w = config.write_quorum,
         "serving"
     );
-    let node = Node::new(config, storage, transport)?;
-    kv_node::serve(node, listener, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let node = match gossip {
+        None => Node::new(config, storage, transport)?,
+        Some(gossip) => {
+            let node = Node::with_gossip(config, storage, transport)?;
+            start_gossip(&node, gossip, stopped.clone()).await?;
+            node
+        }
+    };
+    kv_node::serve(node, listener, wait_for(stopped)).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the gossip socket and runs the driver until shutdown.
+async fn start_gossip(
+    node: &Arc<Node<GrpcTransport>>,
+    settings: kv_node::GossipSettings,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let socket = tokio::net::UdpSocket::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot bind gossip socket {}: {e}", settings.listen))?;
+    let commands = node
+        .attach_membership()
+        .ok_or("membership already attached")?;
+    tracing::info!(gossip = %settings.listen, seeds = ?settings.seeds, "gossip on");
+    let node = Arc::clone(node);
+    tokio::spawn(async move {
+        let result = kv_node::run_gossip(node, socket, settings, commands, wait_for(stopped)).await;
+        if let Err(error) = result {
+            tracing::error!(%error, "gossip stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 fn init_logging(format: Option<&str>) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use kv_node::{Limits, NodeConfig, PeerSpec};
+use kv_node::{GossipConfig, GossipSettings, Limits, NodeConfig, PeerSpec};
 use serde::Deserialize;
 
 /// Every setting of a node. `None` means "not given here".
@@ -22,6 +22,21 @@ pub(crate) struct ServeSettings {
     /// Other members as id=host:port, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub(crate) peers: Vec<String>,
+    /// Gossip (UDP) address; turns on SWIM membership instead of a static --peers list.
+    #[arg(long)]
+    pub(crate) gossip_listen: Option<SocketAddr>,
+    /// Gossip addresses of nodes to join through, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) seeds: Vec<SocketAddr>,
+    /// Gossip: how often each node probes another, ms (default 1000).
+    #[arg(long)]
+    pub(crate) probe_period_ms: Option<u64>,
+    /// Gossip: how long a probe may take before indirect probes, ms (default 300).
+    #[arg(long)]
+    pub(crate) probe_rtt_ms: Option<u64>,
+    /// Gossip: how long a SUSPECT node has before it is DEAD, ms (default 3000).
+    #[arg(long)]
+    pub(crate) suspect_timeout_ms: Option<u64>,
     /// Storage engine: fjall (persistent, default) or memory.
     #[arg(long)]
     pub(crate) storage: Option<String>,
@@ -91,6 +106,15 @@ impl ServeSettings {
             } else {
                 self.peers
             },
+            gossip_listen: self.gossip_listen.or(fallback.gossip_listen),
+            seeds: if self.seeds.is_empty() {
+                fallback.seeds
+            } else {
+                self.seeds
+            },
+            probe_period_ms: self.probe_period_ms.or(fallback.probe_period_ms),
+            probe_rtt_ms: self.probe_rtt_ms.or(fallback.probe_rtt_ms),
+            suspect_timeout_ms: self.suspect_timeout_ms.or(fallback.suspect_timeout_ms),
             storage: self.storage.or(fallback.storage),
             data_dir: self.data_dir.or(fallback.data_dir),
             durability: self.durability.or(fallback.durability),
@@ -120,6 +144,40 @@ impl ServeSettings {
             }),
             other => Err(format!("unknown storage {other:?}; use fjall or memory")),
         }
+    }
+
+    /// Gossip settings, when gossip is on (`--gossip-listen`).
+    pub(crate) fn gossip(&self) -> Result<Option<GossipSettings>, String> {
+        let Some(listen) = self.gossip_listen else {
+            if !self.seeds.is_empty() {
+                return Err("--seeds needs --gossip-listen".into());
+            }
+            return Ok(None);
+        };
+        if !self.peers.is_empty() {
+            return Err(
+                "use either --peers (static membership) or --gossip-listen with --seeds, not both"
+                    .into(),
+            );
+        }
+        let mut config = GossipConfig::lan();
+        if let Some(ms) = self.probe_period_ms {
+            config.probe_period = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.probe_rtt_ms {
+            config.probe_rtt = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.suspect_timeout_ms {
+            config.suspect_to_down = Duration::from_millis(ms);
+        }
+        config
+            .validate()
+            .map_err(|e| format!("gossip settings: {e}"))?;
+        Ok(Some(GossipSettings {
+            listen,
+            seeds: self.seeds.clone(),
+            config,
+        }))
     }
 
     /// The node configuration these settings describe.
@@ -222,5 +280,17 @@ mod tests {
             ..ServeSettings::default()
         };
         assert!(bad_quorum.node_config().unwrap_err().contains("W=4"));
+        let both = ServeSettings {
+            gossip_listen: Some("127.0.0.1:7946".parse().unwrap()),
+            peers: vec!["n2=127.0.0.1:2".into()],
+            ..ServeSettings::default()
+        };
+        assert!(both.gossip().unwrap_err().contains("not both"));
+        let bad_timing = ServeSettings {
+            gossip_listen: Some("127.0.0.1:7946".parse().unwrap()),
+            probe_rtt_ms: Some(5000),
+            ..ServeSettings::default()
+        };
+        assert!(bad_timing.gossip().unwrap_err().contains("probe RTT"));
     }
 }

@@ -280,6 +280,14 @@ impl Client {
         Ok(self.membership.get_ring(request).await?.into_inner())
     }
 
+    /// Removes `node` (the connected node when `None`) from the ring; returns its id.
+    pub async fn leave(&mut self, node: Option<&str>) -> Result<String, ClientError> {
+        let request = api::LeaveRequest {
+            node_id: node.unwrap_or_default().to_owned(),
+        };
+        Ok(self.membership.leave(request).await?.into_inner().node_id)
+    }
+
     /// The node's health summary.
     pub async fn health(&mut self) -> Result<HealthResponse, ClientError> {
         Ok(self

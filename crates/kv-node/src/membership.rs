@@ -24,16 +24,30 @@ pub const MEMBERSHIP_COMMAND_QUEUE: usize = 16;
 /// Datagram I/O for gossip: UDP in production; anything that moves bytes in tests.
 pub trait Datagrams: Send + Sync + 'static {
     /// Sends one datagram.
-    fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    fn send_to(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     /// Receives one datagram into `buf`.
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 }
 
 impl Datagrams for tokio::net::UdpSocket {
-    fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         tokio::net::UdpSocket::send_to(self, data, to)
     }
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
     }
 }

@@ -110,7 +110,11 @@ impl<T: PeerTransport> Node<T> {
 
     /// Installs gossip's view: peer liveness and addresses, and a ring of every member
     /// that has not left it (liveness never removes a node from the ring).
-    pub fn apply_membership(&self, peers: Vec<PeerStatus>, self_in_ring: bool) -> Result<(), String> {
+    pub fn apply_membership(
+        &self,
+        peers: Vec<PeerStatus>,
+        self_in_ring: bool,
+    ) -> Result<(), String> {
         let mut members: Vec<String> = peers
             .iter()
             .filter(|p| p.in_ring)
@@ -465,7 +469,10 @@ fn declared_dead(peer: String) -> TransportError {
 }
 
 /// A ring of `members` with the configured N and vnodes.
-fn build_ring(config: &NodeConfig, members: impl IntoIterator<Item = String>) -> Result<Ring, String> {
+fn build_ring(
+    config: &NodeConfig,
+    members: impl IntoIterator<Item = String>,
+) -> Result<Ring, String> {
     let members = members
         .into_iter()
         .map(|id| Member::with_vnodes(id, config.vnodes));

@@ -255,7 +255,10 @@ impl<T: PeerTransport> PublicApi<T> {
                 grpc_address: peer.grpc_address.to_string(),
                 state: state.into(),
                 incarnation: peer.incarnation,
-                gossip_address: peer.gossip_address.map(|a| a.to_string()).unwrap_or_default(),
+                gossip_address: peer
+                    .gossip_address
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
                 last_change_unix_ms: since_ms,
                 in_ring: peer.in_ring,
             }

@@ -29,13 +29,13 @@ pub struct GrpcTransport {
 
 impl GrpcTransport {
     /// Prepares a channel per peer; connections open on first use and reconnect as needed.
-    pub fn new(peers: &[PeerSpec], call_timeout: Duration) -> Result<Self, String> {
+    pub fn new(peers: &[PeerSpec], call_timeout: Duration) -> Self {
         let transport = Self {
             clients: RwLock::new(HashMap::new()),
             call_timeout,
         };
         transport.update_peers(peers);
-        Ok(transport)
+        transport
     }
 
     fn connect(&self, address: SocketAddr) -> ReplicaClient<Channel> {

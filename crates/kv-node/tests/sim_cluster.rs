@@ -462,9 +462,15 @@ async fn a_replica_declared_dead_fails_fast_instead_of_timing_out() {
     cluster.network.set_hanging("n3", true);
     let n1 = cluster.node("n1");
     let started = tokio::time::Instant::now();
-    let error = n1.put(write("k", Some("v"), &VersionVector::new(), 3)).await.unwrap_err();
+    let error = n1
+        .put(write("k", Some("v"), &VersionVector::new(), 3))
+        .await
+        .unwrap_err();
     assert!(matches!(error, NodeError::DeadlineExceeded(_)), "{error:?}");
-    assert!(started.elapsed() >= n1.config().request_timeout, "a black hole should cost the full deadline");
+    assert!(
+        started.elapsed() >= n1.config().request_timeout,
+        "a black hole should cost the full deadline"
+    );
 
     // The failure detector declares n3 dead: coordinators stop waiting for it.
     let dead = n1.peer_statuses().into_iter().map(|mut p: PeerStatus| {
@@ -474,12 +480,28 @@ async fn a_replica_declared_dead_fails_fast_instead_of_timing_out() {
         p
     });
     n1.apply_membership(dead.collect(), true).unwrap();
-    assert_eq!(n1.ring().len(), 3, "a dead node keeps its place in the ring");
+    assert_eq!(
+        n1.ring().len(),
+        3,
+        "a dead node keeps its place in the ring"
+    );
     let started = tokio::time::Instant::now();
-    let error = n1.put(write("k", Some("v"), &VersionVector::new(), 3)).await.unwrap_err();
-    assert!(matches!(&error, NodeError::Unavailable(m) if m.contains("declared DEAD")), "{error:?}");
-    assert!(started.elapsed() < Duration::from_millis(100), "waited {:?}", started.elapsed());
-    n1.put(write("k", Some("v"), &VersionVector::new(), 2)).await.unwrap();
+    let error = n1
+        .put(write("k", Some("v"), &VersionVector::new(), 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NodeError::Unavailable(m) if m.contains("declared DEAD")),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "waited {:?}",
+        started.elapsed()
+    );
+    n1.put(write("k", Some("v"), &VersionVector::new(), 2))
+        .await
+        .unwrap();
     // The two refused W=3 writes stay on the replicas that stored them (no rollback).
     assert_eq!(live_values(get(n1, "k", 2).await.as_ref()), ["v", "v", "v"]);
 }
@@ -500,5 +522,9 @@ async fn the_ring_follows_membership_but_not_liveness() {
         peer.in_ring = peer.node_id != "n3";
     }
     n1.apply_membership(peers, true).unwrap();
-    assert_eq!(n1.ring().members().collect::<Vec<_>>(), ["n1"], "left and forgotten members leave the ring");
+    assert_eq!(
+        n1.ring().members().collect::<Vec<_>>(),
+        ["n1"],
+        "left and forgotten members leave the ring"
+    );
 }
