@@ -1,5 +1,6 @@
 //! Seeded discrete-event simulation of gossip clusters: no sockets, no real clock. Every
-//! test prints its seed; rerun one with `KV_GOSSIP_SEED=<seed> cargo test -p kv-gossip`.
+//! test prints its seeds; rerun one with `KV_GOSSIP_SEED=<seed> cargo test -p kv-gossip`,
+//! or run a campaign with `KV_GOSSIP_SEEDS=<count>` (add `--release -- --nocapture`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -211,11 +212,17 @@ impl Sim {
     }
 }
 
+/// The seeds a test runs: `KV_GOSSIP_SEED=<s>` replays one, `KV_GOSSIP_SEEDS=<n>` runs a
+/// campaign of n seeds starting at the first default, otherwise the defaults.
 fn seeds(default: &[u64]) -> Vec<u64> {
-    match std::env::var("KV_GOSSIP_SEED") {
-        Ok(seed) => vec![seed.parse().expect("KV_GOSSIP_SEED must be a number")],
-        Err(_) => default.to_vec(),
+    if let Ok(seed) = std::env::var("KV_GOSSIP_SEED") {
+        return vec![seed.parse().expect("KV_GOSSIP_SEED must be a number")];
     }
+    if let Ok(count) = std::env::var("KV_GOSSIP_SEEDS") {
+        let count: u64 = count.parse().expect("KV_GOSSIP_SEEDS must be a number");
+        return (default[0]..default[0] + count).collect();
+    }
+    default.to_vec()
 }
 
 #[test]
