@@ -59,25 +59,35 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    let node = match gossip {
-        None => Node::new(config, storage, transport)?,
+    let (node, gossip_task) = match gossip {
+        None => (Node::new(config, storage, transport)?, None),
         Some(gossip) => {
             let node = Node::with_gossip(config, storage, transport)?;
-            start_gossip(&node, gossip, stopped.clone()).await?;
-            node
+            let task = start_gossip(&node, gossip, stopped.clone()).await?;
+            (node, Some(task))
         }
     };
     kv_node::serve(node, listener, wait_for(stopped)).await?;
+    if let Some(task) = gossip_task
+        && tokio::time::timeout(GOSSIP_LEAVE_GRACE, task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("gossip did not finish leaving the cluster in time");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Binds the gossip socket and runs the driver until shutdown.
+/// How long shutdown waits for gossip to tell peers this node is leaving.
+const GOSSIP_LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Binds the gossip socket and runs the driver until shutdown; returns its task.
 async fn start_gossip(
     node: &Arc<Node<GrpcTransport>>,
     settings: kv_node::GossipSettings,
     stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<tokio::task::JoinHandle<()>, String> {
     let socket = tokio::net::UdpSocket::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot bind gossip socket {}: {e}", settings.listen))?;
@@ -86,13 +96,12 @@ async fn start_gossip(
         .ok_or("membership already attached")?;
     tracing::info!(gossip = %settings.listen, seeds = ?settings.seeds, "gossip on");
     let node = Arc::clone(node);
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let result = kv_node::run_gossip(node, socket, settings, commands, wait_for(stopped)).await;
         if let Err(error) = result {
             tracing::error!(%error, "gossip stopped");
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
