@@ -304,3 +304,49 @@ async fn standard_health_and_reflection_services_answer() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_load_generator_reports_throughput_latency_and_errors() {
+    let cluster = cluster("bench").await;
+    let targets = cluster
+        .node_ids()
+        .iter()
+        .map(|n| cluster.address(n))
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvstore-under-test"))
+        .args([
+            "--json",
+            "bench",
+            "--targets",
+            &targets,
+            "--mix",
+            "mixed",
+            "--duration",
+            "1s",
+        ])
+        .args(["--concurrency", "8", "--connections", "2", "--keys", "200"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    for field in ["\"ops\":", "\"ops_per_s\":", "\"p99_ms\":", "\"errors\":{}"] {
+        assert!(text.contains(field), "{field} missing from {text}");
+    }
+    assert!(
+        !text.contains("\"ops\":0,"),
+        "no operation completed: {text}"
+    );
+    // Every key holds one value afterwards: writes carried their contexts.
+    let read = cluster
+        .client("n1")
+        .await
+        .get("bench:0000000000", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(read.values().len(), 1, "{read:?}");
+}

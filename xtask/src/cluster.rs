@@ -62,6 +62,12 @@ pub(crate) struct UpArgs {
     /// Keep data from a previous cluster.
     #[arg(long)]
     pub(crate) keep_data: bool,
+    /// buffer (default) or sync.
+    #[arg(long, default_value = "buffer")]
+    pub(crate) durability: String,
+    /// Run the optimised build (for benchmarks).
+    #[arg(long)]
+    pub(crate) release: bool,
 }
 
 impl Default for UpArgs {
@@ -74,6 +80,8 @@ impl Default for UpArgs {
             vnodes: 256,
             storage: "fjall".into(),
             keep_data: false,
+            durability: "buffer".into(),
+            release: false,
         }
     }
 }
@@ -84,6 +92,8 @@ pub(crate) struct NodeSpec {
     pub(crate) id: String,
     pub(crate) grpc: String,
     args: Vec<String>,
+    #[serde(default)]
+    release: bool,
 }
 
 /// A local cluster. Processes started by this xtask run are kept as children so they can
@@ -157,7 +167,7 @@ impl Cluster {
         if !(1..=9).contains(&args.nodes) {
             return Err(format!("--nodes {} is outside 1..=9", args.nodes));
         }
-        build_server()?;
+        build_server(args.release)?;
         if !args.keep_data {
             let _ = fs::remove_dir_all(dir.join("data"));
         }
@@ -170,7 +180,7 @@ impl Cluster {
         fs::write(Self::state_file(&dir), state)
             .map_err(|e| format!("cannot write cluster state: {e}"))?;
         let mut cluster = Self {
-            binary: server_binary(),
+            binary: server_binary(args.release),
             dir,
             nodes,
             children: HashMap::new(),
@@ -225,6 +235,7 @@ impl Cluster {
         }
         let template = self.nodes.first().ok_or("empty cluster")?.clone();
         let mut spec = node_spec(next, &self.dir);
+        spec.release = template.release;
         spec.args.extend(
             template
                 .args
@@ -247,10 +258,11 @@ impl Cluster {
         let text = fs::read_to_string(Self::state_file(&dir)).map_err(|_| {
             "no cluster state in .local/; start one with `cargo xtask cluster up`".to_owned()
         })?;
-        let nodes =
+        let nodes: Vec<NodeSpec> =
             serde_json::from_str(&text).map_err(|e| format!("corrupt .local/cluster.json: {e}"))?;
+        let release = nodes.first().is_some_and(|n: &NodeSpec| n.release);
         Ok(Self {
-            binary: server_binary(),
+            binary: server_binary(release),
             dir,
             nodes,
             children: HashMap::new(),
@@ -438,12 +450,14 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
     (1..=args.nodes)
         .map(|i| {
             let mut spec = node_spec(i, dir);
+            spec.release = args.release;
             spec.args.extend([
                 format!("--n={}", args.rf.min(args.nodes)),
                 format!("--r={}", args.r.min(args.nodes)),
                 format!("--w={}", args.w.min(args.nodes)),
                 format!("--vnodes={}", args.vnodes),
                 format!("--storage={}", args.storage),
+                format!("--durability={}", args.durability),
             ]);
             spec
         })
@@ -457,6 +471,7 @@ fn node_spec(i: usize, dir: &Path) -> NodeSpec {
     let id = format!("n{i}");
     let seeds: Vec<String> = (1..=SEED_NODES).map(gossip).collect();
     NodeSpec {
+        release: false,
         grpc: grpc(i),
         args: vec![
             "serve".to_owned(),
@@ -472,9 +487,16 @@ fn node_spec(i: usize, dir: &Path) -> NodeSpec {
 
 /// Settings a joining node copies from the cluster's first node.
 fn keeps_across_nodes(arg: &str) -> bool {
-    ["--n=", "--r=", "--w=", "--vnodes=", "--storage="]
-        .iter()
-        .any(|prefix| arg.starts_with(prefix))
+    [
+        "--n=",
+        "--r=",
+        "--w=",
+        "--vnodes=",
+        "--storage=",
+        "--durability=",
+    ]
+    .iter()
+    .any(|prefix| arg.starts_with(prefix))
 }
 
 /// Sends a signal with `kill`; returns whether it was delivered.
@@ -492,21 +514,30 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-fn server_binary() -> PathBuf {
-    target_dir().join("debug").join("kvstore")
+pub(crate) fn server_binary(release: bool) -> PathBuf {
+    target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("kvstore")
 }
 
-fn build_server() -> Result<(), String> {
-    println!("building kvstore...");
+pub(crate) fn build_server(release: bool) -> Result<(), String> {
+    println!(
+        "building kvstore{}...",
+        if release { " (release)" } else { "" }
+    );
+    let mut args = vec![
+        "build",
+        "--quiet",
+        "--package",
+        "kvstore",
+        "--bin",
+        "kvstore",
+    ];
+    if release {
+        args.push("--release");
+    }
     let status = Process::new(cargo())
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "kvstore",
-            "--bin",
-            "kvstore",
-        ])
+        .args(&args)
         .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("cannot run cargo build: {e}"))?;

@@ -2,8 +2,10 @@
 //!
 //! - `ci`: the quality gate `.ci/run` runs (fmt, clippy, tests, bench build, cargo-deny).
 //! - `cluster up|down|status|kill|restart|logs`: a local cluster under `.local/`.
-//! - `demo quorum|conflict|repair`: the original system's demos, checked step by step.
+//! - `demo quorum|conflict|repair|membership`: the original system's demos, checked.
+//! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
 
+mod bench;
 mod ci;
 mod cluster;
 mod demo;
@@ -33,6 +35,8 @@ enum Task {
         #[command(subcommand)]
         command: cluster::Command,
     },
+    /// Load-test the floor and a fresh release cluster; write the table to BENCHMARKS.md.
+    Bench(bench::BenchArgs),
     /// Run a demo against a fresh local cluster; exits non-zero if it misbehaves.
     Demo {
         #[arg(value_enum)]
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Task::Ci { skip_deny } => ci::run(skip_deny),
         Task::Cluster { command } => block_on(cluster::run(command)),
         Task::Demo { name } => block_on(demo::run(name)),
+        Task::Bench(args) => block_on(bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::BenchArgs;
 use crate::settings::ServeSettings;
 
 /// kvstore: a Dynamo-style replicated key-value store.
@@ -18,6 +19,16 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a node.
     Serve(Box<ServeArgs>),
+    /// Closed-loop load against one or more nodes (see --help for the knobs).
+    Bench(BenchArgs),
+    /// Serve a no-op KVStore with the same message shapes: the floor for `bench`.
+    #[command(hide = true)]
+    ServeFloor {
+        #[arg(long, default_value = "127.0.0.1:50070")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }

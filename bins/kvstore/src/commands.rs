@@ -88,9 +88,9 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
         }
     };
     if args.json {
-        println!("{json}");
+        crate::print_out(&format!("{json}\n"));
     } else {
-        print!("{text}");
+        crate::print_out(&text);
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 
 #![warn(missing_docs)]
 
+mod bench;
 mod cli;
 mod commands;
+mod floor;
 mod serve;
 mod settings;
 
@@ -29,6 +31,8 @@ pub fn run() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Serve(args) => serve::run(*args).await,
+            cli::Command::Bench(args) => bench::run(args, &cli.client.addr, cli.client.json).await,
+            cli::Command::ServeFloor { listen, value_size } => floor::run(listen, value_size).await,
             cli::Command::Client(command) => commands::run(command, &cli.client).await,
         }
     });
@@ -39,4 +43,12 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes to stdout, ignoring a closed pipe (`kvstore get k | head -1` must not panic).
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }

@@ -199,11 +199,26 @@ impl<T: PeerTransport> Node<T> {
 
     /// Merges versions from another replica. Never size-limited: repair must converge.
     pub async fn replica_write(&self, key: Bytes, versions: Siblings) -> Result<(), NodeError> {
-        let storage = Arc::clone(&self.storage);
-        tokio::task::spawn_blocking(move || storage.merge(&key, &versions))
-            .await
-            .map_err(|e| NodeError::Internal(format!("storage task failed: {e}")))??;
+        self.write_storage(move |storage| storage.merge(&key, &versions))
+            .await?;
         Ok(())
+    }
+
+    /// Runs a storage write inline when it is quick (memory, page cache), or on the
+    /// blocking pool when it may wait on the disk: a thread hand-off costs more than a
+    /// buffered write, but an fsync must not stall the event loop.
+    async fn write_storage<R: Send + 'static>(
+        &self,
+        write: impl FnOnce(&dyn Storage) -> Result<R, kv_storage::StorageError> + Send + 'static,
+    ) -> Result<R, NodeError> {
+        if !self.storage.writes_block() {
+            return Ok(write(self.storage.as_ref())?);
+        }
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || write(storage.as_ref()))
+            .await
+            .map_err(|e| NodeError::Internal(format!("storage task failed: {e}")))?
+            .map_err(NodeError::from)
     }
 
     /// Coordinates a client write for a key this node replicates: mints the new version
@@ -263,14 +278,13 @@ impl<T: PeerTransport> Node<T> {
     }
 
     async fn store_locally(&self, command: &WriteCommand) -> Result<Siblings, NodeError> {
-        let storage = Arc::clone(&self.storage);
         let (key, value, context) = (
             command.key.clone(),
             command.value.clone(),
             command.context.clone(),
         );
         let (actor, max_siblings) = (self.actor.clone(), self.config.limits.max_siblings);
-        let stored = tokio::task::spawn_blocking(move || {
+        self.write_storage(move |storage| {
             let write = Write {
                 context: &context,
                 value,
@@ -280,8 +294,6 @@ impl<T: PeerTransport> Node<T> {
             storage.put(&key, &write)
         })
         .await
-        .map_err(|e| NodeError::Internal(format!("storage task failed: {e}")))??;
-        Ok(stored)
     }
 
     /// Lets the slower replicas of a write finish without delaying the client.

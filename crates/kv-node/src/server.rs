@@ -8,7 +8,7 @@ use kv_proto::internal::replica_server::ReplicaServer;
 use kv_proto::kvstore::kv_store_server::KvStoreServer;
 use kv_proto::kvstore::membership_server::MembershipServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::transport_grpc::INTERNAL_MESSAGE_LIMIT_BYTES;
 use crate::{CLIENT_MESSAGE_LIMIT_BYTES, InternalApi, Node, PeerTransport, PublicApi};
@@ -50,7 +50,12 @@ pub async fn serve<T: PeerTransport>(
         .add_service(kv)
         .add_service(membership)
         .add_service(internal)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // serve_with_incoming ignores the builder's TCP_NODELAY, so set it on the incoming
+        // stream: with Nagle on, small replies wait for delayed ACKs (tens of ms).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .map_err(|e| format!("gRPC server failed: {e}"))
 }

@@ -170,6 +170,10 @@ impl Storage for FjallStore {
         Ok(items)
     }
 
+    fn writes_block(&self) -> bool {
+        self.durability == Durability::Sync
+    }
+
     fn count(&self) -> Result<u64, StorageError> {
         let len = self
             .keyspace

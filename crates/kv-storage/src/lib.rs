@@ -121,4 +121,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// Number of keys stored, tombstoned ones included.
     fn count(&self) -> Result<u64, StorageError>;
+
+    /// Whether a write may block for long (e.g. an fsync), so an async caller should move
+    /// it off its event loop. Writes that only touch memory or the page cache do not.
+    fn writes_block(&self) -> bool {
+        false
+    }
 }
