@@ -24,21 +24,20 @@ fn resident_bytes() -> u64 {
 }
 
 fn disk_bytes(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| {
-                    let path = entry.path();
-                    if path.is_dir() {
-                        disk_bytes(&path)
-                    } else {
-                        entry.metadata().map_or(0, |m| m.len())
-                    }
-                })
-                .sum()
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                disk_bytes(&path)
+            } else {
+                entry.metadata().map_or(0, |m| m.len())
+            }
         })
-        .unwrap_or(0)
+        .sum()
 }
 
 fn fill(store: &dyn Storage, keys: u64) {
