@@ -79,6 +79,8 @@ pub struct GossipStats {
     pub packets_oversized: u64,
     /// Outgoing datagrams dropped because the queue was full.
     pub outgoing_dropped: u64,
+    /// foca refused an operation (an announce, timer, broadcast or leave).
+    pub protocol_errors: u64,
 }
 
 type Inner = Foca<NodeIdentity, PostcardCodec, SmallRng, RingChanges>;
@@ -149,12 +151,10 @@ impl Gossip {
         if seed == self.identity().gossip_addr {
             return;
         }
-        if let Err(error) = self
+        let result = self
             .foca
-            .announce(NodeIdentity::seed(seed), &mut self.runtime)
-        {
-            tracing_warn(&format!("announce to {seed} failed: {error}"));
-        }
+            .announce(NodeIdentity::seed(seed), &mut self.runtime);
+        self.count_error(result.is_err());
         self.drain_runtime();
     }
 
@@ -181,10 +181,9 @@ impl Gossip {
                 break;
             }
             self.timers.pop();
-            if let Some(timer) = self.timer_events.remove(&seq)
-                && let Err(error) = self.foca.handle_timer(timer, &mut self.runtime)
-            {
-                tracing_warn(&format!("timer failed: {error}"));
+            if let Some(timer) = self.timer_events.remove(&seq) {
+                let result = self.foca.handle_timer(timer, &mut self.runtime);
+                self.count_error(result.is_err());
             }
             self.drain_runtime();
         }
@@ -228,17 +227,15 @@ impl Gossip {
             node_id: node_id.to_owned(),
             bump,
         };
-        if let Err(error) = self.foca.add_broadcast(&RingChanges::encode(&leave)) {
-            tracing_warn(&format!("cannot broadcast ring leave: {error}"));
-        }
+        let result = self.foca.add_broadcast(&RingChanges::encode(&leave));
+        self.count_error(result.is_err());
         self.drain_runtime();
     }
 
     /// Leaves the cluster gracefully (peers mark this node down at once).
     pub fn shut_down(&mut self) {
-        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
-            tracing_warn(&format!("leave failed: {error}"));
-        }
+        let result = self.foca.leave_cluster(&mut self.runtime);
+        self.count_error(result.is_err());
         self.drain_runtime();
     }
 
@@ -325,15 +322,14 @@ impl Gossip {
         }
     }
 
+    fn count_error(&mut self, failed: bool) {
+        self.stats.protocol_errors += u64::from(failed);
+    }
+
     fn push_event(&mut self, event: GossipEvent) {
         if self.events.len() >= MAX_EVENTS {
             self.events.pop_front();
         }
         self.events.push_back(event);
     }
-}
-
-fn tracing_warn(message: &str) {
-    // kv-gossip stays free of a logging dependency; callers see failures in stats.
-    let _ = message;
 }

@@ -235,6 +235,10 @@ fn clusters_of_3_to_50_converge_to_the_same_view() {
                 panic!("{count} members did not converge in 60 s (seed {seed})")
             });
             println!("{count} members: everyone ALIVE everywhere after {took:?} (seed {seed})");
+            for node in &sim.nodes {
+                let stats = node.gossip.stats();
+                assert_eq!(stats.protocol_errors, 0, "seed {seed}: {stats:?}");
+            }
         }
     }
 }
