@@ -66,11 +66,7 @@ fn main() {
     let memory = MemoryStore::new(key_hash);
     fill(&memory, keys);
     let grown = resident_bytes().saturating_sub(before);
-    println!(
-        "MemoryStore: resident +{:.1} MiB = {:.0} bytes/key",
-        grown as f64 / MIB,
-        grown as f64 / keys as f64
-    );
+    report("MemoryStore: resident growth", grown, keys);
     drop(memory);
 
     let dir = tempfile::tempdir().unwrap();
@@ -79,18 +75,18 @@ fn main() {
         let fjall = FjallStore::open(dir.path(), key_hash, Durability::Buffer).unwrap();
         fill(&fjall, keys);
         let grown = resident_bytes().saturating_sub(before);
-        println!(
-            "FjallStore:  resident +{:.1} MiB = {:.0} bytes/key while open",
-            grown as f64 / MIB,
-            grown as f64 / keys as f64
-        );
+        report("FjallStore:  resident growth while open", grown, keys);
     }
     // Reopening replays the journal into tables; measure what stays on disk.
     drop(FjallStore::open(dir.path(), key_hash, Durability::Buffer).unwrap());
     let on_disk = disk_bytes(dir.path());
+    report("FjallStore:  on disk (journal + LZ4 tables)", on_disk, keys);
+}
+
+fn report(what: &str, total_bytes: u64, keys: u64) {
     println!(
-        "FjallStore:  on disk {:.1} MiB = {:.0} bytes/key (journal + tables, LZ4)",
-        on_disk as f64 / MIB,
-        on_disk as f64 / keys as f64
+        "{what}: {:.1} MiB = {:.0} bytes/key",
+        total_bytes as f64 / MIB,
+        total_bytes as f64 / keys as f64
     );
 }

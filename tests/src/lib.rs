@@ -242,8 +242,3 @@ fn log_dir(base: &Path, test: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("log dir");
     dir
 }
-
-/// Where a test's logs are, for messages.
-pub fn logs_of(cluster: &TestCluster) -> &Path {
-    &cluster.logs
-}
