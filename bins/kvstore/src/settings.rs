@@ -177,6 +177,7 @@ impl ServeSettings {
             listen,
             seeds: self.seeds.clone(),
             config,
+            identity_bump: None,
         }))
     }
 

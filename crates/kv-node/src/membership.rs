@@ -73,6 +73,10 @@ pub struct GossipSettings {
     pub seeds: Vec<SocketAddr>,
     /// Failure-detector timing.
     pub config: GossipConfig,
+    /// This start's identity bump (must grow from one start to the next), which also seeds
+    /// gossip's random choices. `None` takes the wall clock in milliseconds; a simulation
+    /// passes its own so that a seed replays exactly.
+    pub identity_bump: Option<u64>,
 }
 
 /// Runs gossip for `node` until `shutdown` resolves, then leaves the cluster gracefully.
@@ -85,16 +89,19 @@ pub async fn run_gossip<T: PeerTransport, D: Datagrams>(
 ) -> Result<(), String> {
     let started = Instant::now();
     let config = node.config();
-    let bump = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64);
+    let bump = settings.identity_bump.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64)
+    });
     let identity = NodeIdentity {
         node_id: config.node_id.clone(),
         gossip_addr: settings.listen,
         grpc_addr: config.grpc_address,
         bump,
     };
-    let mut gossip = Gossip::new(identity, settings.config.clone(), bump)?;
+    let rng_seed = bump ^ kv_ring::key_hash(config.node_id.as_bytes());
+    let mut gossip = Gossip::new(identity, settings.config.clone(), rng_seed)?;
     for seed in &settings.seeds {
         gossip.announce(*seed, started.elapsed());
     }
@@ -109,14 +116,17 @@ pub async fn run_gossip<T: PeerTransport, D: Datagrams>(
         let next_timer = gossip
             .next_deadline()
             .map_or(started + Duration::from_secs(3600), |d| started + d);
+        // `biased`: a fixed polling order keeps a seeded simulation reproducible, and
+        // timers come before datagrams so a flood cannot starve the failure detector.
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
+            () = tokio::time::sleep_until(next_timer) => gossip.advance(started.elapsed()),
+            Some(command) = commands.recv() => handle_command(&mut gossip, command),
             received = socket.recv_from(&mut buffer) => match received {
                 Ok((len, _from)) => gossip.handle_datagram(&buffer[..len], started.elapsed()),
                 Err(error) => tracing::warn!(%error, "gossip receive failed"),
             },
-            () = tokio::time::sleep_until(next_timer) => gossip.advance(started.elapsed()),
-            Some(command) = commands.recv() => handle_command(&mut gossip, command),
             _ = reannounce.tick() => {
                 let alone = gossip.members().all(|m| m.state != MemberState::Alive);
                 if alone {

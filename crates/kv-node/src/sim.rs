@@ -1,8 +1,13 @@
 //! An in-process network of nodes for tests and simulation: calls go straight to the
 //! target node's replica methods, through faults the test controls (nodes down, one-way
-//! or two-way partitions, seeded random drops, delays).
+//! or two-way partitions, seeded random loss of requests and replies, delays with seeded
+//! jitter that reorders messages, slow nodes, black holes).
+//!
+//! The same fault model decides the fate of any other message between nodes (gossip
+//! datagrams in a simulation) through [`SimNetwork::fate`], so one partition cuts both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -10,7 +15,11 @@ use bytes::Bytes;
 use kv_clock::VersionVector;
 use kv_storage::Siblings;
 
-use crate::{Node, PeerTransport, TransportError, WriteCommand};
+use crate::{Node, NodeError, PeerTransport, TransportError, WriteCommand};
+
+/// How long a call waits for its reply before it reports a timeout, like the gRPC
+/// transport's per-call deadline.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Nodes of one simulated cluster and the faults between them.
 #[derive(Debug, Default)]
@@ -20,17 +29,41 @@ pub struct SimNetwork {
 
 #[derive(Debug, Default)]
 struct NetState {
-    nodes: HashMap<String, Weak<Node<SimTransport>>>,
-    down: HashSet<String>,
-    hanging: HashSet<String>,
-    blocked: HashSet<(String, String)>,
+    nodes: BTreeMap<String, Weak<Node<SimTransport>>>,
+    /// Incarnation of each node's current transport: messages from an older one (a
+    /// crashed process's leftover tasks) are refused.
+    generations: BTreeMap<String, u64>,
+    down: BTreeSet<String>,
+    hanging: BTreeSet<String>,
+    blocked: BTreeSet<(String, String)>,
+    slow: BTreeMap<String, Duration>,
     delay: Duration,
+    jitter: Duration,
     drop_per_mille: u32,
+    call_timeout: Option<Duration>,
     rng: u64,
 }
 
+impl NetState {
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+}
+
+/// What happens to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// It arrives after this delay.
+    Deliver(Duration),
+    /// It is lost, for this reason.
+    Lost(&'static str),
+}
+
 impl SimNetwork {
-    /// An empty network whose random drops follow `seed`.
+    /// An empty network whose random drops and jitter follow `seed`.
     pub fn new(seed: u64) -> Arc<Self> {
         let network = Self::default();
         network.with(|s| s.rng = seed | 1);
@@ -41,38 +74,44 @@ impl SimNetwork {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// A transport for node `from` to use.
+    /// A transport for node `from` to use. Each call starts a new incarnation of `from`:
+    /// calls still in flight from an older transport of the same node are refused.
     pub fn transport(self: &Arc<Self>, from: &str) -> SimTransport {
+        let generation = self.with(|s| {
+            let generation = s.generations.entry(from.to_owned()).or_default();
+            *generation += 1;
+            *generation
+        });
         SimTransport {
             from: from.to_owned(),
+            generation,
             network: Arc::clone(self),
         }
     }
 
-    /// Makes `node` reachable under its id.
+    /// Makes `node` reachable under its id (replacing an earlier incarnation).
     pub fn register(&self, node: &Arc<Node<SimTransport>>) {
         let id = node.config().node_id.clone();
         self.with(|s| s.nodes.insert(id, Arc::downgrade(node)));
     }
 
-    /// Marks a node crashed (`true`) or back up (`false`): calls to it fail as unreachable.
+    /// Marks a node crashed (`true`) or back up (`false`): messages to or from it are lost.
     pub fn set_down(&self, node: &str, down: bool) {
-        self.with(|s| {
-            if down {
-                s.down.insert(node.to_owned());
-            } else {
-                s.down.remove(node);
-            }
-        });
+        self.with(|s| toggle(&mut s.down, node.to_owned(), down));
     }
 
     /// Makes calls to `node` hang (a black hole: no answer, no error) or stop hanging.
     pub fn set_hanging(&self, node: &str, hanging: bool) {
+        self.with(|s| toggle(&mut s.hanging, node.to_owned(), hanging));
+    }
+
+    /// Slows every message to or from `node` by `extra` (zero makes it normal again).
+    pub fn set_slow(&self, node: &str, extra: Duration) {
         self.with(|s| {
-            if hanging {
-                s.hanging.insert(node.to_owned());
+            if extra.is_zero() {
+                s.slow.remove(node);
             } else {
-                s.hanging.remove(node);
+                s.slow.insert(node.to_owned(), extra);
             }
         });
     }
@@ -97,48 +136,80 @@ impl SimNetwork {
         self.with(|s| s.blocked.clear());
     }
 
-    /// Delays every call by `delay`.
+    /// Delays every message by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.with(|s| s.delay = delay);
     }
 
-    /// Drops this many calls per thousand, chosen by the seeded generator.
+    /// Adds a seeded random delay in `0..=jitter` to every message, which reorders them.
+    pub fn set_jitter(&self, jitter: Duration) {
+        self.with(|s| s.jitter = jitter);
+    }
+
+    /// Loses this many messages per thousand (requests and replies alike), chosen by the
+    /// seeded generator.
     pub fn set_drop_per_mille(&self, per_mille: u32) {
         self.with(|s| s.drop_per_mille = per_mille.min(1000));
+    }
+
+    /// How long a call waits for a lost or late reply before it reports a timeout
+    /// ([`DEFAULT_CALL_TIMEOUT`] unless set).
+    pub fn set_call_timeout(&self, timeout: Duration) {
+        self.with(|s| s.call_timeout = Some(timeout));
+    }
+
+    /// Decides the fate of one message from `from` to `to` under the current faults.
+    pub fn fate(&self, from: &str, to: &str) -> Fate {
+        self.with(|s| {
+            if s.down.contains(to) || s.down.contains(from) {
+                return Fate::Lost("node is down");
+            }
+            if s.blocked.contains(&(from.to_owned(), to.to_owned())) {
+                return Fate::Lost("partitioned");
+            }
+            if s.drop_per_mille > 0 && s.next_random() % 1000 < u64::from(s.drop_per_mille) {
+                return Fate::Lost("message dropped");
+            }
+            let mut delay = s.delay;
+            if !s.jitter.is_zero() {
+                let jitter_ms = s.jitter.as_millis() as u64;
+                delay += Duration::from_millis(s.next_random() % (jitter_ms + 1));
+            }
+            for node in [from, to] {
+                delay += s.slow.get(node).copied().unwrap_or_default();
+            }
+            Fate::Deliver(delay)
+        })
     }
 
     fn is_hanging(&self, node: &str) -> bool {
         self.with(|s| s.hanging.contains(node))
     }
 
-    fn route(
-        &self,
-        from: &str,
-        to: &str,
-    ) -> Result<(Arc<Node<SimTransport>>, Duration), TransportError> {
-        let unreachable = |reason: &str| TransportError::Unreachable {
-            peer: to.to_owned(),
-            reason: reason.to_owned(),
-        };
+    fn is_current(&self, node: &str, generation: u64) -> bool {
+        self.with(|s| s.generations.get(node) == Some(&generation))
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.with(|s| s.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT))
+    }
+
+    /// The node a delivered request reaches, if it is up.
+    fn receiver(&self, to: &str) -> Option<Arc<Node<SimTransport>>> {
         self.with(|s| {
-            if s.down.contains(to) || s.down.contains(from) {
-                return Err(unreachable("node is down"));
+            if s.down.contains(to) {
+                return None;
             }
-            if s.blocked.contains(&(from.to_owned(), to.to_owned())) {
-                return Err(unreachable("partitioned"));
-            }
-            if s.drop_per_mille > 0 {
-                s.rng ^= s.rng << 13;
-                s.rng ^= s.rng >> 7;
-                s.rng ^= s.rng << 17;
-                if (s.rng % 1000) < u64::from(s.drop_per_mille) {
-                    return Err(unreachable("message dropped"));
-                }
-            }
-            let node = s.nodes.get(to).and_then(Weak::upgrade);
-            node.map(|n| (n, s.delay))
-                .ok_or_else(|| unreachable("no such node"))
+            s.nodes.get(to).and_then(Weak::upgrade)
         })
+    }
+}
+
+fn toggle(set: &mut BTreeSet<String>, node: String, on: bool) {
+    if on {
+        set.insert(node);
+    } else {
+        set.remove(&node);
     }
 }
 
@@ -146,33 +217,80 @@ impl SimNetwork {
 #[derive(Debug, Clone)]
 pub struct SimTransport {
     from: String,
+    generation: u64,
     network: Arc<SimNetwork>,
 }
 
 impl SimTransport {
-    async fn target(&self, peer: &str) -> Result<Arc<Node<SimTransport>>, TransportError> {
+    /// Sends a request to `peer`, runs `handle` there, and brings the reply back, each
+    /// leg subject to the network's faults. A lost request is `Unreachable` (certainly
+    /// not processed); a lost or late reply is a `Timeout` (maybe processed).
+    async fn call<R, F>(
+        &self,
+        peer: &str,
+        handle: impl FnOnce(Arc<Node<SimTransport>>) -> F,
+    ) -> Result<R, TransportError>
+    where
+        F: Future<Output = Result<R, NodeError>>,
+    {
+        let timeout = self.network.call_timeout();
+        match tokio::time::timeout(timeout, self.round_trip(peer, handle)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout {
+                peer: peer.to_owned(),
+            }),
+        }
+    }
+
+    async fn round_trip<R, F>(
+        &self,
+        peer: &str,
+        handle: impl FnOnce(Arc<Node<SimTransport>>) -> F,
+    ) -> Result<R, TransportError>
+    where
+        F: Future<Output = Result<R, NodeError>>,
+    {
+        let unreachable = |reason: &str| TransportError::Unreachable {
+            peer: peer.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !self.network.is_current(&self.from, self.generation) {
+            return Err(unreachable("the sending node restarted"));
+        }
         if self.network.is_hanging(peer) {
             std::future::pending::<()>().await;
         }
-        let (node, delay) = self.network.route(&self.from, peer)?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        let request_delay = match self.network.fate(&self.from, peer) {
+            Fate::Lost(reason) => return Err(unreachable(reason)),
+            Fate::Deliver(delay) => delay,
+        };
+        sleep_unless_zero(request_delay).await;
+        let node = self
+            .network
+            .receiver(peer)
+            .ok_or_else(|| unreachable("node is down"))?;
+        let result = handle(node).await.map_err(|error| TransportError::Remote {
+            peer: peer.to_owned(),
+            error,
+        });
+        match self.network.fate(peer, &self.from) {
+            Fate::Lost(_) => std::future::pending().await,
+            Fate::Deliver(delay) => sleep_unless_zero(delay).await,
         }
-        Ok(node)
+        result
     }
 }
 
-fn remote(peer: &str) -> impl FnOnce(crate::NodeError) -> TransportError + '_ {
-    move |error| TransportError::Remote {
-        peer: peer.to_owned(),
-        error,
+async fn sleep_unless_zero(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
 impl PeerTransport for SimTransport {
     async fn read(&self, peer: &str, key: Bytes) -> Result<Option<Siblings>, TransportError> {
-        let node = self.target(peer).await?;
-        node.replica_read(&key).map_err(remote(peer))
+        self.call(peer, |node| async move { node.replica_read(&key) })
+            .await
     }
 
     async fn write(
@@ -181,10 +299,10 @@ impl PeerTransport for SimTransport {
         key: Bytes,
         versions: Siblings,
     ) -> Result<(), TransportError> {
-        let node = self.target(peer).await?;
-        node.replica_write(key, versions)
-            .await
-            .map_err(remote(peer))
+        self.call(peer, |node| async move {
+            node.replica_write(key, versions).await
+        })
+        .await
     }
 
     async fn coordinate_write(
@@ -192,9 +310,9 @@ impl PeerTransport for SimTransport {
         peer: &str,
         command: WriteCommand,
     ) -> Result<VersionVector, TransportError> {
-        let node = self.target(peer).await?;
-        Box::pin(node.coordinate_write(command))
-            .await
-            .map_err(remote(peer))
+        self.call(peer, |node| async move {
+            Box::pin(node.coordinate_write(command)).await
+        })
+        .await
     }
 }

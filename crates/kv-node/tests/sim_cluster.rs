@@ -460,6 +460,8 @@ async fn a_replica_declared_dead_fails_fast_instead_of_timing_out() {
     use kv_node::{PeerState, PeerStatus};
     let cluster = Cluster::new(3);
     cluster.network.set_hanging("n3", true);
+    // Longer than the request: the call timeout must not cut the black hole short.
+    cluster.network.set_call_timeout(Duration::from_secs(60));
     let n1 = cluster.node("n1");
     let started = tokio::time::Instant::now();
     let error = n1

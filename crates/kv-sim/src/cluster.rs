@@ -1,0 +1,307 @@
+//! A simulated cluster: real `kv_node::Node`s with their gossip drivers, wired through
+//! the in-process transport and datagram network, and the operations a fault schedule
+//! needs (crash, restart with or without memory, partitions, loss, delay, slow nodes).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kv_node::sim::{SimNetwork, SimTransport};
+use kv_node::{GossipConfig, GossipSettings, Node, NodeConfig, PeerState, PublicApi, run_gossip};
+use kv_storage::{Siblings, Storage};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::datagrams::DatagramNet;
+use crate::faults::{Fault, FaultKind};
+use crate::rng::SimRng;
+use crate::store::{MintLog, RecordingStore};
+
+/// How often convergence is polled.
+const CONVERGENCE_POLL: Duration = Duration::from_millis(50);
+
+/// What a client needs to call a running node: its API and a signal that fires if the
+/// node crashes while the call is in flight.
+pub(crate) type Endpoint = (PublicApi<SimTransport>, watch::Receiver<bool>);
+
+/// One simulated cluster.
+#[derive(Debug)]
+pub struct SimCluster {
+    network: Arc<SimNetwork>,
+    datagrams: Arc<DatagramNet>,
+    mints: Arc<MintLog>,
+    nodes: Mutex<Vec<SimNode>>,
+    rng: Mutex<SimRng>,
+    origin: Instant,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    id: String,
+    gossip_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    storage: Arc<RecordingStore>,
+    /// The actor this node mints versions under; renewed when it loses its memory.
+    actor: String,
+    incarnation: u64,
+    lose_memory_on_restart: bool,
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    node: Arc<Node<SimTransport>>,
+    gossip: JoinHandle<()>,
+    crashed: watch::Sender<bool>,
+}
+
+impl SimCluster {
+    /// Starts `size` nodes, all seeded with the first two, and their gossip.
+    pub fn start(seed: u64, size: usize) -> Arc<Self> {
+        let origin = Instant::now();
+        let network = SimNetwork::new(SimRng::fork(seed, 1).next_u64());
+        let mints = MintLog::new(origin);
+        let nodes = (0..size)
+            .map(|i| SimNode {
+                id: format!("n{}", i + 1),
+                gossip_addr: address(7946 + i),
+                grpc_addr: address(50051 + i),
+                storage: Arc::new(RecordingStore::new(Arc::clone(&mints))),
+                actor: format!("n{}", i + 1),
+                incarnation: 0,
+                lose_memory_on_restart: false,
+                running: None,
+            })
+            .collect();
+        let cluster = Arc::new(Self {
+            datagrams: DatagramNet::new(Arc::clone(&network)),
+            network,
+            mints,
+            nodes: Mutex::new(nodes),
+            rng: Mutex::new(SimRng::fork(seed, 2)),
+            origin,
+        });
+        for index in 0..size {
+            cluster.boot(index);
+        }
+        cluster
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, Vec<SimNode>> {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Simulated time since the cluster started.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// The instant the cluster started.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// Every version minted so far.
+    pub fn mints(&self) -> &MintLog {
+        &self.mints
+    }
+
+    /// Number of nodes (running or not).
+    pub fn size(&self) -> usize {
+        self.nodes().len()
+    }
+
+    /// Node `index`'s id.
+    pub fn node_id(&self, index: usize) -> String {
+        self.nodes()[index].id.clone()
+    }
+
+    /// Starts (or restarts) node `index` as a new process incarnation.
+    fn boot(&self, index: usize) {
+        let bump_low = self
+            .rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_u64();
+        let mut nodes = self.nodes();
+        let seeds: Vec<SocketAddr> = nodes
+            .iter()
+            .take(2)
+            .filter(|n| n.id != nodes[index].id)
+            .map(|n| n.gossip_addr)
+            .collect();
+        let slot = &mut nodes[index];
+        debug_assert!(slot.running.is_none(), "{} is already running", slot.id);
+        slot.incarnation += 1;
+        let mut config = NodeConfig::new(slot.id.clone(), slot.grpc_addr);
+        if slot.lose_memory_on_restart {
+            // Same rule as `kvstore serve --storage memory`: a node that forgot its
+            // versions must never mint a dot it minted before, so it takes a new actor.
+            slot.storage = Arc::new(RecordingStore::new(Arc::clone(&self.mints)));
+            slot.lose_memory_on_restart = false;
+            slot.actor = format!("{}.{}", slot.id, slot.incarnation);
+        }
+        config.actor_id.clone_from(&slot.actor);
+        let storage: Arc<dyn Storage> = Arc::clone(&slot.storage) as Arc<dyn Storage>;
+        let transport = self.network.transport(&slot.id);
+        let node = Node::with_gossip(config, storage, transport).expect("valid sim config");
+        self.network.register(&node);
+        self.network.set_down(&slot.id, false);
+        let socket = self.datagrams.bind(&slot.id, slot.gossip_addr);
+        let commands = node.attach_membership().expect("a new node has no driver");
+        let settings = GossipSettings {
+            listen: slot.gossip_addr,
+            seeds,
+            config: GossipConfig::lan(),
+            identity_bump: Some((slot.incarnation << 40) | (bump_low >> 24)),
+        };
+        let driver_node = Arc::clone(&node);
+        let gossip = tokio::spawn(async move {
+            let shutdown = std::future::pending::<()>();
+            if let Err(error) = run_gossip(driver_node, socket, settings, commands, shutdown).await
+            {
+                panic!("gossip driver failed: {error}");
+            }
+        });
+        let (crashed, _) = watch::channel(false);
+        slot.running = Some(Running {
+            node,
+            gossip,
+            crashed,
+        });
+    }
+
+    /// Kills node `index`'s process: in-flight requests to it fail, its gossip stops,
+    /// messages to and from it are lost. Its storage is kept for a restart unless
+    /// `lose_memory`.
+    pub fn crash(&self, index: usize, lose_memory: bool) {
+        let mut nodes = self.nodes();
+        let slot = &mut nodes[index];
+        slot.lose_memory_on_restart |= lose_memory;
+        let Some(running) = slot.running.take() else {
+            return;
+        };
+        let _ = running.crashed.send(true);
+        running.gossip.abort();
+        self.network.set_down(&slot.id, true);
+        self.datagrams.unbind(slot.gossip_addr);
+    }
+
+    /// Restarts node `index` if it is down.
+    pub fn restart(&self, index: usize) {
+        if self.nodes()[index].running.is_none() {
+            self.boot(index);
+        }
+    }
+
+    /// Whether node `index` is running.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.nodes()[index].running.is_some()
+    }
+
+    /// The API of node `index` and its crash signal, if it runs.
+    pub(crate) fn endpoint(&self, index: usize) -> Option<Endpoint> {
+        self.nodes()[index]
+            .running
+            .as_ref()
+            .map(|r| (PublicApi::new(Arc::clone(&r.node)), r.crashed.subscribe()))
+    }
+
+    /// The running node `index`.
+    pub fn node(&self, index: usize) -> Option<Arc<Node<SimTransport>>> {
+        self.nodes()[index]
+            .running
+            .as_ref()
+            .map(|r| Arc::clone(&r.node))
+    }
+
+    /// Node `id`'s stored versions of `key` (whether it runs or not).
+    pub fn stored(&self, id: &str, key: &[u8]) -> Option<Siblings> {
+        let nodes = self.nodes();
+        let slot = nodes.iter().find(|n| n.id == id)?;
+        slot.storage.get(key).expect("memory storage does not fail")
+    }
+
+    /// Installs the network faults among `active` (crashes are applied separately).
+    pub fn apply_network_faults(&self, active: &[&Fault]) {
+        let ids: Vec<String> = self.nodes().iter().map(|n| n.id.clone()).collect();
+        let network = &self.network;
+        network.heal();
+        let (mut loss, mut jitter_ms) = (0, 0);
+        let mut slow_ms = vec![0; ids.len()];
+        for fault in active {
+            match &fault.kind {
+                FaultKind::Partition { side } => {
+                    let rest: Vec<usize> = (0..ids.len()).filter(|n| !side.contains(n)).collect();
+                    block_all(network, &ids, side, &rest);
+                    block_all(network, &ids, &rest, side);
+                }
+                FaultKind::OneWay { from, to } => block_all(network, &ids, from, to),
+                FaultKind::Loss { per_mille } => loss = loss.max(*per_mille),
+                FaultKind::Reorder { jitter_ms: j } => jitter_ms = jitter_ms.max(*j),
+                FaultKind::Slow { node, extra_ms } => {
+                    slow_ms[*node] = slow_ms[*node].max(*extra_ms);
+                }
+                FaultKind::Crash { .. } => {}
+            }
+        }
+        network.set_drop_per_mille(loss);
+        network.set_jitter(Duration::from_millis(jitter_ms));
+        for (id, extra_ms) in ids.iter().zip(slow_ms) {
+            network.set_slow(id, Duration::from_millis(extra_ms));
+        }
+    }
+
+    /// Whether every running node has every node in its ring and sees every other running
+    /// node ALIVE.
+    pub fn converged(&self) -> bool {
+        let nodes = self.nodes();
+        let running: Vec<&Running> = nodes.iter().filter_map(|n| n.running.as_ref()).collect();
+        running.iter().all(|r| {
+            r.node.ring().len() == nodes.len()
+                && nodes.iter().filter(|n| n.running.is_some()).all(|other| {
+                    other.id == r.node.config().node_id
+                        || r.node
+                            .peer_status(&other.id)
+                            .is_some_and(|p| p.state == PeerState::Alive)
+                })
+        })
+    }
+
+    /// Waits until [`SimCluster::converged`], at most `limit` of simulated time.
+    pub async fn wait_converged(&self, limit: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        while !self.converged() {
+            if started.elapsed() > limit {
+                return Err(format!(
+                    "membership did not converge within {limit:?} (at {:.1}s)",
+                    self.now().as_secs_f64()
+                ));
+            }
+            tokio::time::sleep(CONVERGENCE_POLL).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Stops every node (end of the run): aborts gossip so the runtime can shut down.
+    pub fn shut_down(&self) {
+        for slot in self.nodes().iter_mut() {
+            if let Some(running) = slot.running.take() {
+                running.gossip.abort();
+            }
+        }
+    }
+}
+
+fn block_all(network: &SimNetwork, ids: &[String], from: &[usize], to: &[usize]) {
+    for a in from {
+        for b in to {
+            network.block(&ids[*a], &ids[*b]);
+        }
+    }
+}
+
+fn address(port: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16))
+}

@@ -1,0 +1,194 @@
+//! Fault schedules: which faults strike which nodes when, generated from the seed.
+//! A schedule is plain data; `cluster.rs` applies it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::rng::SimRng;
+
+/// One kind of fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The node's process dies and restarts when the fault ends; `lose_memory` decides
+    /// whether its data survives (a memory-backed node that restarts starts empty).
+    Crash {
+        /// The node.
+        node: usize,
+        /// Whether the restart starts with empty storage.
+        lose_memory: bool,
+    },
+    /// The nodes in `side` cannot reach the others and vice versa.
+    Partition {
+        /// One side (the rest is the other).
+        side: Vec<usize>,
+    },
+    /// Messages from `from` to `to` are lost; the other direction works.
+    OneWay {
+        /// Senders whose messages are lost.
+        from: Vec<usize>,
+        /// Receivers.
+        to: Vec<usize>,
+    },
+    /// Every message is lost with this probability (per mille).
+    Loss {
+        /// Loss rate.
+        per_mille: u32,
+    },
+    /// Every message is delayed by a random 0..=`jitter_ms`, so messages overtake.
+    Reorder {
+        /// Largest extra delay.
+        jitter_ms: u64,
+    },
+    /// Every message to or from the node takes `extra_ms` longer.
+    Slow {
+        /// The node.
+        node: usize,
+        /// Extra delay.
+        extra_ms: u64,
+    },
+}
+
+impl FaultKind {
+    /// A short name for summaries.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FaultKind::Crash {
+                lose_memory: false, ..
+            } => "crash",
+            FaultKind::Crash {
+                lose_memory: true, ..
+            } => "crash-amnesia",
+            FaultKind::Partition { .. } => "partition",
+            FaultKind::OneWay { .. } => "one-way",
+            FaultKind::Loss { .. } => "loss",
+            FaultKind::Reorder { .. } => "reorder",
+            FaultKind::Slow { .. } => "slow",
+        }
+    }
+
+    /// Every label, in summary order.
+    pub const LABELS: [&'static str; 7] = [
+        "crash",
+        "crash-amnesia",
+        "partition",
+        "one-way",
+        "loss",
+        "reorder",
+        "slow",
+    ];
+}
+
+/// A fault active from `start` for `duration` (simulated time since the run began).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// What.
+    pub kind: FaultKind,
+    /// When it begins.
+    pub start: Duration,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
+impl Fault {
+    /// When it ends.
+    pub fn end(&self) -> Duration {
+        self.start + self.duration
+    }
+
+    /// Whether it is active at `at`.
+    pub fn active_at(&self, at: Duration) -> bool {
+        self.start <= at && at < self.end()
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} from {:.1}s for {:.1}s",
+            self.kind,
+            self.start.as_secs_f64(),
+            self.duration.as_secs_f64()
+        )
+    }
+}
+
+/// Bounds for generated schedules.
+#[derive(Debug, Clone)]
+pub struct ScheduleLimits {
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Faults start within `[start_after, workload_end - 1s)`.
+    pub start_after: Duration,
+    /// When the workload (and every fault) ends.
+    pub workload_end: Duration,
+    /// At most this many faults per run.
+    pub max_faults: u64,
+}
+
+/// A seeded schedule. About one run in eight has no faults at all (a calm baseline);
+/// at most one crash per run loses memory, so an acknowledged write (W ≥ 2 in such runs)
+/// always keeps a surviving copy.
+pub fn generate(rng: &mut SimRng, limits: &ScheduleLimits) -> Vec<Fault> {
+    if rng.chance(125) {
+        return Vec::new();
+    }
+    let count = rng.between(1, limits.max_faults);
+    let mut amnesia_used = false;
+    let latest_start_ms = (limits.workload_end - Duration::from_secs(1)).as_millis() as u64;
+    (0..count)
+        .map(|_| {
+            let start_ms = rng.between(limits.start_after.as_millis() as u64, latest_start_ms);
+            let end_ms = limits.workload_end.as_millis() as u64;
+            let duration_ms = rng.between(500, 8_000).min(end_ms - start_ms);
+            let kind = fault_kind(rng, limits.nodes, &mut amnesia_used);
+            Fault {
+                kind,
+                start: Duration::from_millis(start_ms),
+                duration: Duration::from_millis(duration_ms),
+            }
+        })
+        .collect()
+}
+
+fn fault_kind(rng: &mut SimRng, nodes: usize, amnesia_used: &mut bool) -> FaultKind {
+    let node = rng.below(nodes as u64) as usize;
+    match rng.below(6) {
+        0 => {
+            let lose_memory = !*amnesia_used && rng.chance(300);
+            *amnesia_used |= lose_memory;
+            FaultKind::Crash { node, lose_memory }
+        }
+        1 => FaultKind::Partition {
+            side: random_subset(rng, nodes),
+        },
+        2 => {
+            let from = random_subset(rng, nodes);
+            let to = (0..nodes).filter(|n| !from.contains(n)).collect();
+            FaultKind::OneWay { from, to }
+        }
+        3 => FaultKind::Loss {
+            per_mille: rng.between(20, 400) as u32,
+        },
+        4 => FaultKind::Reorder {
+            jitter_ms: rng.between(5, 400),
+        },
+        _ => FaultKind::Slow {
+            node,
+            extra_ms: rng.between(50, 2_500),
+        },
+    }
+}
+
+/// A non-empty proper subset of `0..nodes`, at most half of them (the minority side).
+fn random_subset(rng: &mut SimRng, nodes: usize) -> Vec<usize> {
+    let size = rng.between(1, (nodes as u64 / 2).max(1)) as usize;
+    let mut all: Vec<usize> = (0..nodes).collect();
+    for i in 0..size {
+        let j = i + rng.below((nodes - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    let mut side = all[..size].to_vec();
+    side.sort_unstable();
+    side
+}

@@ -1,0 +1,278 @@
+//! One simulated run: start the cluster, converge, run clients under the seed's fault
+//! schedule, heal, repair every key, collect the evidence and check it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_storage::Siblings;
+
+use crate::checker::{self, CheckInput, KeyEvidence};
+use crate::cluster::SimCluster;
+use crate::faults::{self, Fault, FaultKind, ScheduleLimits};
+use crate::history::{Op, OpKind, Outcome, TraceHasher};
+use crate::report::{Availability, SeedReport};
+use crate::rng::SimRng;
+use crate::workload::{self, ClientRequest, History, WorkloadConfig};
+
+/// Simulated time the cluster gets to converge before the workload starts, and again
+/// after the faults end.
+const CONVERGENCE_LIMIT: Duration = Duration::from_secs(60);
+/// Attempts of each final R=N read before the key is reported unreadable.
+const FINAL_READ_ATTEMPTS: usize = 10;
+/// Wait after the final reads so read repair (after its late-reply grace) lands.
+const REPAIR_SETTLE: Duration = Duration::from_secs(5);
+
+/// What a run looks like.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes in the cluster (3..=7 is the intended range).
+    pub nodes: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys the clients share.
+    pub keys: usize,
+    /// How long the clients run (simulated), after the cluster converged.
+    pub workload: Duration,
+    /// Most faults in one run.
+    pub max_faults: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 5,
+            clients: 4,
+            keys: 6,
+            workload: Duration::from_secs(20),
+            max_faults: 4,
+        }
+    }
+}
+
+/// The command that replays `seed` with `config`.
+pub fn replay_command(seed: u64, config: &SimConfig) -> String {
+    format!(
+        "cargo xtask sim --seed {seed} --nodes {} --clients {} --keys {} --workload-secs {} --max-faults {}",
+        config.nodes,
+        config.clients,
+        config.keys,
+        config.workload.as_secs(),
+        config.max_faults
+    )
+}
+
+/// Runs `seed` in a fresh single-threaded runtime on a paused clock and checks it.
+pub fn run_seed(seed: u64, config: &SimConfig) -> SeedReport {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds");
+    runtime.block_on(simulate(seed, config))
+}
+
+async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
+    let cluster = SimCluster::start(seed, config.nodes);
+    let mut violations = Vec::new();
+    if let Err(message) = cluster.wait_converged(CONVERGENCE_LIMIT).await {
+        violations.push(format!("initial {message}"));
+    }
+    let workload_start = cluster.now();
+    let workload_end = workload_start + config.workload;
+    let schedule = faults::generate(
+        &mut SimRng::fork(seed, 3),
+        &ScheduleLimits {
+            nodes: config.nodes,
+            start_after: workload_start + Duration::from_secs(1),
+            workload_end,
+            max_faults: config.max_faults,
+        },
+    );
+    let history: History = Arc::new(Mutex::new(Vec::new()));
+    let faults_task = tokio::spawn(run_faults(Arc::clone(&cluster), schedule.clone()));
+    let workload = WorkloadConfig {
+        clients: config.clients,
+        keys: config.keys,
+        end: workload_end,
+        allow_w1: !schedule.iter().any(is_amnesia),
+        max_think: Duration::from_millis(250),
+    };
+    let clients: Vec<_> = (0..config.clients)
+        .map(|client| {
+            let rng = SimRng::fork(seed, 100 + client as u64);
+            let task = workload::run_client(
+                Arc::clone(&cluster),
+                client,
+                rng,
+                workload.clone(),
+                Arc::clone(&history),
+            );
+            tokio::spawn(task)
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("a client task does not panic");
+    }
+    faults_task.await.expect("the fault task does not panic");
+
+    heal_everything(&cluster);
+    if let Err(message) = cluster.wait_converged(CONVERGENCE_LIMIT).await {
+        violations.push(format!("after healing, {message}"));
+    }
+    final_reads(&cluster, config, &history).await;
+    tokio::time::sleep(REPAIR_SETTLE).await;
+
+    let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+    let evidence = collect_evidence(&cluster, config);
+    let amnesia_at: Vec<Duration> = schedule
+        .iter()
+        .filter(|f| is_amnesia(f))
+        .map(|f| f.start)
+        .collect();
+    violations.extend(checker::check(&CheckInput {
+        history: &history,
+        keys: &evidence,
+        replicas: 3,
+        amnesia_at: &amnesia_at,
+    }));
+    let simulated = cluster.now();
+    cluster.shut_down();
+    report(seed, &schedule, &history, violations, simulated)
+}
+
+fn is_amnesia(fault: &Fault) -> bool {
+    matches!(
+        fault.kind,
+        FaultKind::Crash {
+            lose_memory: true,
+            ..
+        }
+    )
+}
+
+/// Applies `schedule`: at every start or end of a fault, installs the network faults
+/// active from then on, and crashes or restarts nodes.
+async fn run_faults(cluster: Arc<SimCluster>, schedule: Vec<Fault>) {
+    let mut moments: Vec<Duration> = schedule.iter().flat_map(|f| [f.start, f.end()]).collect();
+    moments.sort_unstable();
+    moments.dedup();
+    for moment in moments {
+        tokio::time::sleep_until(cluster.origin() + moment).await;
+        let active: Vec<&Fault> = schedule.iter().filter(|f| f.active_at(moment)).collect();
+        cluster.apply_network_faults(&active);
+        for node in 0..cluster.size() {
+            let crash = active.iter().find_map(|f| match f.kind {
+                FaultKind::Crash {
+                    node: n,
+                    lose_memory,
+                } if n == node => Some(lose_memory),
+                _ => None,
+            });
+            match crash {
+                Some(lose_memory) => cluster.crash(node, lose_memory),
+                None => cluster.restart(node),
+            }
+        }
+    }
+}
+
+fn heal_everything(cluster: &SimCluster) {
+    cluster.apply_network_faults(&[]);
+    for node in 0..cluster.size() {
+        cluster.restart(node);
+    }
+}
+
+/// Reads every key with R=N (retrying while the cluster settles) so read repair brings
+/// every replica up to date. The reads join the history: they are checked too.
+async fn final_reads(cluster: &SimCluster, config: &SimConfig, history: &History) {
+    for key in 0..config.keys {
+        for attempt in 0..FINAL_READ_ATTEMPTS {
+            let request = ClientRequest {
+                client: config.clients,
+                kind: OpKind::Get,
+                key,
+                node: (key + attempt) % config.nodes,
+                value: None,
+                context: None,
+                quorum: 3,
+            };
+            let op = workload::execute(cluster, request).await;
+            let done = op.succeeded();
+            history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(op);
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn collect_evidence(cluster: &SimCluster, config: &SimConfig) -> Vec<KeyEvidence> {
+    let router = cluster.node(0).expect("every node runs after healing");
+    (0..config.keys)
+        .map(|key| {
+            let key = Bytes::from(workload::key_name(key));
+            let replicas: Vec<(String, Option<Siblings>)> = router
+                .replicas_for(&key)
+                .into_iter()
+                .map(|id| {
+                    let state = cluster.stored(&id, &key);
+                    (id, state)
+                })
+                .collect();
+            KeyEvidence {
+                mints: cluster.mints().of(&key),
+                key,
+                replicas,
+            }
+        })
+        .collect()
+}
+
+fn report(
+    seed: u64,
+    schedule: &[Fault],
+    history: &[Op],
+    violations: Vec<String>,
+    simulated: Duration,
+) -> SeedReport {
+    let mut trace = TraceHasher::default();
+    for fault in schedule {
+        trace.add(fault);
+    }
+    for op in history {
+        trace.add(op);
+    }
+    let mut availability = Availability::default();
+    for op in history {
+        let active: Vec<&'static str> = schedule
+            .iter()
+            .filter(|f| f.active_at(op.start))
+            .map(|f| f.kind.label())
+            .collect();
+        availability.record(&active, op.succeeded());
+    }
+    SeedReport {
+        seed,
+        trace_hash: trace.finish(),
+        simulated,
+        ops: history.len() as u64,
+        acknowledged_writes: history
+            .iter()
+            .filter(|op| op.is_acknowledged_write())
+            .count() as u64,
+        reads_with_siblings: history
+            .iter()
+            .filter(|op| matches!(&op.outcome, Outcome::Read { values, .. } if values.len() > 1))
+            .count() as u64,
+        faults: schedule.iter().map(|f| f.kind.label()).collect(),
+        schedule: schedule.iter().map(ToString::to_string).collect(),
+        availability,
+        violations,
+    }
+}
