@@ -165,7 +165,7 @@ impl TestCluster {
                 );
             }
             if let Ok(mut client) = Client::connect(&self.nodes[i].address).await
-                && client.health().await.is_ok()
+                && client.health().await.is_ok_and(|h| h.status == "SERVING")
             {
                 return;
             }

@@ -207,7 +207,13 @@ impl Cluster {
             }
             loop {
                 let alive = match kv_client::Client::connect(&spec.grpc).await {
-                    Ok(mut client) => client.health().await.map_or(0, |h| h.members_alive),
+                    Ok(mut client) => client.health().await.map_or(0, |h| {
+                        if h.status == "SERVING" {
+                            h.members_alive
+                        } else {
+                            0
+                        }
+                    }),
                     Err(_) => 0,
                 };
                 if alive == expected {
@@ -324,7 +330,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until `node` answers its health check.
+    /// Waits until `node` answers its health check as SERVING (it knows the whole ring).
     pub(crate) async fn wait_healthy(&mut self, node: &str) -> Result<(), String> {
         let address = self.address(node)?;
         let started = Instant::now();
@@ -336,7 +342,7 @@ impl Cluster {
                 ));
             }
             if let Ok(mut client) = kv_client::Client::connect(&address).await
-                && client.health().await.is_ok()
+                && client.health().await.is_ok_and(|h| h.status == "SERVING")
             {
                 return Ok(());
             }

@@ -4,11 +4,13 @@
 //! - `cluster up|down|status|kill|restart|logs`: a local cluster under `.local/`.
 //! - `demo quorum|conflict|repair|membership`: the original system's demos, checked.
 //! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
+//! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
 
 mod bench;
 mod ci;
 mod cluster;
 mod demo;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,13 @@ enum Task {
     },
     /// Load-test the floor and a fresh release cluster; write the table to BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Run seeded simulation campaigns (release build of kv-sim); `--help` lists options.
+    #[command(disable_help_flag = true)]
+    Sim {
+        /// Options for kv-sim, e.g. `--seeds 10000` or `--seed 42`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run a demo against a fresh local cluster; exits non-zero if it misbehaves.
     Demo {
         #[arg(value_enum)]
@@ -51,6 +60,7 @@ fn main() -> ExitCode {
         Task::Cluster { command } => block_on(cluster::run(command)),
         Task::Demo { name } => block_on(demo::run(name)),
         Task::Bench(args) => block_on(bench::run(args)),
+        Task::Sim { args } => sim::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,7 +59,9 @@ impl GossipConfig {
         config.max_transmissions = NonZeroU8::new(10).expect("non-zero");
         config.suspect_to_down_after = self.suspect_to_down;
         config.remove_down_after = Some(self.remove_down_after);
-        config.max_packet_size = NonZeroUsize::new(self.max_packet_bytes).expect("validated");
+        // One byte of every datagram is the frame tag that sets foca's packets apart from
+        // ring-sync messages.
+        config.max_packet_size = NonZeroUsize::new(self.max_packet_bytes - 1).expect("validated");
         config.notify_down_members = true;
         config.periodic_announce = Some(foca::PeriodicParams {
             frequency: Duration::from_secs(10),

@@ -13,6 +13,10 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use crate::ring_changes::{LeftTable, RingChanges, RingLeave, has_left};
+use crate::ring_sync::{
+    BOOTSTRAP_WAIT_PROBES, FRAME_FOCA, FRAME_RING_REQUEST, FRAME_RING_STATE, RingEntry,
+    RingRequest, RingStatePart, RingSync, answer_parts, frame,
+};
 use crate::{GossipConfig, NodeIdentity};
 
 /// Most datagrams queued for sending; beyond it new ones are dropped and counted.
@@ -21,7 +25,7 @@ pub const MAX_OUTGOING: usize = 4096;
 pub const MAX_EVENTS: usize = 1024;
 
 /// A member's liveness as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MemberState {
     /// Answering probes.
     Alive,
@@ -66,6 +70,8 @@ pub enum GossipEvent {
         /// The new identity.
         identity: NodeIdentity,
     },
+    /// This node received a live member's complete ring: it may route requests now.
+    RingSynced,
 }
 
 /// Counters for operators and tests.
@@ -81,6 +87,8 @@ pub struct GossipStats {
     pub outgoing_dropped: u64,
     /// foca refused an operation (an announce, timer, broadcast or leave).
     pub protocol_errors: u64,
+    /// Suspicions that outlived foca's timers and were turned into DEAD here.
+    pub suspicions_expired: u64,
 }
 
 type Inner = Foca<NodeIdentity, PostcardCodec, SmallRng, RingChanges>;
@@ -99,6 +107,7 @@ pub struct Gossip {
     outgoing: VecDeque<(SocketAddr, Bytes)>,
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
+    ring_sync: RingSync,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -137,6 +146,7 @@ impl Gossip {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: GossipStats::default(),
+            ring_sync: RingSync::default(),
         })
     }
 
@@ -167,10 +177,17 @@ impl Gossip {
             self.stats.packets_oversized += 1;
             return;
         }
-        if self.foca.handle_data(data, &mut self.runtime).is_err() {
+        let accepted = match data.split_first() {
+            Some((&FRAME_FOCA, packet)) => self.foca.handle_data(packet, &mut self.runtime).is_ok(),
+            Some((&FRAME_RING_REQUEST, message)) => self.answer_ring_request(message),
+            Some((&FRAME_RING_STATE, message)) => self.receive_ring_state(message),
+            _ => false,
+        };
+        if !accepted {
             self.stats.packets_rejected += 1;
         }
         self.drain_runtime();
+        self.request_ring_if_due();
     }
 
     /// Fires every timer due at `now`, in deadline order.
@@ -188,11 +205,30 @@ impl Gossip {
             self.drain_runtime();
         }
         self.refresh_members();
+        self.expire_stuck_suspicions();
+        self.request_ring_if_due();
     }
 
     /// When the next timer is due, if any.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
+        let foca = self.timers.peek().map(|Reverse((deadline, _))| *deadline);
+        let retry = self.ring_sync.retry_at.filter(|_| !self.ring_sync.synced);
+        match (foca, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Declares this node the first of a new cluster (it has no seeds): its ring is
+    /// complete as it stands.
+    pub fn found_cluster(&mut self) {
+        self.ring_sync.synced = true;
+    }
+
+    /// Whether this node knows the complete ring (it founded the cluster or received a
+    /// live member's ring). Until then it must not coordinate requests.
+    pub fn ring_synced(&self) -> bool {
+        self.ring_sync.synced
     }
 
     /// Takes the datagrams waiting to be sent.
@@ -244,7 +280,11 @@ impl Gossip {
             if self.outgoing.len() >= MAX_OUTGOING {
                 self.stats.outgoing_dropped += 1;
             } else {
-                self.outgoing.push_back((to.gossip_addr, data));
+                let mut framed = Vec::with_capacity(data.len() + 1);
+                framed.push(FRAME_FOCA);
+                framed.extend_from_slice(&data);
+                self.outgoing
+                    .push_back((to.gossip_addr, Bytes::from(framed)));
             }
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
@@ -320,6 +360,158 @@ impl Gossip {
         for event in changes {
             self.push_event(event);
         }
+    }
+
+    /// Declares DEAD every member SUSPECT for much longer than `suspect_to_down`.
+    ///
+    /// Only the member that raised a suspicion holds the timer that turns it into DEAD,
+    /// and foca drops that timer when its own identity changes. After a partition heals,
+    /// the nodes that suspected an isolated member are often exactly the ones it declared
+    /// dead, so they renew their identities and the suspicion outlives every timer; the
+    /// suspect, whose update has long been disseminated, never hears of it to refute it.
+    /// Declaring it DEAD here resolves that: it learns of it on its next message, renews
+    /// its identity and rejoins ALIVE.
+    fn expire_stuck_suspicions(&mut self) {
+        let limit = self.config.suspect_to_down * 2 + self.config.probe_period;
+        let stuck: Vec<(NodeIdentity, u16)> = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Suspect && self.now >= m.since + limit)
+            .map(|m| (m.identity.clone(), m.incarnation))
+            .collect();
+        for (identity, incarnation) in stuck {
+            let down = foca::Member::new(identity, incarnation, foca::State::Down);
+            let result = self
+                .foca
+                .apply_many(std::iter::once(down), true, &mut self.runtime);
+            self.count_error(result.is_err());
+            self.stats.suspicions_expired += 1;
+            self.drain_runtime();
+        }
+    }
+
+    /// Asks a live member for its ring, if this node is not synced and the last request
+    /// is unanswered for a probe period.
+    fn request_ring_if_due(&mut self) {
+        if self.ring_sync.synced || self.ring_sync.retry_at.is_some_and(|at| at > self.now) {
+            return;
+        }
+        let alive: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.identity.gossip_addr)
+            .collect();
+        if alive.is_empty() {
+            self.ring_sync.retry_at = None;
+            return;
+        }
+        let asking_since = *self.ring_sync.asking_since.get_or_insert(self.now);
+        if self.may_found(asking_since) {
+            self.ring_sync.synced = true;
+            self.push_event(GossipEvent::RingSynced);
+            return;
+        }
+        let request_id = self.ring_sync.next_request();
+        let target = alive[(request_id as usize) % alive.len()];
+        let request = RingRequest {
+            from: self.identity().clone(),
+            request_id,
+        };
+        self.send(target, frame(FRAME_RING_REQUEST, &request));
+        self.ring_sync.retry_at = Some(self.now + self.config.probe_period);
+    }
+
+    /// The bootstrap rule: after asking for a while and hearing only from unsynced nodes,
+    /// the lowest node id among this node and the live members founds the cluster.
+    fn may_found(&self, asking_since: Duration) -> bool {
+        let waited = self.now >= asking_since + self.config.probe_period * BOOTSTRAP_WAIT_PROBES;
+        let me = &self.identity().node_id;
+        let lowest = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Alive)
+            .all(|m| m.identity.node_id > *me);
+        waited && self.ring_sync.unsynced_answers > 0 && lowest
+    }
+
+    fn answer_ring_request(&mut self, message: &[u8]) -> bool {
+        let Ok(request) = postcard::from_bytes::<RingRequest>(message) else {
+            return false;
+        };
+        let me = RingEntry {
+            identity: self.identity().clone(),
+            state: MemberState::Alive,
+            left_ring: self.self_left_ring(),
+        };
+        let others = self.members.values().map(|m| RingEntry {
+            identity: m.identity.clone(),
+            state: m.state,
+            left_ring: m.left_ring,
+        });
+        let entries = std::iter::once(me).chain(others).collect();
+        let (id, synced) = (request.request_id, self.ring_sync.synced);
+        for part in answer_parts(id, synced, entries, self.config.max_packet_bytes) {
+            self.send(request.from.gossip_addr, part);
+        }
+        true
+    }
+
+    fn receive_ring_state(&mut self, message: &[u8]) -> bool {
+        let Ok(part) = postcard::from_bytes::<RingStatePart>(message) else {
+            return false;
+        };
+        if part.request_id != self.ring_sync.request_id || self.ring_sync.synced {
+            return true;
+        }
+        for entry in &part.entries {
+            self.learn_ring_member(entry);
+        }
+        if self.ring_sync.receive(&part) {
+            self.push_event(GossipEvent::RingSynced);
+        }
+        true
+    }
+
+    /// Adds a member another node reported, unless foca already knows as new an identity.
+    fn learn_ring_member(&mut self, entry: &RingEntry) {
+        let identity = &entry.identity;
+        if identity.node_id.is_empty() || identity.node_id == self.identity().node_id {
+            return;
+        }
+        let known = self
+            .members
+            .get(&identity.node_id)
+            .is_some_and(|m| m.identity.bump >= identity.bump);
+        if known {
+            return;
+        }
+        if entry.left_ring {
+            self.left
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(identity.node_id.clone(), identity.bump);
+        }
+        let view = MemberView {
+            identity: identity.clone(),
+            state: entry.state,
+            incarnation: 0,
+            since: self.now,
+            left_ring: entry.left_ring,
+        };
+        self.members.insert(identity.node_id.clone(), view);
+        self.push_event(GossipEvent::StateChanged {
+            identity: identity.clone(),
+            state: entry.state,
+        });
+    }
+
+    fn send(&mut self, to: SocketAddr, data: Vec<u8>) {
+        if data.len() > self.config.max_packet_bytes || self.outgoing.len() >= MAX_OUTGOING {
+            self.stats.outgoing_dropped += 1;
+            return;
+        }
+        self.outgoing.push_back((to, Bytes::from(data)));
     }
 
     fn count_error(&mut self, failed: bool) {

@@ -10,7 +10,9 @@
 //! uses a higher bump and wins the address conflict, so peers see it ALIVE again at once.
 //! Members are ALIVE, SUSPECT (read from foca's state; foca has no event for it) or DEAD.
 //! Leaving the ring is separate from liveness: [`Gossip::leave_ring`] spreads a versioned
-//! custom broadcast.
+//! custom broadcast. A joining node also asks a live member for its complete ring (dead
+//! members included) and reports [`Gossip::ring_synced`] once it has it: routing with a
+//! partial ring would break quorum intersection.
 //!
 //! ```
 //! use std::time::Duration;
@@ -42,6 +44,7 @@ mod config;
 mod gossip;
 mod identity;
 mod ring_changes;
+mod ring_sync;
 
 pub use config::GossipConfig;
 pub use gossip::{
@@ -49,3 +52,4 @@ pub use gossip::{
 };
 pub use identity::NodeIdentity;
 pub use ring_changes::RingLeave;
+pub use ring_sync::MAX_RING_ENTRIES;

@@ -102,15 +102,25 @@ pub async fn run_gossip<T: PeerTransport, D: Datagrams>(
     };
     let rng_seed = bump ^ kv_ring::key_hash(config.node_id.as_bytes());
     let mut gossip = Gossip::new(identity, settings.config.clone(), rng_seed)?;
+    // Without a seed other than itself, this node founds a new cluster.
+    if settings.seeds.iter().all(|seed| *seed == settings.listen) {
+        gossip.found_cluster();
+    }
     for seed in &settings.seeds {
         gossip.announce(*seed, started.elapsed());
     }
+    install(&node, &gossip, started.elapsed());
     let mut buffer = vec![0u8; RECEIVE_BUFFER_BYTES];
     let mut reannounce = tokio::time::interval(REANNOUNCE_EVERY);
     tokio::pin!(shutdown);
     loop {
         flush(&mut gossip, &socket).await;
-        if gossip.take_events().count() > 0 {
+        let mut changed = false;
+        for event in gossip.take_events() {
+            tracing::debug!(node = %config.node_id, ?event, "membership event");
+            changed = true;
+        }
+        if changed {
             install(&node, &gossip, started.elapsed());
         }
         let next_timer = gossip
@@ -185,6 +195,10 @@ fn install<T: PeerTransport>(node: &Node<T>, gossip: &Gossip, now: Duration) {
     if let Err(error) = node.apply_membership(peers, !gossip.self_left_ring()) {
         tracing::error!(%error, "cannot apply the membership view");
     }
+    if gossip.ring_synced() && !node.ring_complete() {
+        tracing::info!(members = node.ring().len(), "ring synced; serving requests");
+    }
+    node.set_ring_complete(gossip.ring_synced());
 }
 
 fn peer_status(member: &MemberView, wall_now: SystemTime, now: Duration) -> PeerStatus {

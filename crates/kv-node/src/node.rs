@@ -1,7 +1,7 @@
 //! `Node`: the replica operations on local storage and the coordinator logic for client
 //! requests (forwarding, quorum fan-out, reconciliation, read repair).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub struct Node<T> {
     repair_slots: Arc<Semaphore>,
     stats: Arc<NodeStats>,
     membership_commands: OnceLock<mpsc::Sender<MembershipCommand>>,
+    /// Whether this node knows the whole ring. A gossip-driven node starts without it
+    /// and must not coordinate until gossip has it: routing with a partial ring puts
+    /// writes and reads on the wrong replicas.
+    ring_complete: AtomicBool,
 }
 
 impl<T: PeerTransport> Node<T> {
@@ -58,7 +62,7 @@ impl<T: PeerTransport> Node<T> {
                 .iter()
                 .map(|p| (p.node_id.clone(), p.grpc_address)),
         );
-        Self::build(config, storage, transport, peers)
+        Self::build(config, storage, transport, peers, true)
     }
 
     /// Builds a node whose membership gossip maintains (see [`Node::apply_membership`]):
@@ -71,7 +75,13 @@ impl<T: PeerTransport> Node<T> {
         if !config.peers.is_empty() {
             return Err("a gossip-driven node takes seeds, not a static peer list".into());
         }
-        Self::build(config, storage, transport, PeerTable::gossip_driven())
+        Self::build(
+            config,
+            storage,
+            transport,
+            PeerTable::gossip_driven(),
+            false,
+        )
     }
 
     fn build(
@@ -79,6 +89,7 @@ impl<T: PeerTransport> Node<T> {
         storage: Arc<dyn Storage>,
         transport: T,
         peers: PeerTable,
+        ring_complete: bool,
     ) -> Result<Arc<Self>, String> {
         config.validate().map_err(|e| e.to_string())?;
         let actor = ActorId::new(&config.actor_id).map_err(|e| e.to_string())?;
@@ -95,6 +106,7 @@ impl<T: PeerTransport> Node<T> {
             peers,
             stats: Arc::new(NodeStats::default()),
             membership_commands: OnceLock::new(),
+            ring_complete: AtomicBool::new(ring_complete),
         }))
     }
 
@@ -135,6 +147,27 @@ impl<T: PeerTransport> Node<T> {
         self.peers.replace(peers);
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
         Ok(())
+    }
+
+    /// Records whether this node knows the whole ring (gossip's ring sync finished).
+    pub fn set_ring_complete(&self, complete: bool) {
+        self.ring_complete.store(complete, Ordering::Release);
+    }
+
+    /// Whether this node knows the whole ring and so may coordinate requests.
+    pub fn ring_complete(&self) -> bool {
+        self.ring_complete.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn ensure_ring_complete(&self) -> Result<(), NodeError> {
+        if self.ring_complete() {
+            return Ok(());
+        }
+        Err(NodeError::Unavailable(format!(
+            "node {} is joining the cluster and does not know the whole ring yet; retry \
+             shortly or send the request to another node",
+            self.config.node_id
+        )))
     }
 
     /// Connects this node to a gossip driver; returns the receiver the driver serves.
@@ -227,6 +260,7 @@ impl<T: PeerTransport> Node<T> {
         self: &Arc<Self>,
         command: WriteCommand,
     ) -> Result<VersionVector, NodeError> {
+        self.ensure_ring_complete()?;
         let replicas = self.replicas_for(&command.key);
         let Some(own_index) = replicas.iter().position(|r| *r == self.config.node_id) else {
             return Err(NodeError::Unavailable(format!(
@@ -314,6 +348,7 @@ impl<T: PeerTransport> Node<T> {
     /// A client write (or delete, with `value: None`) through this node. If this node is
     /// not a replica of the key, the first reachable replica coordinates it.
     pub async fn put(self: &Arc<Self>, command: WriteCommand) -> Result<VersionVector, NodeError> {
+        self.ensure_ring_complete()?;
         let replicas = self.replicas_for(&command.key);
         if replicas.contains(&self.config.node_id) {
             return self.coordinate_write(command).await;
@@ -360,6 +395,7 @@ impl<T: PeerTransport> Node<T> {
         key: Bytes,
         read_quorum: usize,
     ) -> Result<Option<Siblings>, NodeError> {
+        self.ensure_ring_complete()?;
         let replicas = self.replicas_for(&key);
         let deadline = Instant::now() + self.config.request_timeout;
         let own_index = replicas.iter().position(|r| *r == self.config.node_id);

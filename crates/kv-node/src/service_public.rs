@@ -44,6 +44,8 @@ impl<T: PeerTransport> PublicApi<T> {
         version: Option<&api::Version>,
         request_id: &str,
     ) -> Result<WriteCommand, NodeError> {
+        // Before validation: a joining node's partial ring would misjudge the quorums.
+        self.node.ensure_ring_complete()?;
         let config = self.node.config();
         let key = validate::key(key, &config.limits)?;
         if let Some(value) = &value {
@@ -79,6 +81,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         async {
             let limits = &self.node.config().limits;
             validate::ids(&req.client_id, &req.request_id, limits)?;
+            self.node.ensure_ring_complete()?;
             validate::quorum(
                 "consistency_r",
                 req.consistency_r,
@@ -114,6 +117,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
             let config = self.node.config();
             validate::ids(&req.client_id, &req.request_id, &config.limits)?;
             let key = validate::key(&req.key, &config.limits)?;
+            self.node.ensure_ring_complete()?;
             let read_quorum = validate::quorum(
                 "consistency_r",
                 req.consistency_r,
@@ -216,7 +220,12 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
             .count();
         let config = self.node.config();
         Ok(Response::new(api::HealthResponse {
-            status: "SERVING".into(),
+            status: if self.node.ring_complete() {
+                "SERVING"
+            } else {
+                "JOINING"
+            }
+            .into(),
             node_id: config.node_id.clone(),
             members_alive: alive as u32,
             members_total: members.len() as u32,

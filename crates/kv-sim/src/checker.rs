@@ -91,7 +91,7 @@ impl<'a> KeyCheck<'a> {
         }
     }
 
-    fn report(&mut self, message: String) {
+    fn report(&mut self, message: &str) {
         let key = String::from_utf8_lossy(&self.evidence.key);
         self.violations.push(format!("key {key}: {message}"));
     }
@@ -122,7 +122,7 @@ impl<'a> KeyCheck<'a> {
             .map(|(dot, count)| format!("dot {}:{} minted {count} times", dot.actor, dot.counter))
             .collect();
         for message in reused {
-            self.report(message);
+            self.report(&message);
         }
     }
 
@@ -142,7 +142,7 @@ impl<'a> KeyCheck<'a> {
                 self.final_state,
                 diverged.join("; ")
             );
-            self.report(message);
+            self.report(&message);
         }
     }
 
@@ -182,7 +182,7 @@ impl<'a> KeyCheck<'a> {
             }
         }
         for problem in problems {
-            self.report(problem);
+            self.report(&problem);
         }
     }
 
@@ -208,7 +208,7 @@ impl<'a> KeyCheck<'a> {
     fn acknowledged_write_kept(&mut self, op: &Op) {
         let Some(mint) = self.mint_of_op(op) else {
             let message = format!("acknowledged {op:?} has no minted version");
-            self.report(message);
+            self.report(&message);
             return;
         };
         let present = self.final_state.siblings().any(|(dot, _)| dot == mint.dot);
@@ -225,7 +225,7 @@ impl<'a> KeyCheck<'a> {
                 op.end.as_secs_f64(),
                 self.final_state
             );
-            self.report(message);
+            self.report(&message);
             return;
         }
         let has_successor = self
@@ -238,7 +238,7 @@ impl<'a> KeyCheck<'a> {
                 "acknowledged {:?} of {:?} (dot {}:{}) vanished: no later write's context covers it",
                 op.kind, op.value, mint.dot.actor, mint.dot.counter
             );
-            self.report(message);
+            self.report(&message);
         }
     }
 
@@ -252,7 +252,7 @@ impl<'a> KeyCheck<'a> {
                 "read at {:.3}s returned {phantoms:?}, never written to this key",
                 op.start.as_secs_f64()
             );
-            self.report(message);
+            self.report(&message);
         }
     }
 
@@ -290,7 +290,193 @@ impl<'a> KeyCheck<'a> {
             }
         }
         for problem in problems {
-            self.report(problem);
+            self.report(&problem);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_clock::ActorId;
+
+    fn actor(id: &str) -> ActorId {
+        ActorId::new(id).unwrap()
+    }
+
+    fn dot(id: &str, counter: u64) -> Dot {
+        Dot {
+            actor: actor(id),
+            counter,
+        }
+    }
+
+    fn vv(entries: &[(&str, u64)]) -> VersionVector {
+        VersionVector::from_entries(entries.iter().copied()).unwrap()
+    }
+
+    fn mint(id: &str, counter: u64, value: &str, context: &[(&str, u64)]) -> Mint {
+        Mint {
+            dot: dot(id, counter),
+            value: Some(Bytes::from(value.to_owned())),
+            context: vv(context),
+            at: Duration::from_millis(counter * 10),
+        }
+    }
+
+    fn put(value: &str, start_ms: u64, end_ms: u64, quorum: u32) -> Op {
+        Op {
+            client: 0,
+            kind: OpKind::Put,
+            key: Bytes::from_static(b"k"),
+            node: 0,
+            value: Some(Bytes::from(value.to_owned())),
+            context: None,
+            quorum,
+            start: Duration::from_millis(start_ms),
+            end: Duration::from_millis(end_ms),
+            outcome: Outcome::Written {
+                context: VersionVector::new(),
+            },
+        }
+    }
+
+    fn get(context: VersionVector, start_ms: u64, quorum: u32) -> Op {
+        Op {
+            kind: OpKind::Get,
+            value: None,
+            quorum,
+            start: Duration::from_millis(start_ms),
+            end: Duration::from_millis(start_ms + 1),
+            outcome: Outcome::Read {
+                values: Vec::new(),
+                context,
+            },
+            ..put("", 0, 0, 0)
+        }
+    }
+
+    /// (actor, value, context entries) of one write.
+    type TestWrite<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
+    /// A replica state holding `writes` applied in order.
+    fn state(writes: &[TestWrite<'_>]) -> Siblings {
+        let mut siblings = Siblings::new();
+        for (id, value, context) in writes {
+            siblings.update(
+                &vv(context),
+                Some(Bytes::from((*value).to_owned())),
+                &actor(id),
+            );
+        }
+        siblings
+    }
+
+    fn check_one(history: &[Op], mints: Vec<Mint>, replicas: Vec<Siblings>) -> Vec<String> {
+        let evidence = KeyEvidence {
+            key: Bytes::from_static(b"k"),
+            mints,
+            replicas: replicas
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("n{}", i + 1), Some(s)))
+                .collect(),
+        };
+        check(&CheckInput {
+            history,
+            keys: &[evidence],
+            replicas: 3,
+            amnesia_at: &[],
+        })
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let final_state = state(&[("n1", "a", &[]), ("n1", "b", &[("n1", 1)])]);
+        let mints = vec![mint("n1", 1, "a", &[]), mint("n1", 2, "b", &[("n1", 1)])];
+        let history = [put("a", 0, 10, 2), put("b", 20, 30, 2)];
+        let violations = check_one(&history, mints, vec![final_state.clone(), final_state]);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_is_reported() {
+        let final_state = state(&[("n1", "a", &[])]);
+        let mints = vec![mint("n1", 1, "a", &[]), mint("n2", 1, "b", &[])];
+        let history = [put("a", 0, 10, 2), put("b", 0, 10, 2)];
+        let violations = check_one(&history, mints, vec![final_state]);
+        assert!(
+            violations.iter().any(|v| v.contains("LOST")),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_value_no_client_wrote_is_reported() {
+        let final_state = state(&[("n1", "ghost", &[])]);
+        let violations = check_one(&[], vec![mint("n1", 1, "a", &[])], vec![final_state]);
+        assert!(
+            violations.iter().any(|v| v.contains("holds")),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_superseded_sibling_that_survives_is_reported() {
+        // Both values survive although "b" was written with a context covering "a".
+        let mut final_state = state(&[("n1", "a", &[])]);
+        final_state.sync(&state(&[("n2", "b", &[])]));
+        let mints = vec![mint("n1", 1, "a", &[]), mint("n2", 1, "b", &[("n1", 1)])];
+        let violations = check_one(&[], mints, vec![final_state]);
+        assert!(
+            violations.iter().any(|v| v.contains("superseded")),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn diverged_replicas_are_reported() {
+        let mints = vec![mint("n1", 1, "a", &[])];
+        let violations = check_one(
+            &[],
+            mints,
+            vec![state(&[("n1", "a", &[])]), Siblings::new()],
+        );
+        assert!(
+            violations.iter().any(|v| v.contains("converge")),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_stale_quorum_read_breaks_read_your_writes_but_a_weak_one_does_not() {
+        let final_state = state(&[("n1", "a", &[])]);
+        let mints = vec![mint("n1", 1, "a", &[])];
+        let stale = VersionVector::new();
+        let strong = [put("a", 0, 10, 2), get(stale.clone(), 20, 2)];
+        let violations = check_one(&strong, mints.clone(), vec![final_state.clone()]);
+        assert!(
+            violations.iter().any(|v| v.contains("read-your-writes")),
+            "{violations:?}"
+        );
+        // R + W = N: no promise; a read that overlaps the write: no promise either.
+        let weak = [
+            put("a", 0, 10, 2),
+            get(stale.clone(), 20, 1),
+            get(stale, 5, 3),
+        ];
+        let violations = check_one(&weak, mints, vec![final_state]);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[test]
+    fn a_dot_minted_twice_is_reported() {
+        let final_state = state(&[("n1", "b", &[])]);
+        let mints = vec![mint("n1", 1, "a", &[]), mint("n1", 1, "b", &[])];
+        let violations = check_one(&[], mints, vec![final_state]);
+        assert!(
+            violations.iter().any(|v| v.contains("minted 2 times")),
+            "{violations:?}"
+        );
     }
 }

@@ -259,7 +259,8 @@ impl SimCluster {
         let nodes = self.nodes();
         let running: Vec<&Running> = nodes.iter().filter_map(|n| n.running.as_ref()).collect();
         running.iter().all(|r| {
-            r.node.ring().len() == nodes.len()
+            r.node.ring_complete()
+                && r.node.ring().len() == nodes.len()
                 && nodes.iter().filter(|n| n.running.is_some()).all(|other| {
                     other.id == r.node.config().node_id
                         || r.node
@@ -275,13 +276,39 @@ impl SimCluster {
         while !self.converged() {
             if started.elapsed() > limit {
                 return Err(format!(
-                    "membership did not converge within {limit:?} (at {:.1}s)",
-                    self.now().as_secs_f64()
+                    "membership did not converge within {limit:?} (at {:.1}s): {}",
+                    self.now().as_secs_f64(),
+                    self.describe_views()
                 ));
             }
             tokio::time::sleep(CONVERGENCE_POLL).await;
         }
         Ok(started.elapsed())
+    }
+
+    /// Each running node's view: ring size, whether it synced the ring, peers' states.
+    pub fn describe_views(&self) -> String {
+        let nodes = self.nodes();
+        let views: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.running.as_ref().map(|r| (n, r)))
+            .map(|(n, r)| {
+                let peers: Vec<String> = r
+                    .node
+                    .peer_statuses()
+                    .iter()
+                    .map(|p| format!("{}={:?}@{}", p.node_id, p.state, p.incarnation))
+                    .collect();
+                format!(
+                    "{} (ring {}, complete {}) sees [{}]",
+                    n.id,
+                    r.node.ring().len(),
+                    r.node.ring_complete(),
+                    peers.join(" ")
+                )
+            })
+            .collect();
+        views.join("; ")
     }
 
     /// Stops every node (end of the run): aborts gossip so the runtime can shut down.

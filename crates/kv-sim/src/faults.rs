@@ -135,12 +135,17 @@ pub fn generate(rng: &mut SimRng, limits: &ScheduleLimits) -> Vec<Fault> {
     }
     let count = rng.between(1, limits.max_faults);
     let mut amnesia_used = false;
-    let latest_start_ms = (limits.workload_end - Duration::from_secs(1)).as_millis() as u64;
+    let earliest_start_ms = limits.start_after.as_millis() as u64;
+    let latest_start_ms = (limits
+        .workload_end
+        .saturating_sub(Duration::from_secs(1))
+        .as_millis() as u64)
+        .max(earliest_start_ms);
     (0..count)
         .map(|_| {
-            let start_ms = rng.between(limits.start_after.as_millis() as u64, latest_start_ms);
+            let start_ms = rng.between(earliest_start_ms, latest_start_ms);
             let end_ms = limits.workload_end.as_millis() as u64;
-            let duration_ms = rng.between(500, 8_000).min(end_ms - start_ms);
+            let duration_ms = rng.between(500, 8_000).min(end_ms.saturating_sub(start_ms));
             let kind = fault_kind(rng, limits.nodes, &mut amnesia_used);
             Fault {
                 kind,

@@ -42,6 +42,13 @@ struct Args {
     /// Most faults per seed.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
     max_faults: u64,
+    /// Print membership events and node logs (filter as in RUST_LOG, e.g. `debug`);
+    /// meant for replaying one seed.
+    #[arg(long)]
+    log: Option<String>,
+    /// Print one key's requests, minted versions and final replica states to stderr.
+    #[arg(long)]
+    dump_key: Option<String>,
     /// Worker threads (each seed runs single-threaded).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     threads: u64,
@@ -49,12 +56,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(filter) = &args.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let config = SimConfig {
         nodes: args.nodes as usize,
         clients: args.clients as usize,
         keys: args.keys as usize,
         workload: Duration::from_secs(args.workload_secs),
         max_faults: args.max_faults,
+        dump_key: args.dump_key.clone(),
     };
     let started = Instant::now();
     let (first, count) = match args.seed {

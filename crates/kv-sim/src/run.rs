@@ -36,6 +36,8 @@ pub struct SimConfig {
     pub workload: Duration,
     /// Most faults in one run.
     pub max_faults: u64,
+    /// Print this key's history, mints and replica states to stderr (for replays).
+    pub dump_key: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -46,6 +48,7 @@ impl Default for SimConfig {
             keys: 6,
             workload: Duration::from_secs(20),
             max_faults: 4,
+            dump_key: None,
         }
     }
 }
@@ -125,6 +128,9 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
 
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
     let evidence = collect_evidence(&cluster, config);
+    if let Some(key) = &config.dump_key {
+        dump_key(key, &history, &evidence);
+    }
     let amnesia_at: Vec<Duration> = schedule
         .iter()
         .filter(|f| is_amnesia(f))
@@ -274,5 +280,30 @@ fn report(
         schedule: schedule.iter().map(ToString::to_string).collect(),
         availability,
         violations,
+    }
+}
+
+fn dump_key(key: &str, history: &[Op], evidence: &[KeyEvidence]) {
+    for op in history.iter().filter(|op| op.key == key.as_bytes()) {
+        eprintln!(
+            "{:>8.3}..{:>8.3} c{} -> node {} {:?} {:?} ctx={:?} q={} => {:?}",
+            op.start.as_secs_f64(),
+            op.end.as_secs_f64(),
+            op.client,
+            op.node,
+            op.kind,
+            op.value,
+            op.context,
+            op.quorum,
+            op.outcome
+        );
+    }
+    for key_evidence in evidence.iter().filter(|e| e.key == key.as_bytes()) {
+        for mint in &key_evidence.mints {
+            eprintln!("mint {mint:?}");
+        }
+        for (replica, state) in &key_evidence.replicas {
+            eprintln!("replica {replica}: {state:?}");
+        }
     }
 }

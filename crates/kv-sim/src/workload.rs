@@ -197,7 +197,7 @@ async fn call(
                 request_id,
             }))
             .await
-            .map(|r| written(r.into_inner().version)),
+            .map(|r| written(r.into_inner().version.as_ref())),
         OpKind::Delete => api
             .delete(Request::new(api::DeleteRequest {
                 key,
@@ -207,7 +207,7 @@ async fn call(
                 request_id,
             }))
             .await
-            .map(|r| written(r.into_inner().version)),
+            .map(|r| written(r.into_inner().version.as_ref())),
         OpKind::Get => api
             .get(Request::new(api::GetRequest {
                 key,
@@ -224,9 +224,9 @@ async fn call(
     })
 }
 
-fn written(version: Option<api::Version>) -> Outcome {
+fn written(version: Option<&api::Version>) -> Outcome {
     Outcome::Written {
-        context: from_api(version.as_ref()),
+        context: from_api(version),
     }
 }
 
