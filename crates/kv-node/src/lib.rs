@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod batcher;
 mod config;
 mod convert;
 mod error;

@@ -225,6 +225,11 @@ impl<T: PeerTransport> Node<T> {
 
     // ----- replica side: this node's own copy -----
 
+    /// Whether a write to this node's storage may block for long (an fsync).
+    pub fn storage_writes_block(&self) -> bool {
+        self.storage.writes_block()
+    }
+
     /// This replica's versions of `key`.
     pub fn replica_read(&self, key: &[u8]) -> Result<Option<Siblings>, NodeError> {
         Ok(self.storage.get(key)?)

@@ -1,5 +1,5 @@
 //! `GrpcTransport`: peers over gRPC, one lazily connected, reusable channel per peer and a
-//! deadline on every call.
+//! deadline on every call. Replica reads and writes go through a per-peer batcher.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use kv_proto::internal::replica_client::ReplicaClient;
 use kv_storage::Siblings;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::batcher::PeerBatcher;
 use crate::service_internal::{decode_context, decode_siblings, encode_context, encode_siblings};
 use crate::{NodeError, PeerSpec, PeerTransport, TransportError, WriteCommand};
 
@@ -23,8 +24,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Calls peers' `kvstore.internal.Replica` service.
 #[derive(Debug)]
 pub struct GrpcTransport {
-    clients: RwLock<HashMap<String, (SocketAddr, ReplicaClient<Channel>)>>,
+    clients: RwLock<HashMap<String, PeerLink>>,
     call_timeout: Duration,
+}
+
+/// One peer: its address, its channel, and the batcher in front of it (started on first
+/// use, inside the runtime).
+#[derive(Debug)]
+struct PeerLink {
+    address: SocketAddr,
+    client: ReplicaClient<Channel>,
+    batcher: std::sync::OnceLock<PeerBatcher>,
 }
 
 impl GrpcTransport {
@@ -52,20 +62,62 @@ impl GrpcTransport {
             .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
     }
 
-    fn client(&self, peer: &str) -> Result<ReplicaClient<Channel>, TransportError> {
+    fn with_link<R>(
+        &self,
+        peer: &str,
+        f: impl FnOnce(&PeerLink) -> R,
+    ) -> Result<R, TransportError> {
         let clients = self.clients.read().unwrap_or_else(PoisonError::into_inner);
         clients
             .get(peer)
-            .map(|(_, client)| client.clone())
+            .map(f)
             .ok_or_else(|| TransportError::Unreachable {
                 peer: peer.to_owned(),
                 reason: "not a known peer".into(),
             })
     }
+
+    fn client(&self, peer: &str) -> Result<ReplicaClient<Channel>, TransportError> {
+        self.with_link(peer, |link| link.client.clone())
+    }
+
+    fn batcher(&self, peer: &str) -> Result<PeerBatcher, TransportError> {
+        self.with_link(peer, |link| {
+            link.batcher
+                .get_or_init(|| {
+                    PeerBatcher::start(peer.to_owned(), link.client.clone(), self.call_timeout)
+                })
+                .clone()
+        })
+    }
+
+    /// Sends one item through `peer`'s batcher; an item-level error is the peer's answer.
+    async fn batched(
+        &self,
+        peer: &str,
+        op: wire::batch_item::Op,
+    ) -> Result<wire::batch_result::Outcome, TransportError> {
+        let item = wire::BatchItem { op: Some(op) };
+        let result = self.batcher(peer)?.call(peer, item).await?;
+        match result.outcome {
+            Some(wire::batch_result::Outcome::Error(error)) => Err(TransportError::Remote {
+                peer: peer.to_owned(),
+                error: NodeError::from(tonic::Status::new(
+                    tonic::Code::from(error.code),
+                    error.message,
+                )),
+            }),
+            Some(outcome) => Ok(outcome),
+            None => Err(bad_reply(
+                peer,
+                &NodeError::Internal("empty batch result".into()),
+            )),
+        }
+    }
 }
 
 /// Sorts a failed call into: never reached the peer, timed out, or answered with an error.
-fn classify(peer: &str, status: &tonic::Status) -> TransportError {
+pub(crate) fn classify(peer: &str, status: &tonic::Status) -> TransportError {
     let peer = peer.to_owned();
     let local_failure = std::error::Error::source(status).is_some();
     match status.code() {
@@ -79,6 +131,13 @@ fn classify(peer: &str, status: &tonic::Status) -> TransportError {
             error: NodeError::from(status.clone()),
         },
     }
+}
+
+fn mismatched(peer: &str) -> TransportError {
+    bad_reply(
+        peer,
+        &NodeError::Internal("a batch result answers a different operation".into()),
+    )
 }
 
 fn bad_reply(peer: &str, error: &NodeError) -> TransportError {
@@ -96,8 +155,12 @@ impl PeerTransport for GrpcTransport {
         let mut updated = HashMap::with_capacity(peers.len());
         for peer in peers {
             let entry = match clients.remove(&peer.node_id) {
-                Some((address, client)) if address == peer.grpc_address => (address, client),
-                _ => (peer.grpc_address, self.connect(peer.grpc_address)),
+                Some(link) if link.address == peer.grpc_address => link,
+                _ => PeerLink {
+                    address: peer.grpc_address,
+                    client: self.connect(peer.grpc_address),
+                    batcher: std::sync::OnceLock::new(),
+                },
             };
             updated.insert(peer.node_id.clone(), entry);
         }
@@ -105,12 +168,10 @@ impl PeerTransport for GrpcTransport {
     }
 
     async fn read(&self, peer: &str, key: Bytes) -> Result<Option<Siblings>, TransportError> {
-        let mut client = self.client(peer)?;
-        let reply = client
-            .read(wire::ReadRequest { key })
-            .await
-            .map_err(|s| classify(peer, &s))?
-            .into_inner();
+        let op = wire::batch_item::Op::Read(wire::ReadRequest { key });
+        let wire::batch_result::Outcome::Read(reply) = self.batched(peer, op).await? else {
+            return Err(mismatched(peer));
+        };
         if !reply.found {
             return Ok(None);
         }
@@ -125,16 +186,14 @@ impl PeerTransport for GrpcTransport {
         key: Bytes,
         versions: Siblings,
     ) -> Result<(), TransportError> {
-        let mut client = self.client(peer)?;
-        let request = wire::WriteRequest {
+        let op = wire::batch_item::Op::Write(wire::WriteRequest {
             key,
             siblings: encode_siblings(&versions),
-        };
-        client
-            .write(request)
-            .await
-            .map_err(|s| classify(peer, &s))?;
-        Ok(())
+        });
+        match self.batched(peer, op).await? {
+            wire::batch_result::Outcome::Write(_) => Ok(()),
+            _ => Err(mismatched(peer)),
+        }
     }
 
     async fn coordinate_write(

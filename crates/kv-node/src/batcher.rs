@@ -1,0 +1,142 @@
+//! Per-peer batching of replica reads and writes over the gRPC transport.
+//!
+//! Every replica call to a peer joins that peer's queue. A task per peer sends what is
+//! queued as one `Replica/Batch` call, with at most `MAX_BATCHES_IN_FLIGHT` calls
+//! outstanding. An idle peer's call leaves at once, alone; under load, calls pile up while
+//! earlier batches are in flight and leave together, so the per-RPC cost (HTTP/2 frames,
+//! syscalls, task wake-ups) is paid once per batch instead of once per call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_proto::internal as wire;
+use kv_proto::internal::replica_client::ReplicaClient;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::transport::Channel;
+
+use crate::TransportError;
+use crate::transport_grpc::classify;
+
+/// Most items in one batch call (the server refuses more).
+pub const MAX_BATCH_ITEMS: usize = 256;
+/// Batch calls outstanding per peer: one fills while the other travels.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Calls waiting per peer before callers wait for room.
+const QUEUE_ITEMS: usize = 4 * MAX_BATCH_ITEMS;
+
+type Reply = oneshot::Sender<Result<wire::BatchResult, TransportError>>;
+
+struct Pending {
+    item: wire::BatchItem,
+    reply: Reply,
+}
+
+/// The queue in front of one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerBatcher {
+    queue: mpsc::Sender<Pending>,
+    call_timeout: Duration,
+}
+
+impl PeerBatcher {
+    /// Starts the batching task for `peer`; it ends when the last handle is dropped.
+    pub(crate) fn start(
+        peer: String,
+        client: ReplicaClient<Channel>,
+        call_timeout: Duration,
+    ) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_ITEMS);
+        tokio::spawn(send_batches(peer, client, receiver));
+        Self {
+            queue,
+            call_timeout,
+        }
+    }
+
+    /// Sends `item` in the next batch and waits for its result, at most the call timeout
+    /// (queueing included).
+    pub(crate) async fn call(
+        &self,
+        peer: &str,
+        item: wire::BatchItem,
+    ) -> Result<wire::BatchResult, TransportError> {
+        let (reply, answer) = oneshot::channel();
+        let exchange = async {
+            self.queue
+                .send(Pending { item, reply })
+                .await
+                .map_err(|_| TransportError::Unreachable {
+                    peer: peer.to_owned(),
+                    reason: "the peer's batch queue is closed".into(),
+                })?;
+            answer.await.map_err(|_| TransportError::Timeout {
+                peer: peer.to_owned(),
+            })?
+        };
+        tokio::time::timeout(self.call_timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Timeout {
+                    peer: peer.to_owned(),
+                })
+            })
+    }
+}
+
+async fn send_batches(
+    peer: String,
+    client: ReplicaClient<Channel>,
+    mut receiver: mpsc::Receiver<Pending>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    while let Some(first) = receiver.recv().await {
+        // Wait for room before draining the queue: what arrives meanwhile joins this batch.
+        let permit = Arc::clone(&in_flight)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_ITEMS {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let (client, peer) = (client.clone(), peer.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            send_one(&peer, client, batch).await;
+        });
+    }
+}
+
+async fn send_one(peer: &str, mut client: ReplicaClient<Channel>, batch: Vec<Pending>) {
+    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+    match client.batch(wire::BatchRequest { items }).await {
+        Ok(response) => {
+            let results = response.into_inner().results;
+            if results.len() != replies.len() {
+                let error = TransportError::Remote {
+                    peer: peer.to_owned(),
+                    error: crate::NodeError::Internal(format!(
+                        "batch answered {} results for {} items",
+                        results.len(),
+                        replies.len()
+                    )),
+                };
+                fail_all(replies, &error);
+                return;
+            }
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(status) => fail_all(replies, &classify(peer, &status)),
+    }
+}
+
+fn fail_all(replies: Vec<Reply>, error: &TransportError) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
