@@ -89,6 +89,9 @@ pub struct GossipStats {
     pub protocol_errors: u64,
     /// Suspicions that outlived foca's timers and were turned into DEAD here.
     pub suspicions_expired: u64,
+    /// Times this node announced itself to every known member because foca had stopped
+    /// probing (after renewing its identity).
+    pub idle_rejoins: u64,
 }
 
 type Inner = Foca<NodeIdentity, PostcardCodec, SmallRng, RingChanges>;
@@ -108,6 +111,8 @@ pub struct Gossip {
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
     ring_sync: RingSync,
+    /// When to announce to every known member again while foca is not probing.
+    rejoin_at: Option<Duration>,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -147,6 +152,7 @@ impl Gossip {
             events: VecDeque::new(),
             stats: GossipStats::default(),
             ring_sync: RingSync::default(),
+            rejoin_at: None,
         })
     }
 
@@ -187,6 +193,7 @@ impl Gossip {
             self.stats.packets_rejected += 1;
         }
         self.drain_runtime();
+        self.rejoin_if_idle();
         self.request_ring_if_due();
     }
 
@@ -206,6 +213,7 @@ impl Gossip {
         }
         self.refresh_members();
         self.expire_stuck_suspicions();
+        self.rejoin_if_idle();
         self.request_ring_if_due();
     }
 
@@ -213,10 +221,7 @@ impl Gossip {
     pub fn next_deadline(&self) -> Option<Duration> {
         let foca = self.timers.peek().map(|Reverse((deadline, _))| *deadline);
         let retry = self.ring_sync.retry_at.filter(|_| !self.ring_sync.synced);
-        match (foca, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [foca, retry, self.rejoin_at].into_iter().flatten().min()
     }
 
     /// Declares this node the first of a new cluster (it has no seeds): its ring is
@@ -360,6 +365,40 @@ impl Gossip {
         for event in changes {
             self.push_event(event);
         }
+    }
+
+    /// Announces this node to every known member's address, once per probe period, while
+    /// foca has no probe scheduled. foca stops probing when it renews its identity (after
+    /// being declared down) and waits to hear from someone; if every member it knows holds
+    /// a stale identity of it (or it of them), nobody ever writes, and the node stays cut
+    /// off with live peers around it. An announce is accepted by address, so it reaches
+    /// the members' current incarnations and their answers reconnect foca.
+    fn rejoin_if_idle(&mut self) {
+        let probing = self
+            .timer_events
+            .values()
+            .any(|timer| matches!(timer, Timer::ProbeRandomMember(_)));
+        if probing || self.members.is_empty() {
+            self.rejoin_at = None;
+            return;
+        }
+        if self.rejoin_at.is_some_and(|at| at > self.now) {
+            return;
+        }
+        let addresses: std::collections::BTreeSet<SocketAddr> = self
+            .members
+            .values()
+            .map(|m| m.identity.gossip_addr)
+            .collect();
+        for address in addresses {
+            let result = self
+                .foca
+                .announce(NodeIdentity::seed(address), &mut self.runtime);
+            self.count_error(result.is_err());
+        }
+        self.stats.idle_rejoins += 1;
+        self.rejoin_at = Some(self.now + self.config.probe_period);
+        self.drain_runtime();
     }
 
     /// Declares DEAD every member SUSPECT for much longer than `suspect_to_down`.

@@ -105,11 +105,22 @@ fn a_seed_replays_the_same_trace() {
 /// - 210, 239, 274: the same partial ring broke read-your-writes;
 /// - 60, 153, 277: a suspicion outlived every foca timer after a partition healed, so
 ///   membership never converged (fixed by expiring stuck suspicions);
-/// - 261: a restarted node synced its ring from another node that was still joining.
+/// - 261: a restarted node synced its ring from another node that was still joining;
+/// - 21154, 21390, 21427 on 3 nodes: after one-way partitions every node renewed its
+///   identity, foca stopped probing and waited for messages that stale identities never
+///   sent, so membership (and then repair) never converged (fixed by announcing to every
+///   known member while foca is idle).
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
     let config = SimConfig::default();
     for seed in [50, 60, 153, 154, 210, 239, 261, 274, 277] {
         assert_clean(&run_seed(seed, &config), &config);
+    }
+    let three_nodes = SimConfig {
+        nodes: 3,
+        ..SimConfig::default()
+    };
+    for seed in [21154, 21390, 21427] {
+        assert_clean(&run_seed(seed, &three_nodes), &three_nodes);
     }
 }
