@@ -415,3 +415,36 @@ fn garbage_datagrams_are_counted_not_fatal() {
     assert!(stats.packets_rejected > 1000, "{stats:?}");
     assert_eq!(gossip.members().count(), 0, "garbage created members");
 }
+
+#[test]
+fn a_restarted_member_syncs_the_whole_ring_dead_members_included() {
+    for seed in seeds(&[71, 72, 73]) {
+        let mut sim = Sim::new(4, seed);
+        let all_synced = |s: &Sim| s.nodes.iter().all(|n| n.gossip.ring_synced());
+        sim.run_until_true(100 * MS, Duration::from_secs(30), |s| {
+            s.fully_alive() && all_synced(s)
+        })
+        .unwrap_or_else(|| panic!("the cluster did not bootstrap (seed {seed})"));
+        sim.crash(3);
+        sim.run_until_true(100 * MS, Duration::from_secs(15), |s| {
+            s.all_see(3, MemberState::Dead)
+        })
+        .expect("detected");
+
+        // n2 restarts while n3 is dead: SWIM's join answer lists only live members.
+        sim.restart(2, 2);
+        assert!(
+            !sim.nodes[2].gossip.ring_synced(),
+            "a restarted node starts unsynced"
+        );
+        sim.run_until_true(10 * MS, Duration::from_secs(10), |s| {
+            s.nodes[2].gossip.ring_synced()
+        })
+        .unwrap_or_else(|| panic!("the restarted node never synced its ring (seed {seed})"));
+        assert_eq!(
+            sim.state_of(2, 3),
+            Some(MemberState::Dead),
+            "the restarted node must know the dead member, or its ring is partial (seed {seed})"
+        );
+    }
+}
