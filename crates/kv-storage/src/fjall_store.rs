@@ -6,6 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use crate::group_sync::GroupSync;
 use crate::record::{decode_record, encode_record, split_storage_key, storage_key};
 use crate::rules::{apply_merge, apply_write};
 use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Write};
@@ -44,6 +45,7 @@ pub struct FjallStore {
     hasher: KeyHasher,
     durability: Durability,
     stripes: Vec<Mutex<()>>,
+    group_sync: GroupSync,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -74,6 +76,7 @@ impl FjallStore {
             hasher,
             durability,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            group_sync: GroupSync::default(),
         })
     }
 
@@ -90,7 +93,8 @@ impl FjallStore {
         raw.map(|bytes| decode_record(key, &bytes)).transpose()
     }
 
-    /// Reads, changes and writes one key under its stripe lock; persists per durability.
+    /// Reads, changes and writes one key under its stripe lock; then, with `Sync`
+    /// durability, waits (outside the lock) until a group sync covers the write.
     fn update(
         &self,
         key: &[u8],
@@ -105,19 +109,32 @@ impl FjallStore {
         let hash = (self.hasher)(key);
         let raw_key = storage_key(hash, key);
         let stripe = &self.stripes[(hash % LOCK_STRIPES as u64) as usize];
-        let _guard = stripe.lock().unwrap_or_else(PoisonError::into_inner);
-        let (updated, changed) = change(self.read(&raw_key, key)?)?;
-        if changed {
-            self.keyspace
-                .insert(raw_key, encode_record(&updated))
-                .map_err(|e| engine("writing a record", e))?;
-            if self.durability == Durability::Sync {
-                self.db
-                    .persist(PersistMode::SyncData)
-                    .map_err(|e| engine("syncing the journal", e))?;
+        let (ticket, updated) = {
+            let _guard = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+            let (updated, changed) = change(self.read(&raw_key, key)?)?;
+            if !changed {
+                return Ok(updated);
             }
-        }
+            self.insert(raw_key, &updated)?;
+            if self.durability == Durability::Buffer {
+                return Ok(updated);
+            }
+            (self.group_sync.ticket(), updated)
+        };
+        self.group_sync.wait_durable(ticket, || {
+            self.db
+                .persist(PersistMode::SyncData)
+                .map_err(|e| engine("syncing the journal", e))
+        })?;
         Ok(updated)
+    }
+}
+
+impl FjallStore {
+    fn insert(&self, raw_key: Vec<u8>, versions: &Siblings) -> Result<(), StorageError> {
+        self.keyspace
+            .insert(raw_key, encode_record(versions))
+            .map_err(|e| engine("writing a record", e))
     }
 }
 

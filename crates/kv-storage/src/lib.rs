@@ -26,6 +26,7 @@
 
 mod error;
 mod fjall_store;
+mod group_sync;
 mod memory;
 mod record;
 mod rules;
