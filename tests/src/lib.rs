@@ -117,7 +117,9 @@ impl TestCluster {
             nodes,
         };
         for i in 0..count {
-            cluster.spawn(i);
+            // One node founds the gossip cluster; restarts later rejoin through the others.
+            let bootstrap = membership == Membership::Gossip && i == 0;
+            cluster.spawn(i, if bootstrap { &["--bootstrap"] } else { &[] });
         }
         for i in 0..count {
             cluster.wait_healthy(i).await;
@@ -132,7 +134,7 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("no node {node}"))
     }
 
-    fn spawn(&mut self, i: usize) {
+    fn spawn(&mut self, i: usize, extra: &[&str]) {
         let node = &mut self.nodes[i];
         let log_path = self.logs.join(format!("{}.log", node.id));
         let log = std::fs::OpenOptions::new()
@@ -142,6 +144,7 @@ impl TestCluster {
             .expect("log file");
         let child = Command::new(&self.binary)
             .args(&node.args)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -208,7 +211,7 @@ impl TestCluster {
     pub async fn restart(&mut self, node: &str) {
         let i = self.index(node);
         assert!(self.nodes[i].child.is_none(), "{node} is still running");
-        self.spawn(i);
+        self.spawn(i, &[]);
         self.wait_healthy(i).await;
     }
 }

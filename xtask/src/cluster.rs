@@ -186,8 +186,11 @@ impl Cluster {
             children: HashMap::new(),
         };
         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-        for id in &ids {
-            cluster.start(id)?;
+        for (i, id) in ids.iter().enumerate() {
+            // Every node starts here, so one of them founds the cluster; a later restart
+            // of any node rejoins through the others instead.
+            let extra: &[&str] = if i == 0 { &["--bootstrap"] } else { &[] };
+            cluster.start_with(id, extra)?;
         }
         for id in &ids {
             cluster.wait_healthy(id).await?;
@@ -307,6 +310,11 @@ impl Cluster {
 
     /// Starts one node in the background, appending to its log.
     pub(crate) fn start(&mut self, node: &str) -> Result<(), String> {
+        self.start_with(node, &[])
+    }
+
+    /// Starts `node` with its recorded arguments plus `extra` (for this start only).
+    fn start_with(&mut self, node: &str, extra: &[&str]) -> Result<(), String> {
         if self.is_running(node) {
             return Err(format!("{node} is already running"));
         }
@@ -319,6 +327,7 @@ impl Cluster {
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Process::new(&self.binary)
             .args(&spec.args)
+            .args(extra)
             .current_dir(workspace_root())
             .stdin(Stdio::null())
             .stdout(log)

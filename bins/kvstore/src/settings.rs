@@ -28,6 +28,11 @@ pub(crate) struct ServeSettings {
     /// Gossip addresses of nodes to join through, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub(crate) seeds: Vec<SocketAddr>,
+    /// Found a new cluster: serve with the ring this node sees instead of waiting for a
+    /// synced member's ring. Give it to one node when creating a cluster, or to one node
+    /// after every node was restarted; never to a node rejoining a running cluster.
+    #[arg(long)]
+    pub(crate) bootstrap: bool,
     /// Gossip: how often each node probes another, ms (default 1000).
     #[arg(long)]
     pub(crate) probe_period_ms: Option<u64>,
@@ -112,6 +117,7 @@ impl ServeSettings {
             } else {
                 self.seeds
             },
+            bootstrap: self.bootstrap || fallback.bootstrap,
             probe_period_ms: self.probe_period_ms.or(fallback.probe_period_ms),
             probe_rtt_ms: self.probe_rtt_ms.or(fallback.probe_rtt_ms),
             suspect_timeout_ms: self.suspect_timeout_ms.or(fallback.suspect_timeout_ms),
@@ -152,6 +158,9 @@ impl ServeSettings {
             if !self.seeds.is_empty() {
                 return Err("--seeds needs --gossip-listen".into());
             }
+            if self.bootstrap {
+                return Err("--bootstrap needs --gossip-listen".into());
+            }
             return Ok(None);
         };
         if !self.peers.is_empty() {
@@ -178,6 +187,7 @@ impl ServeSettings {
             seeds: self.seeds.clone(),
             config,
             identity_bump: None,
+            bootstrap: self.bootstrap,
         }))
     }
 

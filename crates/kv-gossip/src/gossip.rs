@@ -14,8 +14,8 @@ use rand::rngs::SmallRng;
 
 use crate::ring_changes::{LeftTable, RingChanges, RingLeave, has_left};
 use crate::ring_sync::{
-    BOOTSTRAP_WAIT_PROBES, FRAME_FOCA, FRAME_RING_REQUEST, FRAME_RING_STATE, RingEntry,
-    RingRequest, RingStatePart, RingSync, answer_parts, frame,
+    FRAME_FOCA, FRAME_RING_REQUEST, FRAME_RING_STATE, RingEntry, RingRequest, RingStatePart,
+    RingSync, answer_parts, frame,
 };
 use crate::{GossipConfig, NodeIdentity};
 
@@ -224,8 +224,9 @@ impl Gossip {
         [foca, retry, self.rejoin_at].into_iter().flatten().min()
     }
 
-    /// Declares this node the first of a new cluster (it has no seeds): its ring is
-    /// complete as it stands.
+    /// Declares this node the founder of a new cluster: its ring is complete as it stands.
+    /// The caller decides (an operator's `--bootstrap`, or a node without seeds); no
+    /// heuristic can tell a new cluster from a restart among unreachable members.
     pub fn found_cluster(&mut self) {
         self.ring_sync.synced = true;
     }
@@ -445,12 +446,6 @@ impl Gossip {
             self.ring_sync.retry_at = None;
             return;
         }
-        let asking_since = *self.ring_sync.asking_since.get_or_insert(self.now);
-        if self.may_found(asking_since) {
-            self.ring_sync.synced = true;
-            self.push_event(GossipEvent::RingSynced);
-            return;
-        }
         let request_id = self.ring_sync.next_request();
         let target = alive[(request_id as usize) % alive.len()];
         let request = RingRequest {
@@ -459,19 +454,6 @@ impl Gossip {
         };
         self.send(target, frame(FRAME_RING_REQUEST, &request));
         self.ring_sync.retry_at = Some(self.now + self.config.probe_period);
-    }
-
-    /// The bootstrap rule: after asking for a while and hearing only from unsynced nodes,
-    /// the lowest node id among this node and the live members founds the cluster.
-    fn may_found(&self, asking_since: Duration) -> bool {
-        let waited = self.now >= asking_since + self.config.probe_period * BOOTSTRAP_WAIT_PROBES;
-        let me = &self.identity().node_id;
-        let lowest = self
-            .members
-            .values()
-            .filter(|m| m.state == MemberState::Alive)
-            .all(|m| m.identity.node_id > *me);
-        waited && self.ring_sync.unsynced_answers > 0 && lowest
     }
 
     fn answer_ring_request(&mut self, message: &[u8]) -> bool {

@@ -6,12 +6,10 @@
 //! complete answer from a node that is synced itself. Messages travel on the gossip
 //! socket, framed apart from foca's.
 //!
-//! Bootstrap: in a new cluster nobody is synced. A node with no seed but itself founds
-//! the cluster at once; otherwise, once a node has asked for `BOOTSTRAP_WAIT_PROBES`
-//! probe periods and heard only from unsynced nodes, the node with the lowest id among
-//! itself and the live members it knows founds it, and the others sync from it. The same
-//! rule would let a node that restarts while every synced member is unreachable found a
-//! ring without them: that case is documented, not solved (the ring is not persisted).
+//! Bootstrap: in a new cluster nobody is synced until the caller declares a founder
+//! (`Gossip::found_cluster`); the others sync from it. An earlier heuristic (the lowest id
+//! founds after hearing only from unsynced nodes) let a restarted node found a partial
+//! ring when every node it could see was restarting too: the simulator found it.
 
 use std::collections::BTreeSet;
 
@@ -23,9 +21,6 @@ use crate::{MemberState, NodeIdentity};
 pub(crate) const FRAME_FOCA: u8 = 0;
 pub(crate) const FRAME_RING_REQUEST: u8 = 1;
 pub(crate) const FRAME_RING_STATE: u8 = 2;
-
-/// How many probe periods a node asks before the bootstrap rule may make it the founder.
-pub(crate) const BOOTSTRAP_WAIT_PROBES: u32 = 3;
 
 /// Most ring entries one answer may carry across all its parts.
 pub const MAX_RING_ENTRIES: usize = 4096;
@@ -62,10 +57,6 @@ pub(crate) struct RingStatePart {
 #[derive(Debug, Default)]
 pub(crate) struct RingSync {
     pub(crate) synced: bool,
-    /// When this node first asked for the ring (bootstrap timing).
-    pub(crate) asking_since: Option<std::time::Duration>,
-    /// Complete answers received from nodes that were not synced themselves.
-    pub(crate) unsynced_answers: u64,
     /// The request in flight and the parts of its answer received so far.
     pub(crate) request_id: u64,
     pub(crate) parts_received: BTreeSet<u16>,
@@ -90,7 +81,6 @@ impl RingSync {
         if self.parts_received.len() < usize::from(part.parts) {
             return false;
         }
-        self.unsynced_answers += u64::from(!part.synced);
         self.synced = part.synced;
         self.synced
     }

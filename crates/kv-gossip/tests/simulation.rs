@@ -74,6 +74,8 @@ impl Sim {
             trace: Vec::new(),
             seed,
         };
+        // Node 0 founds the cluster (an operator's `--bootstrap`); the others join it.
+        sim.nodes[0].gossip.found_cluster();
         for i in 1..count {
             sim.nodes[i]
                 .gossip

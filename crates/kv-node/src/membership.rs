@@ -77,6 +77,10 @@ pub struct GossipSettings {
     /// gossip's random choices. `None` takes the wall clock in milliseconds; a simulation
     /// passes its own so that a seed replays exactly.
     pub identity_bump: Option<u64>,
+    /// Found a new cluster: the ring this node sees is complete by decree. Otherwise the
+    /// node serves only after a synced member sent it the whole ring (a node with no seed
+    /// but itself is a cluster of one and founds it too).
+    pub bootstrap: bool,
 }
 
 /// Runs gossip for `node` until `shutdown` resolves, then leaves the cluster gracefully.
@@ -102,8 +106,7 @@ pub async fn run_gossip<T: PeerTransport, D: Datagrams>(
     };
     let rng_seed = bump ^ kv_ring::key_hash(config.node_id.as_bytes());
     let mut gossip = Gossip::new(identity, settings.config.clone(), rng_seed)?;
-    // Without a seed other than itself, this node founds a new cluster.
-    if settings.seeds.iter().all(|seed| *seed == settings.listen) {
+    if settings.bootstrap || settings.seeds.iter().all(|seed| *seed == settings.listen) {
         gossip.found_cluster();
     }
     for seed in &settings.seeds {

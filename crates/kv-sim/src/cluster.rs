@@ -131,6 +131,12 @@ impl SimCluster {
             .filter(|n| n.id != nodes[index].id)
             .map(|n| n.gossip_addr)
             .collect();
+        // The operator's rule: `--bootstrap` on one node when the cluster is created, and
+        // on one node when it starts while no running node knows the ring.
+        let bootstrap = nodes
+            .iter()
+            .all(|n| n.running.as_ref().is_none_or(|r| !r.node.ring_complete()))
+            && (nodes[index].incarnation > 0 || index == 0);
         let slot = &mut nodes[index];
         debug_assert!(slot.running.is_none(), "{} is already running", slot.id);
         slot.incarnation += 1;
@@ -155,6 +161,7 @@ impl SimCluster {
             seeds,
             config: GossipConfig::lan(),
             identity_bump: Some((slot.incarnation << 40) | (bump_low >> 24)),
+            bootstrap,
         };
         let driver_node = Arc::clone(&node);
         let gossip = tokio::spawn(async move {

@@ -109,7 +109,10 @@ fn a_seed_replays_the_same_trace() {
 /// - 21154, 21390, 21427 on 3 nodes: after one-way partitions every node renewed its
 ///   identity, foca stopped probing and waited for messages that stale identities never
 ///   sent, so membership (and then repair) never converged (fixed by announcing to every
-///   known member while foca is idle).
+///   known member while foca is idle);
+/// - 50620 with 8 faults, 6 clients and 40 s: both seed nodes and a third restarted
+///   together, and the old bootstrap heuristic let the lowest id found a 3-node ring in a
+///   5-node cluster (fixed: only an explicit `--bootstrap` founds a cluster).
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
     let config = SimConfig::default();
@@ -123,4 +126,11 @@ fn seeds_that_found_bugs_stay_fixed() {
     for seed in [21154, 21390, 21427] {
         assert_clean(&run_seed(seed, &three_nodes), &three_nodes);
     }
+    let stormy = SimConfig {
+        clients: 6,
+        workload: std::time::Duration::from_secs(40),
+        max_faults: 8,
+        ..SimConfig::default()
+    };
+    assert_clean(&run_seed(50620, &stormy), &stormy);
 }
