@@ -107,14 +107,14 @@ impl SimCluster {
         &self.mints
     }
 
+    /// Replicas per key (N): every simulated node uses `NodeConfig`'s default.
+    pub fn replication_factor(&self) -> usize {
+        NodeConfig::new("n", address(0)).replication_factor
+    }
+
     /// Number of nodes (running or not).
     pub fn size(&self) -> usize {
         self.nodes().len()
-    }
-
-    /// Node `index`'s id.
-    pub fn node_id(&self, index: usize) -> String {
-        self.nodes()[index].id.clone()
     }
 
     /// Starts (or restarts) node `index` as a new process incarnation.
@@ -200,11 +200,6 @@ impl SimCluster {
         if self.nodes()[index].running.is_none() {
             self.boot(index);
         }
-    }
-
-    /// Whether node `index` is running.
-    pub fn is_running(&self, index: usize) -> bool {
-        self.nodes()[index].running.is_some()
     }
 
     /// The API of node `index` and its crash signal, if it runs.

@@ -139,7 +139,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     violations.extend(checker::check(&CheckInput {
         history: &history,
         keys: &evidence,
-        replicas: 3,
+        replicas: cluster.replication_factor(),
         amnesia_at: &amnesia_at,
     }));
     let simulated = cluster.now();
@@ -202,7 +202,7 @@ async fn final_reads(cluster: &SimCluster, config: &SimConfig, history: &History
                 node: (key + attempt) % config.nodes,
                 value: None,
                 context: None,
-                quorum: 3,
+                quorum: cluster.replication_factor() as u32,
             };
             let op = workload::execute(cluster, request).await;
             let done = op.succeeded();
