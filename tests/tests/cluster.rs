@@ -314,10 +314,10 @@ async fn the_load_generator_reports_throughput_latency_and_errors() {
         .map(|n| cluster.address(n))
         .collect::<Vec<_>>()
         .join(",");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvstore-under-test"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench-under-test"))
         .args([
             "--json",
-            "bench",
+            "load",
             "--targets",
             &targets,
             "--mix",

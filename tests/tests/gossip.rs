@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use kv_client::{Client, Code, MemberState, WriteOptions};
-use kv_e2e::{Membership, TestCluster};
+use kv_e2e::{GOSSIP, TestCluster};
 
 /// Generous bound for each transition: detection itself takes about 5 s.
 const TRANSITION_LIMIT: Duration = Duration::from_secs(20);
@@ -38,7 +38,7 @@ async fn kill_and_restart_are_seen_through_get_membership() {
         "gossip_kill_restart",
         3,
         &[],
-        Membership::Gossip,
+        GOSSIP,
     )
     .await;
     let mut n1 = cluster.client("n1").await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, UpArgs, build_server, server_binary};
+use crate::cluster::{Cluster, UpArgs, build_binaries, release_binary};
 use crate::workspace_root;
 
 const FLOOR_ADDR: &str = "127.0.0.1:50070";
@@ -37,10 +37,10 @@ struct Run {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
-    build_server(true)?;
+    build_binaries(true, &["kvstore", "kvbench"])?;
     let mut runs = Vec::new();
-    let mut floor = Command::new(server_binary(true))
-        .args(["serve-floor", "--listen", FLOOR_ADDR, "--value-size", "100"])
+    let mut floor = Command::new(release_binary("kvbench"))
+        .args(["floor", "--listen", FLOOR_ADDR, "--value-size", "100"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -86,13 +86,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `kvstore bench` and returns its JSON report.
+/// Runs `kvbench load` and returns its JSON report.
 fn load(args: &BenchArgs, targets: &[String], mix: &str) -> Result<Value, String> {
     println!("==> {mix} against {}", targets.join(","));
-    let output = Command::new(server_binary(true))
+    let output = Command::new(release_binary("kvbench"))
         .args([
             "--json",
-            "bench",
+            "load",
             "--targets",
             &targets.join(","),
             "--mix",
@@ -103,10 +103,10 @@ fn load(args: &BenchArgs, targets: &[String], mix: &str) -> Result<Value, String
             &args.concurrency.to_string(),
         ])
         .output()
-        .map_err(|e| format!("cannot run kvstore bench: {e}"))?;
+        .map_err(|e| format!("cannot run kvbench load: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "kvstore bench failed: {}",
+            "kvbench load failed: {}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }

@@ -5,18 +5,19 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command as Process};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use kv_harness::{Membership, NodeLayout, serve_args};
 use serde::{Deserialize, Serialize};
 
 use crate::{cargo, workspace_root};
 
 const BASE_GRPC_PORT: u16 = 50051;
 const BASE_GOSSIP_PORT: u16 = 7946;
-/// Nodes whose gossip addresses every node uses as seeds.
-const SEED_NODES: usize = 2;
+/// Every node announces to the first two nodes' gossip addresses.
+const MEMBERSHIP: Membership = Membership::Gossip { seeds: 2 };
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -202,33 +203,11 @@ impl Cluster {
     /// Waits until every running node sees every node ALIVE.
     pub(crate) async fn wait_converged(&mut self) -> Result<(), String> {
         let expected = self.nodes.len() as u32;
-        let started = Instant::now();
-        let specs = self.nodes.clone();
-        for spec in &specs {
-            if !self.is_running(&spec.id) {
-                continue;
-            }
-            loop {
-                let alive = match kv_client::Client::connect(&spec.grpc).await {
-                    Ok(mut client) => client.health().await.map_or(0, |h| {
-                        if h.status == "SERVING" {
-                            h.members_alive
-                        } else {
-                            0
-                        }
-                    }),
-                    Err(_) => 0,
-                };
-                if alive == expected {
-                    break;
-                }
-                if started.elapsed() > CONVERGE_TIMEOUT {
-                    return Err(format!(
-                        "{} sees {alive} of {expected} members alive after {CONVERGE_TIMEOUT:?}",
-                        spec.id
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        for spec in self.nodes.clone() {
+            if self.is_running(&spec.id) {
+                kv_harness::wait_members_alive(&spec.grpc, expected, CONVERGE_TIMEOUT)
+                    .await
+                    .map_err(|why| format!("{}: {why}", spec.id))?;
             }
         }
         Ok(())
@@ -243,7 +222,7 @@ impl Cluster {
             ));
         }
         let template = self.nodes.first().ok_or("empty cluster")?.clone();
-        let mut spec = node_spec(next, &self.dir);
+        let mut spec = node_spec(next, next, &self.dir);
         spec.release = template.release;
         spec.args.extend(
             template
@@ -319,21 +298,13 @@ impl Cluster {
             return Err(format!("{node} is already running"));
         }
         let spec = self.spec(node)?.clone();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_file(node))
-            .map_err(|e| format!("cannot open log for {node}: {e}"))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Process::new(&self.binary)
-            .args(&spec.args)
-            .args(extra)
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|a| (*a).to_owned()))
+            .collect();
+        let child = kv_harness::spawn(&self.binary, &args, &self.log_file(node))?;
         fs::write(self.pid_file(node), child.id().to_string()).map_err(|e| e.to_string())?;
         self.children.insert(node.to_owned(), child);
         Ok(())
@@ -342,24 +313,10 @@ impl Cluster {
     /// Waits until `node` answers its health check as SERVING (it knows the whole ring).
     pub(crate) async fn wait_healthy(&mut self, node: &str) -> Result<(), String> {
         let address = self.address(node)?;
-        let started = Instant::now();
-        while started.elapsed() < HEALTHY_TIMEOUT {
-            if !self.is_running(node) {
-                return Err(format!(
-                    "{node} exited during start-up; see {}",
-                    self.log_file(node).display()
-                ));
-            }
-            if let Ok(mut client) = kv_client::Client::connect(&address).await
-                && client.health().await.is_ok_and(|h| h.status == "SERVING")
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(format!(
-            "{node} did not become healthy within {HEALTHY_TIMEOUT:?}"
-        ))
+        let log = self.log_file(node);
+        let waited =
+            kv_harness::wait_serving(&address, HEALTHY_TIMEOUT, || self.is_running(node)).await;
+        waited.map_err(|why| format!("{node} ({why}); see {}", log.display()))
     }
 
     fn running_nodes(&mut self) -> usize {
@@ -371,7 +328,8 @@ impl Cluster {
         if let Some(child) = self.children.get_mut(node) {
             return matches!(child.try_wait(), Ok(None));
         }
-        self.pid(node).is_some_and(|pid| signal(pid, "0"))
+        self.pid(node)
+            .is_some_and(|pid| kv_harness::signal(pid, "0"))
     }
 
     /// SIGKILL, like a crash: no shutdown, no flush beyond what was acknowledged.
@@ -383,9 +341,11 @@ impl Cluster {
         if !self.is_running(node) {
             return Err(format!("{node} is not running"));
         }
-        signal(pid, "KILL");
-        if let Some(mut child) = self.children.remove(node) {
-            let _ = child.wait();
+        match self.children.remove(node) {
+            Some(child) => kv_harness::kill(child),
+            None => {
+                kv_harness::signal(pid, "KILL");
+            }
         }
         let _ = fs::remove_file(self.pid_file(node));
         println!("{node} killed (pid {pid})");
@@ -399,18 +359,7 @@ impl Cluster {
             if let Some(pid) = self.pid(id)
                 && self.is_running(id)
             {
-                signal(pid, "TERM");
-            }
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        for id in &ids {
-            while self.is_running(id) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if self.is_running(id)
-                && let Some(pid) = self.pid(id)
-            {
-                signal(pid, "KILL");
+                kv_harness::terminate(pid, STOP_TIMEOUT, || !self.is_running(id));
             }
             if let Some(mut child) = self.children.remove(id) {
                 let _ = child.wait();
@@ -464,7 +413,7 @@ impl Cluster {
 fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
     (1..=args.nodes)
         .map(|i| {
-            let mut spec = node_spec(i, dir);
+            let mut spec = node_spec(i, args.nodes, dir);
             spec.release = args.release;
             spec.args.extend([
                 format!("--n={}", args.rf.min(args.nodes)),
@@ -479,24 +428,22 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
         .collect()
 }
 
-/// The per-node part of a node's command line: identity, addresses, seeds, data dir.
-fn node_spec(i: usize, dir: &Path) -> NodeSpec {
-    let grpc = |i: usize| format!("127.0.0.1:{}", BASE_GRPC_PORT + i as u16 - 1);
-    let gossip = |i: usize| format!("127.0.0.1:{}", BASE_GOSSIP_PORT + i as u16 - 1);
-    let id = format!("n{i}");
-    let seeds: Vec<String> = (1..=SEED_NODES).map(gossip).collect();
+/// Node `n<i>` of a cluster of `count` on the fixed local ports (gRPC 5005i, gossip
+/// 7946+i-1): its identity, addresses, seeds and data dir.
+fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
+    let layout: Vec<NodeLayout> = (1..=count.max(i))
+        .map(|n| {
+            let grpc = ([127, 0, 0, 1], BASE_GRPC_PORT + n as u16 - 1).into();
+            let gossip = ([127, 0, 0, 1], BASE_GOSSIP_PORT + n as u16 - 1).into();
+            NodeLayout::new(n, grpc, gossip, &dir.join("data"))
+        })
+        .collect();
+    let node = &layout[i - 1];
     NodeSpec {
         release: false,
-        grpc: grpc(i),
-        args: vec![
-            "serve".to_owned(),
-            format!("--node-id={id}"),
-            format!("--listen={}", grpc(i)),
-            format!("--gossip-listen={}", gossip(i)),
-            format!("--seeds={}", seeds.join(",")),
-            format!("--data-dir={}", dir.join("data").join(&id).display()),
-        ],
-        id,
+        grpc: node.grpc.to_string(),
+        args: serve_args(node, &layout, MEMBERSHIP),
+        id: node.id.clone(),
     }
 }
 
@@ -514,16 +461,6 @@ fn keeps_across_nodes(arg: &str) -> bool {
     .any(|prefix| arg.starts_with(prefix))
 }
 
-/// Sends a signal with `kill`; returns whether it was delivered.
-fn signal(pid: u32, name: &str) -> bool {
-    Process::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
@@ -535,19 +472,26 @@ pub(crate) fn server_binary(release: bool) -> PathBuf {
         .join("kvstore")
 }
 
+/// A binary of the optimised build.
+pub(crate) fn release_binary(name: &str) -> PathBuf {
+    target_dir().join("release").join(name)
+}
+
 pub(crate) fn build_server(release: bool) -> Result<(), String> {
+    build_binaries(release, &["kvstore"])
+}
+
+/// Builds the named binaries (each the binary of the package of the same name).
+pub(crate) fn build_binaries(release: bool, names: &[&str]) -> Result<(), String> {
     println!(
-        "building kvstore{}...",
+        "building {}{}...",
+        names.join(", "),
         if release { " (release)" } else { "" }
     );
-    let mut args = vec![
-        "build",
-        "--quiet",
-        "--package",
-        "kvstore",
-        "--bin",
-        "kvstore",
-    ];
+    let mut args = vec!["build", "--quiet"];
+    for name in names {
+        args.extend(["--package", name, "--bin", name]);
+    }
     if release {
         args.push("--release");
     }
@@ -559,6 +503,6 @@ pub(crate) fn build_server(release: bool) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err("building kvstore failed".into())
+        Err(format!("building {} failed", names.join(", ")))
     }
 }

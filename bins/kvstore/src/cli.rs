@@ -1,9 +1,8 @@
 //! Command-line shape, parsed by clap.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::bench::BenchArgs;
-use crate::settings::ServeSettings;
+use crate::settings::{ServeSettings, defaults};
 
 /// kvstore: a Dynamo-style replicated key-value store.
 #[derive(Debug, Parser)]
@@ -19,16 +18,6 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a node.
     Serve(Box<ServeArgs>),
-    /// Closed-loop load against one or more nodes (see --help for the knobs).
-    Bench(BenchArgs),
-    /// Serve a no-op KVStore with the same message shapes: the floor for `bench`.
-    #[command(hide = true)]
-    ServeFloor {
-        #[arg(long, default_value = "127.0.0.1:50070")]
-        listen: std::net::SocketAddr,
-        #[arg(long, default_value_t = 100)]
-        value_size: usize,
-    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -95,4 +84,21 @@ pub(crate) enum ClientCommand {
         #[arg(long)]
         node: Option<String>,
     },
+}
+
+impl Cli {
+    /// Parses the command line; `serve --help` shows each setting's default as the node
+    /// itself defines it.
+    pub(crate) fn parse_with_defaults() -> Self {
+        let command = Self::command().mut_subcommand("serve", |serve| {
+            defaults().into_iter().fold(serve, |serve, (id, default)| {
+                serve.mut_arg(id, |arg| {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{help} [default: {default}]"))
+                })
+            })
+        });
+        let matches = command.get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
 }

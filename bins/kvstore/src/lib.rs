@@ -1,23 +1,20 @@
 //! The `kvstore` command: `kvstore serve` runs a node; `put`, `get`, `delete`,
-//! `membership`, `ring` and `health` talk to one. This crate only parses, configures and
-//! wires; the node logic lives in `kv-node`, the client in `kv-client`.
+//! `membership`, `ring`, `health` and `leave` talk to one. This crate only parses,
+//! configures and wires: the node is composed by `kv_node::NodeBuilder` and served by
+//! `kv-grpc`; the client commands use `kv-client`.
 
 #![warn(missing_docs)]
 
-mod bench;
 mod cli;
 mod commands;
-mod floor;
 mod serve;
 mod settings;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Parses the command line and runs the chosen command.
 pub fn run() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_with_defaults();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,8 +28,6 @@ pub fn run() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Serve(args) => serve::run(*args).await,
-            cli::Command::Bench(args) => bench::run(args, &cli.client.addr, cli.client.json).await,
-            cli::Command::ServeFloor { listen, value_size } => floor::run(listen, value_size).await,
             cli::Command::Client(command) => commands::run(command, &cli.client).await,
         }
     });

@@ -3,6 +3,27 @@
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
+use thiserror::Error;
+
+/// Failure-detector timings or sizes that cannot work together.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GossipConfigError {
+    /// The probe RTT is zero or not below the probe period.
+    #[error("probe RTT ({rtt_ms} ms) must be non-zero and below the probe period ({period_ms} ms)")]
+    ProbeRtt {
+        /// The probe RTT.
+        rtt_ms: u128,
+        /// The probe period.
+        period_ms: u128,
+    },
+    /// The suspect-to-down timeout is zero.
+    #[error("suspect-to-down timeout must be non-zero")]
+    SuspectTimeout,
+    /// The packet size limit is outside what UDP and foca allow.
+    #[error("max packet size {0} bytes is outside 512..=65000")]
+    PacketSize(usize),
+}
+
 /// How fast members are probed and declared down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GossipConfig {
@@ -32,21 +53,18 @@ impl GossipConfig {
     }
 
     /// Checks the timing relations foca requires.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), GossipConfigError> {
         if self.probe_rtt.is_zero() || self.probe_rtt >= self.probe_period {
-            return Err(format!(
-                "probe RTT ({:?}) must be non-zero and below the probe period ({:?})",
-                self.probe_rtt, self.probe_period
-            ));
+            return Err(GossipConfigError::ProbeRtt {
+                rtt_ms: self.probe_rtt.as_millis(),
+                period_ms: self.probe_period.as_millis(),
+            });
         }
         if self.suspect_to_down.is_zero() {
-            return Err("suspect-to-down timeout must be non-zero".into());
+            return Err(GossipConfigError::SuspectTimeout);
         }
         if !(512..=65_000).contains(&self.max_packet_bytes) {
-            return Err(format!(
-                "max packet size {} is outside 512..=65000",
-                self.max_packet_bytes
-            ));
+            return Err(GossipConfigError::PacketSize(self.max_packet_bytes));
         }
         Ok(())
     }

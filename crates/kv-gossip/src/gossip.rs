@@ -12,6 +12,7 @@ use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use crate::config::GossipConfigError;
 use crate::ring_changes::{LeftTable, RingChanges, RingLeave, has_left};
 use crate::ring_sync::{
     FRAME_FOCA, FRAME_RING_REQUEST, FRAME_RING_STATE, RingEntry, RingRequest, RingStatePart,
@@ -127,7 +128,11 @@ impl std::fmt::Debug for Gossip {
 impl Gossip {
     /// A node with `identity`, alone until it announces itself; `seed` drives foca's
     /// random choices so a simulation replays exactly.
-    pub fn new(identity: NodeIdentity, config: GossipConfig, seed: u64) -> Result<Self, String> {
+    pub fn new(
+        identity: NodeIdentity,
+        config: GossipConfig,
+        seed: u64,
+    ) -> Result<Self, GossipConfigError> {
         config.validate()?;
         let ring_changes = RingChanges::default();
         let left = ring_changes.table();

@@ -46,7 +46,7 @@ mod identity;
 mod ring_changes;
 mod ring_sync;
 
-pub use config::GossipConfig;
+pub use config::{GossipConfig, GossipConfigError};
 pub use gossip::{
     Gossip, GossipEvent, GossipStats, MAX_EVENTS, MAX_OUTGOING, MemberState, MemberView,
 };

@@ -43,18 +43,19 @@ impl Default for Limits {
     }
 }
 
+/// Longest node id: an actor id (at most `kv_clock::MAX_ACTOR_ID_BYTES`) is the node id
+/// plus, for a node whose storage is not durable, `.` and a start token of up to 20 digits.
+pub const MAX_NODE_ID_BYTES: usize = 96;
+
 /// The largest gRPC message a client may send: values are capped well below it.
 pub const CLIENT_MESSAGE_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Everything a node needs to run, besides its storage and transport.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// This node's id.
+    /// This node's id (also the actor id of the versions it mints, when its storage is
+    /// durable; see [`crate::NodeBuilder`]).
     pub node_id: String,
-    /// The actor id in the versions this node mints. Equal to `node_id` when storage is
-    /// durable; a node whose storage is lost on restart (memory) must use a fresh one per
-    /// start, or it would mint dots that already exist and lose writes.
-    pub actor_id: String,
     /// This node's gRPC address, as peers reach it.
     pub grpc_address: SocketAddr,
     /// The other members of the cluster.
@@ -80,10 +81,8 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// A configuration with the defaults (N=3, R=2, W=2, 256 vnodes) and no peers.
     pub fn new(node_id: impl Into<String>, grpc_address: SocketAddr) -> Self {
-        let node_id = node_id.into();
         Self {
-            actor_id: node_id.clone(),
-            node_id,
+            node_id: node_id.into(),
             grpc_address,
             peers: Vec::new(),
             replication_factor: 3,
@@ -99,11 +98,8 @@ impl NodeConfig {
 
     /// Checks the configuration for contradictions before a node starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id.is_empty() || self.node_id.len() > kv_clock::MAX_ACTOR_ID_BYTES {
+        if self.node_id.is_empty() || self.node_id.len() > MAX_NODE_ID_BYTES {
             return Err(ConfigError::BadNodeId(self.node_id.clone()));
-        }
-        if self.actor_id.is_empty() || self.actor_id.len() > kv_clock::MAX_ACTOR_ID_BYTES {
-            return Err(ConfigError::BadNodeId(self.actor_id.clone()));
         }
         if !(1..=MAX_REPLICAS).contains(&self.replication_factor) {
             return Err(ConfigError::BadReplicationFactor(self.replication_factor));
@@ -135,8 +131,9 @@ impl NodeConfig {
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// The node id is empty or too long.
-    #[error("node id {0:?} must be 1..=128 bytes")]
+    /// The node id is empty or too long (it must leave room for the actor suffix a
+    /// non-durable node adds).
+    #[error("node id {0:?} must be 1..=96 bytes")]
     BadNodeId(String),
     /// N is out of range.
     #[error("replication factor {0} is outside 1..=16")]

@@ -1,61 +1,279 @@
-//! Errors a node returns, each mapping to one gRPC status code with an actionable message.
+//! Why a node refused or failed a request. Every variant carries the facts a person needs
+//! to act (which quorum, how many answered, which replica failed and why); [`ErrorKind`]
+//! sorts them into the few classes a client reacts to differently, and the RPC layer maps
+//! each kind to one status code.
 
+use std::fmt;
+
+use kv_storage::StorageError;
 use thiserror::Error;
 
-/// Why a client or replica request failed.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum NodeError {
-    /// The request is malformed or breaks a limit (INVALID_ARGUMENT).
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// Not enough replicas answered (UNAVAILABLE).
-    #[error("{0}")]
-    Unavailable(String),
-    /// The request's time ran out (DEADLINE_EXCEEDED).
-    #[error("{0}")]
-    DeadlineExceeded(String),
-    /// The write would break a per-key limit until the client resolves siblings
-    /// (FAILED_PRECONDITION).
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// Storage failed or holds damaged data (INTERNAL).
-    #[error("{0}")]
-    Internal(String),
+use crate::request::InvalidRequest;
+use crate::transport::TransportError;
+
+/// The classes of failure a client handles differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or breaks a limit: fix it, do not retry it.
+    InvalidArgument,
+    /// Not enough replicas could be reached now: retry later or elsewhere.
+    Unavailable,
+    /// The request ran out of time; it may or may not have been applied.
+    DeadlineExceeded,
+    /// The request is valid but the key's or node's state refuses it (resolve siblings,
+    /// change the membership mode).
+    FailedPrecondition,
+    /// The node failed (storage error, damaged data).
+    Internal,
 }
 
-impl From<NodeError> for tonic::Status {
-    fn from(error: NodeError) -> Self {
-        match error {
-            NodeError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
-            NodeError::Unavailable(m) => tonic::Status::unavailable(m),
-            NodeError::DeadlineExceeded(m) => tonic::Status::deadline_exceeded(m),
-            NodeError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
-            NodeError::Internal(m) => tonic::Status::internal(m),
+/// A read or a write, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A Get.
+    Read,
+    /// A Put or Delete.
+    Write,
+}
+
+impl Operation {
+    fn quorum_name(self) -> &'static str {
+        match self {
+            Self::Read => "R",
+            Self::Write => "W",
+        }
+    }
+
+    fn acked(self) -> &'static str {
+        match self {
+            Self::Read => "answered",
+            Self::Write => "acknowledged",
         }
     }
 }
 
-impl From<tonic::Status> for NodeError {
-    fn from(status: tonic::Status) -> Self {
-        let message = status.message().to_owned();
-        match status.code() {
-            tonic::Code::InvalidArgument => Self::InvalidArgument(message),
-            tonic::Code::Unavailable => Self::Unavailable(message),
-            tonic::Code::DeadlineExceeded => Self::DeadlineExceeded(message),
-            tonic::Code::FailedPrecondition => Self::FailedPrecondition(message),
-            code => Self::Internal(format!("{code:?}: {message}")),
-        }
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        })
     }
 }
 
-impl From<kv_storage::StorageError> for NodeError {
-    fn from(error: kv_storage::StorageError) -> Self {
-        match error {
-            e @ kv_storage::StorageError::TooManySiblings { .. } => {
-                Self::FailedPrecondition(e.to_string())
+/// The replicas that failed a request, each with its reason, for error messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures(pub Vec<TransportError>);
+
+impl fmt::Display for Failures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
             }
-            e @ kv_storage::StorageError::KeyTooLong { .. } => Self::InvalidArgument(e.to_string()),
-            e => Self::Internal(e.to_string()),
+            write!(f, "{failure}")?;
         }
+        Ok(())
+    }
+}
+
+/// A request a node could not complete.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// A field of the request is malformed or over a limit.
+    #[error(transparent)]
+    InvalidRequest(#[from] InvalidRequest),
+    /// This node has not synced the ring yet and must not route with a partial one.
+    #[error(
+        "node {node} is joining the cluster and does not know the whole ring yet; retry \
+         shortly or send the request to another node"
+    )]
+    Joining {
+        /// This node.
+        node: String,
+    },
+    /// A peer asked this node to coordinate a key it does not replicate (the two rings
+    /// disagree, e.g. during a membership change).
+    #[error("node {node} is not a replica of this key (replicas: {replicas})")]
+    NotReplica {
+        /// This node.
+        node: String,
+        /// The key's replicas in this node's ring, comma-separated.
+        replicas: String,
+    },
+    /// Too many replicas failed for the quorum to be reached.
+    #[error(
+        "{op} quorum not met: {quorum}={needed} of {replicas} replicas required, {acked} {verb}, \
+         failed: {failures}{note}",
+        quorum = op.quorum_name(),
+        verb = op.acked(),
+        note = if *op == Operation::Write { "; replicas that acknowledged keep the write" } else { "" }
+    )]
+    QuorumNotMet {
+        /// Read or write.
+        op: Operation,
+        /// R or W.
+        needed: usize,
+        /// Replicas that succeeded.
+        acked: usize,
+        /// Replicas asked (N).
+        replicas: usize,
+        /// Each failed replica and why.
+        failures: Failures,
+    },
+    /// The request's deadline passed before the quorum was decided.
+    #[error(
+        "{op} timed out after {timeout_ms} ms: {acked} of {replicas} replicas {verb}, \
+         {quorum}={needed} required",
+        quorum = op.quorum_name(),
+        verb = op.acked()
+    )]
+    Timeout {
+        /// Read or write.
+        op: Operation,
+        /// The request deadline.
+        timeout_ms: u64,
+        /// Replicas that succeeded in time.
+        acked: usize,
+        /// R or W.
+        needed: usize,
+        /// Replicas asked (N).
+        replicas: usize,
+    },
+    /// The replica this node forwarded a write to did not confirm it: the write may or
+    /// may not have been applied, so it is not retried elsewhere (a second coordinator
+    /// would mint a second version of it).
+    #[error(
+        "replica {replica} did not confirm the forwarded write ({cause}); it may still be applied"
+    )]
+    ForwardedWriteUncertain {
+        /// The replica that was coordinating.
+        replica: String,
+        /// What went wrong: a timeout or a connection lost mid-call.
+        cause: TransportError,
+    },
+    /// No replica of the key could be reached to coordinate a write.
+    #[error("no replica of this key could coordinate the write: {tried}")]
+    NoCoordinator {
+        /// Each replica tried and why it failed.
+        tried: Failures,
+    },
+    /// A peer handled a forwarded request and refused it.
+    #[error("{message} (coordinated by {peer})")]
+    Remote {
+        /// The peer.
+        peer: String,
+        /// Its error's class.
+        kind: ErrorKind,
+        /// Its error's message.
+        message: String,
+    },
+    /// The local store refused or failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A ring change was asked of a node whose peers are a static list.
+    #[error("this node has a static peer list; change --peers on every node instead")]
+    StaticMembership,
+    /// The gossip driver is not running (shut down or failed).
+    #[error("gossip is not running on this node")]
+    GossipStopped,
+    /// A membership command named a node gossip does not know.
+    #[error("no member {node:?} is known to this node")]
+    UnknownMember {
+        /// The name given.
+        node: String,
+    },
+}
+
+impl NodeError {
+    /// The class of this error, for clients and for the RPC status code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidRequest(_) | Self::UnknownMember { .. } => ErrorKind::InvalidArgument,
+            Self::Joining { .. }
+            | Self::NotReplica { .. }
+            | Self::QuorumNotMet { .. }
+            | Self::NoCoordinator { .. }
+            | Self::GossipStopped => ErrorKind::Unavailable,
+            Self::Timeout { .. } => ErrorKind::DeadlineExceeded,
+            Self::ForwardedWriteUncertain { cause, .. } => match cause {
+                TransportError::Timeout { .. } => ErrorKind::DeadlineExceeded,
+                _ => ErrorKind::Unavailable,
+            },
+            Self::StaticMembership => ErrorKind::FailedPrecondition,
+            Self::Remote { kind, .. } => *kind,
+            Self::Storage(error) => storage_kind(error),
+        }
+    }
+}
+
+fn storage_kind(error: &StorageError) -> ErrorKind {
+    match error {
+        StorageError::TooManySiblings { .. } => ErrorKind::FailedPrecondition,
+        StorageError::KeyTooLong { .. } => ErrorKind::InvalidArgument,
+        StorageError::Corrupt { .. } | StorageError::Engine { .. } => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_messages_name_the_quorum_the_counts_and_the_failures() {
+        let error = NodeError::QuorumNotMet {
+            op: Operation::Write,
+            needed: 3,
+            acked: 2,
+            replicas: 3,
+            failures: Failures(vec![TransportError::Unreachable {
+                peer: "n3".into(),
+                reason: "connection refused".into(),
+            }]),
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("W=3 of 3 replicas required, 2 acknowledged"),
+            "{message}"
+        );
+        assert!(
+            message.contains("peer n3 unreachable: connection refused"),
+            "{message}"
+        );
+        assert!(message.contains("keep the write"), "{message}");
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+
+        let read = NodeError::Timeout {
+            op: Operation::Read,
+            timeout_ms: 5000,
+            acked: 1,
+            needed: 2,
+            replicas: 3,
+        };
+        assert_eq!(
+            read.to_string(),
+            "read timed out after 5000 ms: 1 of 3 replicas answered, R=2 required"
+        );
+        assert_eq!(read.kind(), ErrorKind::DeadlineExceeded);
+    }
+
+    #[test]
+    fn storage_errors_keep_their_source_and_class() {
+        let error = NodeError::from(StorageError::TooManySiblings {
+            siblings: 4,
+            max: 3,
+        });
+        assert_eq!(error.kind(), ErrorKind::FailedPrecondition);
+        assert!(error.to_string().contains("limit of 3"));
+        let engine = NodeError::from(StorageError::Engine {
+            action: "writing",
+            source: Box::new(std::io::Error::other("disk full")),
+        });
+        assert_eq!(engine.kind(), ErrorKind::Internal);
+        let source = std::error::Error::source(&engine).expect("the engine error is kept");
+        assert!(source.to_string().contains("disk full"), "{source}");
     }
 }

@@ -1,54 +1,40 @@
-//! A kvstore node: composes the ring, storage, quorum and repair layers into a
-//! Dynamo-style replica and coordinator, and serves it over gRPC.
+//! A kvstore node: the logic of one member of a Dynamo-style cluster, with no RPC
+//! framework in it.
 //!
-//! - [`Node`] holds the logic: replica operations on local storage, and coordination of
-//!   client requests (a write is coordinated by a replica of its key, which mints the
+//! - [`Node`] is the replica (its own copy of the keys it holds) and the coordinator of
+//!   client requests: a write is coordinated by a replica of its key, which mints the
 //!   version and waits for W acknowledgements; a read asks all N replicas, answers after
-//!   R, and repairs stale replicas afterwards).
-//! - [`PeerTransport`] is how nodes call each other: [`GrpcTransport`] in production,
-//!   [`sim::SimTransport`] in-process with injectable faults for tests.
-//! - [`PublicApi`] and [`InternalApi`] are the gRPC services; [`serve`] runs them.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use kv_node::{Node, NodeConfig, sim::SimNetwork};
-//! use kv_storage::MemoryStore;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let network = SimNetwork::new(7);
-//! let config = NodeConfig::new("n1", "127.0.0.1:50051".parse().unwrap());
-//! let storage = Arc::new(MemoryStore::new(kv_ring::key_hash));
-//! let node = Node::new(config, storage, network.transport("n1")).unwrap();
-//! network.register(&node);
-//! assert_eq!(node.replicas_for(b"any key"), ["n1"]);
-//! # });
-//! ```
+//!   R, and repairs stale replicas afterwards. Client requests arrive as [`ClientWrite`]
+//!   and [`ClientRead`] and are validated here, against one ring snapshot per request.
+//! - [`PeerTransport`] is how nodes call each other. The gRPC implementation lives in
+//!   `kv-grpc`; a simulation plugs in its own network.
+//! - The gossip driver runs kv-gossip's SWIM state machine over any [`Datagrams`]
+//!   socket (UDP in production) and installs each membership view into the node.
+//! - [`NodeBuilder`] is the only place a node is composed: storage (and the actor-id
+//!   rule that follows from it), transport, membership, and the tasks beside the node.
+//! - [`NodeError`] says what failed with the facts to act on; [`ErrorKind`] sorts errors
+//!   into the classes an RPC layer maps to status codes.
 
 #![warn(missing_docs)]
 
-mod batcher;
+mod builder;
 mod config;
-mod convert;
 mod error;
-mod membership;
+mod gossip_driver;
 mod node;
 mod peers;
-mod server;
-mod service_internal;
-mod service_public;
-pub mod sim;
+mod placement;
+mod request;
 mod transport;
-mod transport_grpc;
-mod validate;
 
-pub use config::{CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, Limits, NodeConfig, PeerSpec};
-pub use error::NodeError;
+pub use builder::{BuildError, NodeBuilder, RunningNode, StorageChoice};
+pub use config::{
+    CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, Limits, MAX_NODE_ID_BYTES, NodeConfig, PeerSpec,
+};
+pub use error::{ErrorKind, Failures, NodeError, Operation};
+pub use gossip_driver::{Datagrams, GossipSettings};
 pub use kv_gossip::GossipConfig;
-pub use membership::{Datagrams, GossipSettings, MembershipCommand, run_gossip};
-pub use node::{Node, NodeStats};
+pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
-pub use server::serve;
-pub use service_internal::InternalApi;
-pub use service_public::PublicApi;
-pub use transport::{PeerTransport, TransportError, WriteCommand};
-pub use transport_grpc::{GrpcTransport, INTERNAL_MESSAGE_LIMIT_BYTES};
+pub use request::{ClientRead, ClientWrite, InvalidRequest};
+pub use transport::{PeerTransport, RemoteError, TransportError, WriteCommand};

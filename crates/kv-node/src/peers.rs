@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
+use crate::PeerSpec;
+
 /// A peer's liveness as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {
@@ -48,14 +50,15 @@ pub(crate) struct PeerTable {
 
 impl PeerTable {
     /// A table for a static peer list, every peer in the ring with unknown liveness.
-    pub(crate) fn fixed(peers: impl IntoIterator<Item = (String, SocketAddr)>) -> Self {
+    pub(crate) fn fixed(peers: &[PeerSpec]) -> Self {
         let now = SystemTime::now();
         let peers = peers
-            .into_iter()
-            .map(|(node_id, grpc_address)| {
+            .iter()
+            .map(|peer| {
+                let node_id = peer.node_id.clone();
                 let status = PeerStatus {
                     node_id: node_id.clone(),
-                    grpc_address,
+                    grpc_address: peer.grpc_address,
                     gossip_address: None,
                     state: PeerState::Unknown,
                     incarnation: 0,

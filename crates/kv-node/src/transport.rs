@@ -1,5 +1,5 @@
-//! `PeerTransport`: how a node calls its peers. The gRPC implementation serves real
-//! clusters; the in-process one serves tests and simulation, with faults.
+//! `PeerTransport`: how a node calls its peers. The node only knows this trait; the gRPC
+//! implementation lives in kv-grpc, and the simulation plugs in its own network.
 
 use std::future::Future;
 
@@ -8,7 +8,7 @@ use kv_clock::VersionVector;
 use kv_storage::Siblings;
 use thiserror::Error;
 
-use crate::NodeError;
+use crate::ErrorKind;
 
 /// A client write handed to a replica to coordinate.
 #[derive(Debug, Clone)]
@@ -19,16 +19,29 @@ pub struct WriteCommand {
     pub value: Option<Bytes>,
     /// What the client had read.
     pub context: VersionVector,
-    /// Acknowledgements required (W), already validated against N.
+    /// Acknowledgements required (W), validated against N by whoever built the command
+    /// and again by the coordinator against its own ring.
     pub write_quorum: usize,
     /// For tracing.
     pub request_id: String,
 }
 
+/// What a peer answered when it handled a request and refused or failed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// The class of its error.
+    pub kind: ErrorKind,
+    /// Its message.
+    pub message: String,
+}
+
 /// A call to a peer failed.
+///
+/// The variants say what the caller may conclude: only `Unreachable` proves the peer did
+/// not process the request, so only then may a write be retried on another replica.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TransportError {
-    /// The peer could not be reached: the request was certainly not processed.
+    /// The request never reached the peer (no connection, refused, not a known peer).
     #[error("peer {peer} unreachable: {reason}")]
     Unreachable {
         /// The peer.
@@ -42,14 +55,32 @@ pub enum TransportError {
         /// The peer.
         peer: String,
     },
+    /// The connection broke after the request was sent: it may have been processed.
+    #[error(
+        "peer {peer}: connection lost during the call ({reason}); the request may have been applied"
+    )]
+    Interrupted {
+        /// The peer.
+        peer: String,
+        /// What broke.
+        reason: String,
+    },
     /// The peer processed the request and refused or failed it.
-    #[error("peer {peer}: {error}")]
+    #[error("peer {peer}: {}", error.message)]
     Remote {
         /// The peer.
         peer: String,
         /// Its answer.
-        error: NodeError,
+        error: RemoteError,
     },
+}
+
+impl TransportError {
+    /// Whether the peer failed to answer at all (for liveness bookkeeping), as opposed to
+    /// answering with an error.
+    pub fn is_silence(&self) -> bool {
+        !matches!(self, Self::Remote { .. })
+    }
 }
 
 /// Node-to-node calls. Implementations must be cheap to call concurrently.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::{RingError, key_hash, token_hash};
 
@@ -66,8 +67,9 @@ pub struct Ownership {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ring {
-    /// Physical node ids, sorted; a node's index here is its `u16` handle (at most MAX_MEMBERS = 1024).
-    nodes: Vec<String>,
+    /// Physical node ids, sorted; a node's index here is its `u16` handle (at most
+    /// MAX_MEMBERS = 1024). Shared, so callers can keep a replica's name without copying.
+    nodes: Vec<Arc<str>>,
     vnodes: Vec<u32>,
     /// Sorted token positions and, in parallel, the node index owning each.
     tokens: Vec<u64>,
@@ -96,7 +98,7 @@ impl Ring {
             });
         }
         let sorted = validate_members(members)?;
-        let nodes: Vec<String> = sorted.keys().cloned().collect();
+        let nodes: Vec<Arc<str>> = sorted.keys().map(|id| Arc::from(id.as_str())).collect();
         let vnodes: Vec<u32> = sorted.values().copied().collect();
         let (tokens, owners) = place_tokens(&nodes, &vnodes);
         let replicas = replicas.min(nodes.len());
@@ -154,7 +156,7 @@ impl Ring {
 
     /// Physical member ids, sorted.
     pub fn members(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.nodes.iter().map(String::as_str)
+        self.nodes.iter().map(|node| &**node)
     }
 
     /// Number of physical members.
@@ -177,7 +179,7 @@ impl Ring {
         self.tokens
             .iter()
             .zip(&self.owners)
-            .map(|(&t, &o)| (t, self.nodes[usize::from(o)].as_str()))
+            .map(|(&t, &o)| (t, &*self.nodes[usize::from(o)]))
     }
 
     /// Each node's primary and replica share of the ring, in member order.
@@ -207,7 +209,7 @@ impl Ring {
             .iter()
             .enumerate()
             .map(|(i, node)| Ownership {
-                node: node.clone(),
+                node: node.to_string(),
                 vnodes: self.vnodes[i],
                 primary_share: primary[i],
                 replica_share: replica[i],
@@ -236,10 +238,26 @@ pub struct PreferenceList<'a> {
 impl<'a> PreferenceList<'a> {
     /// Node ids, primary first.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a str> + 'a {
+        self.iter_shared().map(|node| &**node)
+    }
+
+    /// Node ids as shared strings, primary first: a caller that must own a replica's name
+    /// (to move it into a task) clones the `Arc` instead of copying the string.
+    pub fn iter_shared(&self) -> impl ExactSizeIterator<Item = &'a Arc<str>> + 'a {
         let ring = self.ring;
+        self.slots.iter().map(move |&i| &ring.nodes[usize::from(i)])
+    }
+
+    /// The replica at `index` (0 is the primary).
+    pub fn get(&self, index: usize) -> Option<&'a Arc<str>> {
         self.slots
-            .iter()
-            .map(move |&i| ring.nodes[usize::from(i)].as_str())
+            .get(index)
+            .map(|&i| &self.ring.nodes[usize::from(i)])
+    }
+
+    /// The index of `node` in the list, if it is a replica.
+    pub fn position(&self, node: &str) -> Option<usize> {
+        self.iter().position(|n| n == node)
     }
 
     /// Number of replicas in the list.
@@ -294,7 +312,7 @@ fn validate_members(
 }
 
 /// Every vnode's token, sorted by (token, node index) so equal tokens order stably.
-fn place_tokens(nodes: &[String], vnodes: &[u32]) -> (Vec<u64>, Vec<u16>) {
+fn place_tokens(nodes: &[Arc<str>], vnodes: &[u32]) -> (Vec<u64>, Vec<u16>) {
     let mut placed: Vec<(u64, u16)> = nodes
         .iter()
         .zip(vnodes)

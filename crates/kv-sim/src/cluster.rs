@@ -6,15 +6,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kv_node::sim::{SimNetwork, SimTransport};
-use kv_node::{GossipConfig, GossipSettings, Node, NodeConfig, PeerState, PublicApi, run_gossip};
+use kv_grpc::PublicApi;
+use kv_node::{GossipConfig, GossipSettings, NodeBuilder, NodeConfig, PeerState, RunningNode};
 use kv_storage::{Siblings, Storage};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::datagrams::DatagramNet;
 use crate::faults::{Fault, FaultKind};
+use crate::net::{SimNetwork, SimNode, SimTransport};
 use crate::rng::SimRng;
 use crate::store::{MintLog, RecordingStore};
 
@@ -31,19 +31,17 @@ pub struct SimCluster {
     network: Arc<SimNetwork>,
     datagrams: Arc<DatagramNet>,
     mints: Arc<MintLog>,
-    nodes: Mutex<Vec<SimNode>>,
+    nodes: Mutex<Vec<Slot>>,
     rng: Mutex<SimRng>,
     origin: Instant,
 }
 
 #[derive(Debug)]
-struct SimNode {
+struct Slot {
     id: String,
     gossip_addr: SocketAddr,
     grpc_addr: SocketAddr,
     storage: Arc<RecordingStore>,
-    /// The actor this node mints versions under; renewed when it loses its memory.
-    actor: String,
     incarnation: u64,
     lose_memory_on_restart: bool,
     running: Option<Running>,
@@ -51,8 +49,7 @@ struct SimNode {
 
 #[derive(Debug)]
 struct Running {
-    node: Arc<Node<SimTransport>>,
-    gossip: JoinHandle<()>,
+    node: RunningNode<SimTransport>,
     crashed: watch::Sender<bool>,
 }
 
@@ -63,12 +60,11 @@ impl SimCluster {
         let network = SimNetwork::new(SimRng::fork(seed, 1).next_u64());
         let mints = MintLog::new(origin);
         let nodes = (0..size)
-            .map(|i| SimNode {
+            .map(|i| Slot {
                 id: format!("n{}", i + 1),
                 gossip_addr: address(7946 + i),
                 grpc_addr: address(50051 + i),
-                storage: Arc::new(RecordingStore::new(Arc::clone(&mints))),
-                actor: format!("n{}", i + 1),
+                storage: Arc::new(RecordingStore::new(Arc::clone(&mints), true)),
                 incarnation: 0,
                 lose_memory_on_restart: false,
                 running: None,
@@ -88,7 +84,7 @@ impl SimCluster {
         cluster
     }
 
-    fn nodes(&self) -> MutexGuard<'_, Vec<SimNode>> {
+    fn nodes(&self) -> MutexGuard<'_, Vec<Slot>> {
         self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -133,48 +129,41 @@ impl SimCluster {
             .collect();
         // The operator's rule: `--bootstrap` on one node when the cluster is created, and
         // on one node when it starts while no running node knows the ring.
-        let bootstrap = nodes
-            .iter()
-            .all(|n| n.running.as_ref().is_none_or(|r| !r.node.ring_complete()))
-            && (nodes[index].incarnation > 0 || index == 0);
+        let bootstrap = nodes.iter().all(|n| {
+            n.running
+                .as_ref()
+                .is_none_or(|r| !r.node.node().ring_complete())
+        }) && (nodes[index].incarnation > 0 || index == 0);
         let slot = &mut nodes[index];
         debug_assert!(slot.running.is_none(), "{} is already running", slot.id);
         slot.incarnation += 1;
-        let mut config = NodeConfig::new(slot.id.clone(), slot.grpc_addr);
         if slot.lose_memory_on_restart {
-            // Same rule as `kvstore serve --storage memory`: a node that forgot its
-            // versions must never mint a dot it minted before, so it takes a new actor.
-            slot.storage = Arc::new(RecordingStore::new(Arc::clone(&self.mints)));
+            // The disk is gone: the node comes back on an empty store that cannot claim to
+            // remember what it minted, so the builder gives it a new actor id.
+            slot.storage = Arc::new(RecordingStore::new(Arc::clone(&self.mints), false));
             slot.lose_memory_on_restart = false;
-            slot.actor = format!("{}.{}", slot.id, slot.incarnation);
         }
-        config.actor_id.clone_from(&slot.actor);
+        let config = NodeConfig::new(slot.id.clone(), slot.grpc_addr);
         let storage: Arc<dyn Storage> = Arc::clone(&slot.storage) as Arc<dyn Storage>;
-        let transport = self.network.transport(&slot.id);
-        let node = Node::with_gossip(config, storage, transport).expect("valid sim config");
-        self.network.register(&node);
-        self.network.set_down(&slot.id, false);
+        let transport = self.network.transport(&slot.id, &[], config.peer_timeout);
         let socket = self.datagrams.bind(&slot.id, slot.gossip_addr);
-        let commands = node.attach_membership().expect("a new node has no driver");
         let settings = GossipSettings {
             listen: slot.gossip_addr,
             seeds,
             config: GossipConfig::lan(),
-            identity_bump: Some((slot.incarnation << 40) | (bump_low >> 24)),
             bootstrap,
         };
-        let driver_node = Arc::clone(&node);
-        let gossip = tokio::spawn(async move {
-            let shutdown = std::future::pending::<()>();
-            if let Err(error) = run_gossip(driver_node, socket, settings, commands, shutdown).await
-            {
-                panic!("gossip driver failed: {error}");
-            }
-        });
+        let running = NodeBuilder::new(config, transport)
+            .storage(storage)
+            .start_token((slot.incarnation << 40) | (bump_low >> 24))
+            .gossip(settings)
+            .start_on(Some(socket))
+            .expect("a valid simulated node");
+        self.network.register(running.node());
+        self.network.set_down(&slot.id, false);
         let (crashed, _) = watch::channel(false);
         slot.running = Some(Running {
-            node,
-            gossip,
+            node: running,
             crashed,
         });
     }
@@ -190,7 +179,7 @@ impl SimCluster {
             return;
         };
         let _ = running.crashed.send(true);
-        running.gossip.abort();
+        running.node.abort();
         self.network.set_down(&slot.id, true);
         self.datagrams.unbind(slot.gossip_addr);
     }
@@ -204,18 +193,20 @@ impl SimCluster {
 
     /// The API of node `index` and its crash signal, if it runs.
     pub(crate) fn endpoint(&self, index: usize) -> Option<Endpoint> {
-        self.nodes()[index]
-            .running
-            .as_ref()
-            .map(|r| (PublicApi::new(Arc::clone(&r.node)), r.crashed.subscribe()))
+        self.nodes()[index].running.as_ref().map(|r| {
+            (
+                PublicApi::new(Arc::clone(r.node.node())),
+                r.crashed.subscribe(),
+            )
+        })
     }
 
     /// The running node `index`.
-    pub fn node(&self, index: usize) -> Option<Arc<Node<SimTransport>>> {
+    pub fn node(&self, index: usize) -> Option<Arc<SimNode>> {
         self.nodes()[index]
             .running
             .as_ref()
-            .map(|r| Arc::clone(&r.node))
+            .map(|r| Arc::clone(r.node.node()))
     }
 
     /// Node `id`'s stored versions of `key` (whether it runs or not).
@@ -259,13 +250,16 @@ impl SimCluster {
     /// node ALIVE.
     pub fn converged(&self) -> bool {
         let nodes = self.nodes();
-        let running: Vec<&Running> = nodes.iter().filter_map(|n| n.running.as_ref()).collect();
-        running.iter().all(|r| {
-            r.node.ring_complete()
-                && r.node.ring().len() == nodes.len()
+        let running: Vec<&SimNode> = nodes
+            .iter()
+            .filter_map(|n| n.running.as_ref().map(|r| &**r.node.node()))
+            .collect();
+        running.iter().all(|node| {
+            node.ring_complete()
+                && node.ring().len() == nodes.len()
                 && nodes.iter().filter(|n| n.running.is_some()).all(|other| {
-                    other.id == r.node.config().node_id
-                        || r.node
+                    other.id == node.config().node_id
+                        || node
                             .peer_status(&other.id)
                             .is_some_and(|p| p.state == PeerState::Alive)
                 })
@@ -293,10 +287,9 @@ impl SimCluster {
         let nodes = self.nodes();
         let views: Vec<String> = nodes
             .iter()
-            .filter_map(|n| n.running.as_ref().map(|r| (n, r)))
-            .map(|(n, r)| {
-                let peers: Vec<String> = r
-                    .node
+            .filter_map(|n| n.running.as_ref().map(|r| (n, r.node.node())))
+            .map(|(n, node)| {
+                let peers: Vec<String> = node
                     .peer_statuses()
                     .iter()
                     .map(|p| format!("{}={:?}@{}", p.node_id, p.state, p.incarnation))
@@ -304,8 +297,8 @@ impl SimCluster {
                 format!(
                     "{} (ring {}, complete {}) sees [{}]",
                     n.id,
-                    r.node.ring().len(),
-                    r.node.ring_complete(),
+                    node.ring().len(),
+                    node.ring_complete(),
                     peers.join(" ")
                 )
             })
@@ -317,7 +310,7 @@ impl SimCluster {
     pub fn shut_down(&self) {
         for slot in self.nodes().iter_mut() {
             if let Some(running) = slot.running.take() {
-                running.gossip.abort();
+                running.node.abort();
             }
         }
     }

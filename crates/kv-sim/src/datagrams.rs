@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kv_node::Datagrams;
-use kv_node::sim::{Fate, SimNetwork};
+
+use crate::net::{Fate, SimNetwork};
 use tokio::sync::mpsc;
 
 /// Datagrams waiting in one node's inbox before it drops more, like a socket buffer.

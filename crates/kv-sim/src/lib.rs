@@ -1,8 +1,9 @@
 //! Deterministic simulation of a kvstore cluster.
 //!
 //! One seed drives everything: a cluster of real [`kv_node::Node`]s (coordinator, replica
-//! service, public gRPC handlers and the foca gossip driver) runs in one thread on tokio's
-//! paused clock, wired through [`kv_node::sim::SimNetwork`] instead of sockets. A fault
+//! service, the public and internal gRPC handlers, the gRPC transport with its batcher and
+//! wire codec, and the foca gossip driver) runs in one thread on tokio's paused clock,
+//! wired through [`net::SimNetwork`] instead of sockets. A fault
 //! schedule generated from the seed crashes and restarts nodes (with or without their
 //! memory), partitions the network (both ways or one way), loses, delays and reorders
 //! messages, and slows nodes down, while simulated clients put, get and delete. When the
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod datagrams;
 pub mod faults;
 pub mod history;
+pub mod net;
 mod report;
 pub mod rng;
 mod run;

@@ -66,24 +66,32 @@ impl MintLog {
     }
 }
 
-/// A [`MemoryStore`] whose coordinated writes are recorded in a [`MintLog`].
+/// A [`MemoryStore`] whose coordinated writes are recorded in a [`MintLog`]. It stands
+/// for a node's disk: the simulation keeps it across a crash unless the fault loses it.
 #[derive(Debug)]
 pub struct RecordingStore {
     inner: MemoryStore,
     log: Arc<MintLog>,
+    durable: bool,
 }
 
 impl RecordingStore {
-    /// An empty store recording into `log`.
-    pub fn new(log: Arc<MintLog>) -> Self {
+    /// An empty store recording into `log`. `durable`: whether it claims to remember
+    /// everything it minted (a store that replaced a lost disk does not).
+    pub fn new(log: Arc<MintLog>, durable: bool) -> Self {
         Self {
             inner: MemoryStore::new(kv_ring::key_hash),
             log,
+            durable,
         }
     }
 }
 
 impl Storage for RecordingStore {
+    fn is_durable(&self) -> bool {
+        self.durable
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError> {
         self.inner.get(key)
     }

@@ -179,7 +179,7 @@ fn failed(code: Code, message: &str) -> Outcome {
 }
 
 async fn call(
-    api: &kv_node::PublicApi<kv_node::sim::SimTransport>,
+    api: &kv_grpc::PublicApi<crate::net::SimTransport>,
     request: &ClientRequest,
 ) -> Outcome {
     let key = key_name(request.key);
@@ -242,19 +242,9 @@ fn read(response: api::GetResponse) -> Outcome {
 }
 
 fn to_api(version: &VersionVector) -> api::Version {
-    api::Version {
-        entries: version
-            .iter()
-            .map(|(actor, counter)| api::VersionEntry {
-                node_id: actor.as_str().to_owned(),
-                counter,
-            })
-            .collect(),
-    }
+    kv_grpc::convert::version_to_api(version)
 }
 
 fn from_api(version: Option<&api::Version>) -> VersionVector {
-    let entries = version.map_or(&[][..], |v| v.entries.as_slice());
-    VersionVector::from_entries(entries.iter().map(|e| (e.node_id.as_str(), e.counter)))
-        .expect("nodes answer with valid versions")
+    kv_grpc::convert::version_from_api(version).expect("nodes answer with valid versions")
 }

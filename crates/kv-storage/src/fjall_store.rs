@@ -80,11 +80,6 @@ impl FjallStore {
         })
     }
 
-    /// The configured durability.
-    pub fn durability(&self) -> Durability {
-        self.durability
-    }
-
     fn read(&self, raw_key: &[u8], key: &[u8]) -> Result<Option<Siblings>, StorageError> {
         let raw = self
             .keyspace
@@ -185,6 +180,10 @@ impl Storage for FjallStore {
             });
         }
         Ok(items)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
     }
 
     fn writes_block(&self) -> bool {

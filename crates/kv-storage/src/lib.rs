@@ -97,16 +97,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Applies a coordinated write (see [`Write`]) and returns the resulting versions.
     fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError>;
 
-    /// Writes a tombstone with the client's context: a [`Storage::put`] of `None`.
-    fn tombstone(
-        &self,
-        key: &[u8],
-        context: &VersionVector,
-        actor: &ActorId,
-    ) -> Result<Siblings, StorageError> {
-        self.put(key, &Write::new(context, None, actor))
-    }
-
     /// Syncs versions from another replica into this one (replication, read repair,
     /// handoff). Never limited by size or sibling caps: refusing would block convergence.
     fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError>;
@@ -128,4 +118,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn writes_block(&self) -> bool {
         false
     }
+
+    /// Whether what this store holds survives a restart of the process. A node whose
+    /// store forgets must mint versions under a new actor id each start, or it would
+    /// reuse dots it minted before and lose writes.
+    fn is_durable(&self) -> bool;
 }

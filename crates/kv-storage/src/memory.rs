@@ -44,6 +44,10 @@ impl MemoryStore {
 }
 
 impl Storage for MemoryStore {
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError> {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
         Ok(map.get(&self.slot(key)).cloned())

@@ -59,7 +59,9 @@ fn blind_writes_become_siblings_and_context_resolves(store: &dyn Storage) {
 fn tombstone_is_a_versioned_delete(store: &dyn Storage) {
     let n1 = actor("n1");
     let written = put(store, "k", &VersionVector::new(), "a", &n1);
-    let deleted = store.tombstone(b"k", &written.join(), &n1).unwrap();
+    let deleted = store
+        .put(b"k", &Write::new(&written.join(), None, &n1))
+        .unwrap();
     assert_eq!(values(&deleted), vec![None]);
     assert_eq!(store.get(b"k").unwrap(), Some(deleted));
     assert_eq!(
@@ -205,3 +207,11 @@ suite!(fjall_sync, {
         dir,
     )
 });
+
+#[test]
+fn only_the_persistent_engine_claims_durability() {
+    assert!(!MemoryStore::new(key_hash).is_durable());
+    let dir = tempfile::tempdir().unwrap();
+    let fjall = FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap();
+    assert!(fjall.is_durable());
+}

@@ -1,4 +1,4 @@
-//! `kvstore bench`: closed-loop load. `concurrency` workers each issue one request at a
+//! `kvbench load`: closed-loop load. `concurrency` workers each issue one request at a
 //! time for `duration`, over `connections` gRPC channels spread across the target nodes.
 //! Latencies go into HDR histograms (merged at the end); errors are counted by status.
 //!
@@ -33,9 +33,9 @@ pub(crate) enum Mix {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
-    /// Nodes to spread connections over (default: --addr).
-    #[arg(long, value_delimiter = ',')]
+pub(crate) struct LoadArgs {
+    /// Nodes to spread connections over, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:50051")]
     targets: Vec<String>,
     /// Requests in flight at once (one per worker).
     #[arg(long, default_value_t = 64)]
@@ -78,7 +78,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-impl BenchArgs {
+impl LoadArgs {
     fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             return Err(format!(
@@ -121,13 +121,9 @@ impl XorShift {
     }
 }
 
-pub(crate) async fn run(args: BenchArgs, default_addr: &str, as_json: bool) -> Result<(), String> {
+pub(crate) async fn run(args: LoadArgs, as_json: bool) -> Result<(), String> {
     args.validate()?;
-    let targets = if args.targets.is_empty() {
-        vec![default_addr.to_owned()]
-    } else {
-        args.targets.clone()
-    };
+    let targets = args.targets.clone();
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let target = &targets[i % targets.len()];
@@ -135,7 +131,7 @@ pub(crate) async fn run(args: BenchArgs, default_addr: &str, as_json: bool) -> R
             Client::connect(target)
                 .await
                 .map_err(|e| e.to_string())?
-                .with_client_id("kvstore-bench"),
+                .with_client_id("kvbench"),
         );
     }
     let value = bytes::Bytes::from(vec![b'v'; args.value_size]);
@@ -329,7 +325,7 @@ async fn show_progress(
 }
 
 fn report(
-    args: &BenchArgs,
+    args: &LoadArgs,
     latency: &Histogram<u64>,
     errors: &BTreeMap<String, u64>,
     elapsed_s: f64,

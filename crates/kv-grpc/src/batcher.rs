@@ -1,4 +1,4 @@
-//! Per-peer batching of replica reads and writes over the gRPC transport.
+//! Per-peer batching of replica reads and writes.
 //!
 //! Every replica call to a peer joins that peer's queue. A task per peer sends what is
 //! queued as one `Replica/Batch` call, with at most `MAX_BATCHES_IN_FLIGHT` calls
@@ -9,16 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_proto::internal as wire;
-use kv_proto::internal::replica_client::ReplicaClient;
+use kv_node::TransportError;
+use kv_proto::internal as proto;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tonic::transport::Channel;
 
-use crate::TransportError;
-use crate::transport_grpc::classify;
+use crate::channel::ReplicaChannel;
+use crate::status::{bad_reply, classify};
+use crate::wire::{MAX_BATCH_ITEMS, check_batch_response};
 
-/// Most items in one batch call (the server refuses more).
-pub const MAX_BATCH_ITEMS: usize = 256;
 /// Batch calls outstanding per peer: the next batch fills while this one travels.
 /// Measured with `cargo xtask bench` (put / get vs the floor): 1 → 0.32–0.34× / 0.35–0.36×,
 /// 2 → 0.30–0.34× / 0.31×, 4 → 0.24× / 0.35×, with the lowest tails at 1.
@@ -26,10 +24,10 @@ const MAX_BATCHES_IN_FLIGHT: usize = 1;
 /// Calls waiting per peer before callers wait for room.
 const QUEUE_ITEMS: usize = 4 * MAX_BATCH_ITEMS;
 
-type Reply = oneshot::Sender<Result<wire::BatchResult, TransportError>>;
+type Reply = oneshot::Sender<Result<proto::BatchResult, TransportError>>;
 
 struct Pending {
-    item: wire::BatchItem,
+    item: proto::BatchItem,
     reply: Reply,
 }
 
@@ -42,13 +40,13 @@ pub(crate) struct PeerBatcher {
 
 impl PeerBatcher {
     /// Starts the batching task for `peer`; it ends when the last handle is dropped.
-    pub(crate) fn start(
+    pub(crate) fn start<C: ReplicaChannel>(
         peer: String,
-        client: ReplicaClient<Channel>,
+        channel: C,
         call_timeout: Duration,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_ITEMS);
-        tokio::spawn(send_batches(peer, client, receiver));
+        tokio::spawn(send_batches(peer, channel, receiver));
         Self {
             queue,
             call_timeout,
@@ -60,8 +58,8 @@ impl PeerBatcher {
     pub(crate) async fn call(
         &self,
         peer: &str,
-        item: wire::BatchItem,
-    ) -> Result<wire::BatchResult, TransportError> {
+        item: proto::BatchItem,
+    ) -> Result<proto::BatchResult, TransportError> {
         let (reply, answer) = oneshot::channel();
         let exchange = async {
             self.queue
@@ -85,9 +83,9 @@ impl PeerBatcher {
     }
 }
 
-async fn send_batches(
+async fn send_batches<C: ReplicaChannel>(
     peer: String,
-    client: ReplicaClient<Channel>,
+    channel: C,
     mut receiver: mpsc::Receiver<Pending>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
@@ -104,41 +102,32 @@ async fn send_batches(
                 Err(_) => break,
             }
         }
-        let (client, peer) = (client.clone(), peer.clone());
+        debug_assert!(batch.len() <= MAX_BATCH_ITEMS);
+        let (channel, peer) = (channel.clone(), peer.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            send_one(&peer, client, batch).await;
+            send_one(&peer, &channel, batch).await;
         });
     }
 }
 
-async fn send_one(peer: &str, mut client: ReplicaClient<Channel>, batch: Vec<Pending>) {
+async fn send_one<C: ReplicaChannel>(peer: &str, channel: &C, batch: Vec<Pending>) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
-    match client.batch(wire::BatchRequest { items }).await {
-        Ok(response) => {
-            let results = response.into_inner().results;
-            if results.len() != replies.len() {
-                let error = TransportError::Remote {
-                    peer: peer.to_owned(),
-                    error: crate::NodeError::Internal(format!(
-                        "batch answered {} results for {} items",
-                        results.len(),
-                        replies.len()
-                    )),
-                };
-                fail_all(replies, &error);
-                return;
-            }
+    let count = items.len();
+    let results = match channel.batch(proto::BatchRequest { items }).await {
+        Ok(response) => check_batch_response(response, count).map_err(|e| bad_reply(peer, &e)),
+        Err(status) => Err(classify(peer, &status)),
+    };
+    match results {
+        Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));
             }
         }
-        Err(status) => fail_all(replies, &classify(peer, &status)),
-    }
-}
-
-fn fail_all(replies: Vec<Reply>, error: &TransportError) {
-    for reply in replies {
-        let _ = reply.send(Err(error.clone()));
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
     }
 }

@@ -4,29 +4,40 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use kv_node::{CLIENT_MESSAGE_LIMIT_BYTES, Node, PeerTransport};
 use kv_proto::internal::replica_server::ReplicaServer;
 use kv_proto::kvstore::kv_store_server::KvStoreServer;
 use kv_proto::kvstore::membership_server::MembershipServer;
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::transport_grpc::INTERNAL_MESSAGE_LIMIT_BYTES;
-use crate::{CLIENT_MESSAGE_LIMIT_BYTES, InternalApi, Node, PeerTransport, PublicApi};
+use crate::wire::INTERNAL_MESSAGE_LIMIT_BYTES;
+use crate::{InternalApi, PublicApi};
+
+/// Why serving failed.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptors.
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
 
 /// Serves `node` on `listener` until `shutdown` completes, then drains in-flight requests.
 pub async fn serve<T: PeerTransport>(
     node: Arc<Node<T>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("building reflection service: {e}"))?;
+        .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| format!("building reflection service: {e}"))?;
+        .build_v1alpha()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<KvStoreServer<PublicApi<T>>>()
@@ -56,6 +67,6 @@ pub async fn serve<T: PeerTransport>(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+        .await?;
+    Ok(())
 }

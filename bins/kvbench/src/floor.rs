@@ -1,4 +1,4 @@
-//! `kvstore serve-floor`: a no-op `kvstore.KVStore` service answering with messages of the
+//! `kvbench floor`: a no-op `kvstore.KVStore` service answering with messages of the
 //! same shape and size as a real node's, and doing nothing else. Load against it measures
 //! the gRPC and client cost alone: the floor every store result is compared with.
 

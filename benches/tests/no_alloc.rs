@@ -1,9 +1,12 @@
-//! Proves comparing clocks never touches the heap, with a counting allocator.
+//! Proves the hot paths the benchmarks measure never touch the heap: clock comparisons
+//! and ring preference-list lookups. One counting allocator, counted per thread so tests
+//! running side by side do not disturb each other.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use kv_clock::{ActorId, Causality, DvvSet, VersionVector};
+use kv_ring::{Member, Ring};
 
 struct CountingAllocator;
 
@@ -56,4 +59,21 @@ fn comparisons_do_not_allocate() {
     assert_eq!(x.compare(&y), Causality::Before);
     assert_eq!(y.compare_context(&a), Causality::After);
     assert_eq!(allocations() - before, 0, "comparison allocated");
+}
+
+#[test]
+fn preference_list_lookup_does_not_allocate() {
+    let ring = Ring::new((1..=8).map(|i| Member::new(format!("n{i}"))), 3).unwrap();
+    let keys: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| format!("user:{i}").into_bytes())
+        .collect();
+    let before = allocations();
+    let mut total_len = 0;
+    for key in &keys {
+        let list = ring.preference_list(key);
+        total_len += list.iter().map(str::len).sum::<usize>();
+        assert!(list.contains(list.iter().next().unwrap()));
+    }
+    assert_eq!(allocations() - before, 0, "lookups allocated");
+    assert!(total_len > 0);
 }

@@ -1,5 +1,7 @@
-//! Whole-cluster behaviour over the in-process network, on tokio's paused clock: no
-//! sockets, no real time, the same result every run.
+//! Whole-cluster behaviour of statically configured nodes over the simulated network, on
+//! tokio's paused clock: no sockets, no real time, the same result every run. Nodes are
+//! built by `NodeBuilder` and call each other through kv-grpc's transport, so every
+//! replica call crosses the wire codec, the batcher and the internal service.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,16 +9,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kv_clock::VersionVector;
-use kv_node::sim::{SimNetwork, SimTransport};
-use kv_node::{Node, NodeConfig, NodeError, PeerSpec, PublicApi, WriteCommand};
+use kv_grpc::PublicApi;
+use kv_node::{ClientRead, ClientWrite, ErrorKind, NodeBuilder, NodeConfig, NodeError, PeerSpec};
 use kv_proto::kvstore as api;
 use kv_proto::kvstore::kv_store_server::KvStore;
-use kv_storage::{MemoryStore, Siblings};
+use kv_sim::net::{SimNetwork, SimNode};
+use kv_storage::{MemoryStore, Siblings, StorageError};
 use tonic::Request;
 
 struct Cluster {
     network: Arc<SimNetwork>,
-    nodes: Vec<Arc<Node<SimTransport>>>,
+    nodes: Vec<Arc<SimNode>>,
 }
 
 fn config(id: usize, count: usize, tune: &dyn Fn(&mut NodeConfig)) -> NodeConfig {
@@ -42,13 +45,14 @@ impl Cluster {
         let network = SimNetwork::new(42);
         let nodes = (1..=count)
             .map(|i| {
-                let storage = Arc::new(MemoryStore::new(kv_ring::key_hash));
-                let node = Node::new(
-                    config(i, count, tune),
-                    storage,
-                    network.transport(&format!("n{i}")),
-                )
-                .unwrap();
+                let config = config(i, count, tune);
+                let transport =
+                    network.transport(&config.node_id, &config.peers, config.peer_timeout);
+                let node = NodeBuilder::new(config, transport)
+                    .storage(Arc::new(MemoryStore::new(kv_ring::key_hash)))
+                    .start_token(1)
+                    .build()
+                    .unwrap();
                 network.register(&node);
                 node
             })
@@ -56,7 +60,7 @@ impl Cluster {
         Self { network, nodes }
     }
 
-    fn node(&self, id: &str) -> &Arc<Node<SimTransport>> {
+    fn node(&self, id: &str) -> &Arc<SimNode> {
         self.nodes
             .iter()
             .find(|n| n.config().node_id == id)
@@ -64,13 +68,16 @@ impl Cluster {
     }
 }
 
-fn write(key: &str, value: Option<&str>, context: &VersionVector, w: usize) -> WriteCommand {
-    WriteCommand {
-        key: Bytes::copy_from_slice(key.as_bytes()),
+fn write(key: &str, value: Option<&str>, context: &VersionVector, w: u32) -> ClientWrite {
+    ClientWrite {
+        key: key.to_owned(),
         value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-        context: context.clone(),
-        write_quorum: w,
-        request_id: String::new(),
+        consistency_w: w,
+        version: context
+            .iter()
+            .map(|(actor, counter)| (actor.to_string(), counter))
+            .collect(),
+        ..ClientWrite::default()
     }
 }
 
@@ -85,10 +92,16 @@ fn live_values(siblings: Option<&Siblings>) -> Vec<String> {
     values
 }
 
-async fn get(node: &Arc<Node<SimTransport>>, key: &str, r: usize) -> Option<Siblings> {
-    node.get(Bytes::copy_from_slice(key.as_bytes()), r)
-        .await
-        .unwrap()
+fn read(key: &str, r: u32) -> ClientRead {
+    ClientRead {
+        key: key.to_owned(),
+        consistency_r: r,
+        ..ClientRead::default()
+    }
+}
+
+async fn get(node: &Arc<SimNode>, key: &str, r: u32) -> Option<Siblings> {
+    node.client_get(read(key, r)).await.unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -97,7 +110,7 @@ async fn a_write_through_any_node_is_read_through_every_node() {
     for (i, writer) in cluster.nodes.iter().enumerate() {
         let key = format!("key-{i}");
         writer
-            .put(write(&key, Some("hello"), &VersionVector::new(), 2))
+            .client_put(write(&key, Some("hello"), &VersionVector::new(), 2))
             .await
             .unwrap();
         for reader in &cluster.nodes {
@@ -112,12 +125,12 @@ async fn blind_writes_through_two_coordinators_become_siblings_and_resolve() {
     let blind = VersionVector::new();
     cluster
         .node("n1")
-        .put(write("k", Some("a"), &blind, 2))
+        .client_put(write("k", Some("a"), &blind, 2))
         .await
         .unwrap();
     cluster
         .node("n2")
-        .put(write("k", Some("b"), &blind, 2))
+        .client_put(write("k", Some("b"), &blind, 2))
         .await
         .unwrap();
     let read = get(cluster.node("n3"), "k", 3).await;
@@ -125,7 +138,7 @@ async fn blind_writes_through_two_coordinators_become_siblings_and_resolve() {
     let context = read.unwrap().join();
     cluster
         .node("n3")
-        .put(write("k", Some("c"), &context, 2))
+        .client_put(write("k", Some("c"), &context, 2))
         .await
         .unwrap();
     assert_eq!(
@@ -140,12 +153,12 @@ async fn blind_writes_through_one_coordinator_both_survive() {
     let blind = VersionVector::new();
     cluster
         .node("n1")
-        .put(write("k", Some("a"), &blind, 2))
+        .client_put(write("k", Some("a"), &blind, 2))
         .await
         .unwrap();
     cluster
         .node("n1")
-        .put(write("k", Some("b"), &blind, 2))
+        .client_put(write("k", Some("b"), &blind, 2))
         .await
         .unwrap();
     assert_eq!(
@@ -159,12 +172,12 @@ async fn delete_makes_the_key_absent_and_a_later_write_returns_it() {
     let cluster = Cluster::new(3);
     let written = cluster
         .node("n1")
-        .put(write("k", Some("a"), &VersionVector::new(), 2))
+        .client_put(write("k", Some("a"), &VersionVector::new(), 2))
         .await
         .unwrap();
     cluster
         .node("n2")
-        .put(write("k", None, &written, 2))
+        .client_put(write("k", None, &written, 2))
         .await
         .unwrap();
     let read = get(cluster.node("n3"), "k", 2).await;
@@ -175,7 +188,7 @@ async fn delete_makes_the_key_absent_and_a_later_write_returns_it() {
     let context = read.unwrap().join();
     cluster
         .node("n3")
-        .put(write("k", Some("again"), &context, 2))
+        .client_put(write("k", Some("again"), &context, 2))
         .await
         .unwrap();
     assert_eq!(
@@ -191,7 +204,7 @@ async fn one_node_down_keeps_quorum_two_but_not_three() {
     let blind = VersionVector::new();
     cluster
         .node("n1")
-        .put(write("k", Some("v"), &blind, 2))
+        .client_put(write("k", Some("v"), &blind, 2))
         .await
         .unwrap();
     assert_eq!(
@@ -200,24 +213,26 @@ async fn one_node_down_keeps_quorum_two_but_not_three() {
     );
     let error = cluster
         .node("n1")
-        .put(write("k", Some("w"), &blind, 3))
-        .await
-        .unwrap_err();
-    match error {
-        NodeError::Unavailable(message) => {
-            assert!(message.contains("W=3 of 3"), "{message}");
-            assert!(message.contains("peer n3 unreachable"), "{message}");
-        }
-        other => panic!("expected UNAVAILABLE, got {other:?}"),
-    }
-    let error = cluster
-        .node("n1")
-        .get(Bytes::from_static(b"k"), 3)
+        .client_put(write("k", Some("w"), &blind, 3))
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, NodeError::Unavailable(m) if m.contains("R=3 of 3") && m.contains("n3")),
+        matches!(error, NodeError::QuorumNotMet { needed: 3, .. }),
         "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("W=3 of 3"), "{message}");
+    assert!(message.contains("peer n3 unreachable"), "{message}");
+    let error = cluster
+        .node("n1")
+        .client_get(read("k", 3))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    let message = error.to_string();
+    assert!(
+        message.contains("R=3 of 3") && message.contains("n3"),
+        "{message}"
     );
 }
 
@@ -226,13 +241,13 @@ async fn a_stale_replica_converges_through_read_repair() {
     let cluster = Cluster::new(3);
     let first = cluster
         .node("n1")
-        .put(write("k", Some("old"), &VersionVector::new(), 3))
+        .client_put(write("k", Some("old"), &VersionVector::new(), 3))
         .await
         .unwrap();
     cluster.network.set_down("n3", true);
     cluster
         .node("n1")
-        .put(write("k", Some("new"), &first, 2))
+        .client_put(write("k", Some("new"), &first, 2))
         .await
         .unwrap();
     cluster.network.set_down("n3", false);
@@ -264,13 +279,13 @@ async fn a_minority_partition_cannot_reach_quorum_and_its_write_resurfaces_as_a_
     cluster.network.partition(&["n1"], &["n2", "n3"]);
     let error = cluster
         .node("n1")
-        .put(write("k", Some("minority"), &VersionVector::new(), 2))
+        .client_put(write("k", Some("minority"), &VersionVector::new(), 2))
         .await
         .unwrap_err();
-    assert!(matches!(error, NodeError::Unavailable(_)), "{error:?}");
+    assert!(matches!(error, NodeError::QuorumNotMet { .. }), "{error:?}");
     cluster
         .node("n2")
-        .put(write("k", Some("majority"), &VersionVector::new(), 2))
+        .client_put(write("k", Some("majority"), &VersionVector::new(), 2))
         .await
         .unwrap();
     cluster.network.heal();
@@ -294,15 +309,15 @@ async fn a_non_replica_forwards_to_a_replica_and_falls_back_when_it_is_down() {
         .unwrap();
     cluster.network.set_down(&replicas[0], true);
     outsider
-        .put(write(key, Some("v"), &VersionVector::new(), 2))
+        .client_put(write(key, Some("v"), &VersionVector::new(), 2))
         .await
         .unwrap();
     let coordinator = cluster.node(&replicas[1]);
     let stored = coordinator.replica_read(key.as_bytes()).unwrap().unwrap();
     let (dot, _) = stored.siblings().next().unwrap();
     assert_eq!(
-        dot.actor.as_str(),
-        replicas[1],
+        &dot.actor,
+        coordinator.actor(),
         "the first live replica minted the version"
     );
 }
@@ -314,19 +329,23 @@ async fn too_many_siblings_is_refused_and_nothing_is_lost() {
     for value in ["a", "b", "c"] {
         cluster
             .node("n1")
-            .put(write("k", Some(value), &blind, 2))
+            .client_put(write("k", Some(value), &blind, 2))
             .await
             .unwrap();
     }
     let error = cluster
         .node("n1")
-        .put(write("k", Some("d"), &blind, 2))
+        .client_put(write("k", Some("d"), &blind, 2))
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, NodeError::FailedPrecondition(m) if m.contains("limit of 3")),
+        matches!(
+            &error,
+            NodeError::Storage(StorageError::TooManySiblings { max: 3, .. })
+        ),
         "{error:?}"
     );
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition);
     assert_eq!(
         live_values(get(cluster.node("n2"), "k", 3).await.as_ref()),
         ["a", "b", "c"]
@@ -458,17 +477,16 @@ async fn get_response_shapes_match_the_api() {
 #[tokio::test(start_paused = true)]
 async fn a_replica_declared_dead_fails_fast_instead_of_timing_out() {
     use kv_node::{PeerState, PeerStatus};
-    let cluster = Cluster::new(3);
+    // A peer timeout longer than the request: it must not cut the black hole short.
+    let cluster = Cluster::with(3, &|c| c.peer_timeout = Duration::from_secs(60));
     cluster.network.set_hanging("n3", true);
-    // Longer than the request: the call timeout must not cut the black hole short.
-    cluster.network.set_call_timeout(Duration::from_secs(60));
     let n1 = cluster.node("n1");
     let started = tokio::time::Instant::now();
     let error = n1
-        .put(write("k", Some("v"), &VersionVector::new(), 3))
+        .client_put(write("k", Some("v"), &VersionVector::new(), 3))
         .await
         .unwrap_err();
-    assert!(matches!(error, NodeError::DeadlineExceeded(_)), "{error:?}");
+    assert!(matches!(error, NodeError::Timeout { .. }), "{error:?}");
     assert!(
         started.elapsed() >= n1.config().request_timeout,
         "a black hole should cost the full deadline"
@@ -489,11 +507,12 @@ async fn a_replica_declared_dead_fails_fast_instead_of_timing_out() {
     );
     let started = tokio::time::Instant::now();
     let error = n1
-        .put(write("k", Some("v"), &VersionVector::new(), 3))
+        .client_put(write("k", Some("v"), &VersionVector::new(), 3))
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, NodeError::Unavailable(m) if m.contains("declared DEAD")),
+        matches!(&error, NodeError::QuorumNotMet { .. })
+            && error.to_string().contains("declared DEAD"),
         "{error:?}"
     );
     assert!(
@@ -501,7 +520,7 @@ async fn a_replica_declared_dead_fails_fast_instead_of_timing_out() {
         "waited {:?}",
         started.elapsed()
     );
-    n1.put(write("k", Some("v"), &VersionVector::new(), 2))
+    n1.client_put(write("k", Some("v"), &VersionVector::new(), 2))
         .await
         .unwrap();
     // The two refused W=3 writes stay on the replicas that stored them (no rollback).
@@ -528,5 +547,69 @@ async fn the_ring_follows_membership_but_not_liveness() {
         n1.ring().members().collect::<Vec<_>>(),
         ["n1"],
         "left and forgotten members leave the ring"
+    );
+}
+
+/// The replicas of `key` and a node that is none of them.
+fn outsider_of<'a>(cluster: &'a Cluster, key: &str) -> (Vec<String>, &'a Arc<SimNode>) {
+    let replicas = cluster.nodes[0].replicas_for(key.as_bytes());
+    let outsider = cluster
+        .nodes
+        .iter()
+        .find(|n| !replicas.contains(&n.config().node_id))
+        .unwrap();
+    (replicas, outsider)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_write_whose_answer_is_lost_is_not_coordinated_twice() {
+    let cluster = Cluster::new(5);
+    let key = "lost-answer";
+    let (replicas, outsider) = outsider_of(&cluster, key);
+    let outsider_id = outsider.config().node_id.clone();
+    // The first replica gets the write and coordinates it, but its answer never returns.
+    cluster.network.block(&replicas[0], &outsider_id);
+    let error = outsider
+        .client_put(write(key, Some("once"), &VersionVector::new(), 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NodeError::ForwardedWriteUncertain { replica, .. } if *replica == replicas[0]),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::DeadlineExceeded);
+    cluster.network.heal();
+    let stored = get(cluster.node(&replicas[1]), key, 3).await;
+    assert_eq!(
+        live_values(stored.as_ref()),
+        ["once"],
+        "a retry on another replica would have minted a second version"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_write_the_coordinator_refuses_is_not_retried() {
+    let cluster = Cluster::new(5);
+    let key = "refused";
+    let (replicas, outsider) = outsider_of(&cluster, key);
+    // The first replica can be reached but cannot reach the other replicas: it mints the
+    // version, misses W=2 and says so. That is an answer, not an unreachable replica.
+    let others: Vec<&str> = replicas[1..].iter().map(String::as_str).collect();
+    cluster.network.partition(&[replicas[0].as_str()], &others);
+    let error = outsider
+        .client_put(write(key, Some("v"), &VersionVector::new(), 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NodeError::Remote { peer, kind: ErrorKind::Unavailable, .. } if *peer == replicas[0]),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("W=2 of 3"), "{error}");
+    cluster.network.heal();
+    let stored = get(cluster.node(&replicas[1]), key, 3).await;
+    assert_eq!(
+        live_values(stored.as_ref()),
+        ["v"],
+        "one version, minted once"
     );
 }

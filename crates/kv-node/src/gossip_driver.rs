@@ -6,20 +6,20 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use kv_gossip::{Gossip, GossipConfig, MemberState, MemberView, NodeIdentity};
+use kv_gossip::{Gossip, GossipConfig, GossipConfigError, MemberState, MemberView, NodeIdentity};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::{Node, PeerState, PeerStatus, PeerTransport};
+use crate::{Node, NodeError, PeerState, PeerStatus, PeerTransport};
 
 /// Largest datagram read; gossip rejects anything above its own limit anyway.
 const RECEIVE_BUFFER_BYTES: usize = 65_536;
 /// How often a node that sees no live member re-announces itself to its seeds.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 /// Commands queued for the driver.
-pub const MEMBERSHIP_COMMAND_QUEUE: usize = 16;
+pub(crate) const MEMBERSHIP_COMMAND_QUEUE: usize = 16;
 
 /// Datagram I/O for gossip: UDP in production; anything that moves bytes in tests.
 pub trait Datagrams: Send + Sync + 'static {
@@ -54,13 +54,13 @@ impl Datagrams for tokio::net::UdpSocket {
 
 /// A request to the driver.
 #[derive(Debug)]
-pub enum MembershipCommand {
+pub(crate) enum MembershipCommand {
     /// Remove `node_id` (this node if empty) from the ring; answers with the node removed.
     LeaveRing {
         /// The node.
         node_id: String,
         /// Where the outcome goes.
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, NodeError>>,
     },
 }
 
@@ -73,10 +73,6 @@ pub struct GossipSettings {
     pub seeds: Vec<SocketAddr>,
     /// Failure-detector timing.
     pub config: GossipConfig,
-    /// This start's identity bump (must grow from one start to the next), which also seeds
-    /// gossip's random choices. `None` takes the wall clock in milliseconds; a simulation
-    /// passes its own so that a seed replays exactly.
-    pub identity_bump: Option<u64>,
     /// Found a new cluster: the ring this node sees is complete by decree. Otherwise the
     /// node serves only after a synced member sent it the whole ring (a node with no seed
     /// but itself is a cluster of one and founds it too).
@@ -84,20 +80,18 @@ pub struct GossipSettings {
 }
 
 /// Runs gossip for `node` until `shutdown` resolves, then leaves the cluster gracefully.
-pub async fn run_gossip<T: PeerTransport, D: Datagrams>(
+/// `bump` is this start's identity bump: it must grow from one start of the node to the
+/// next (the builder passes its start token), and it seeds gossip's random choices.
+pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
     node: Arc<Node<T>>,
     socket: D,
     settings: GossipSettings,
+    bump: u64,
     mut commands: mpsc::Receiver<MembershipCommand>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), GossipConfigError> {
     let started = Instant::now();
     let config = node.config();
-    let bump = settings.identity_bump.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as u64)
-    });
     let identity = NodeIdentity {
         node_id: config.node_id.clone(),
         gossip_addr: settings.listen,
@@ -181,7 +175,7 @@ fn handle_command(gossip: &mut Gossip, command: MembershipCommand) {
                     gossip.leave_ring(&node_id, bump);
                     Ok(node_id)
                 }
-                None => Err(format!("no member {node_id:?} is known to this node")),
+                None => Err(NodeError::UnknownMember { node: node_id }),
             };
             let _ = reply.send(outcome);
         }
@@ -196,7 +190,7 @@ fn install<T: PeerTransport>(node: &Node<T>, gossip: &Gossip, now: Duration) {
         .map(|member| peer_status(member, wall_now, now))
         .collect();
     if let Err(error) = node.apply_membership(peers, !gossip.self_left_ring()) {
-        tracing::error!(%error, "cannot apply the membership view");
+        tracing::error!(%error, "cannot build the ring of this membership view; keeping the last one");
     }
     if gossip.ring_synced() && !node.ring_complete() {
         tracing::info!(members = node.ring().len(), "ring synced; serving requests");

@@ -1,0 +1,94 @@
+//! The seam under the gRPC transport: a [`ReplicaChannel`] carries `kvstore.internal`
+//! calls to one peer, and a [`Connector`] opens one per peer. Production uses tonic
+//! channels ([`TonicConnector`]); a simulation supplies channels that route the same
+//! messages through its simulated network, so the transport, the batcher, the wire codec
+//! and the error classification above this seam all run in simulation too.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kv_proto::internal as proto;
+use kv_proto::internal::replica_client::ReplicaClient;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::wire::INTERNAL_MESSAGE_LIMIT_BYTES;
+
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Calls to one peer's `kvstore.internal.Replica` service.
+pub trait ReplicaChannel: Clone + Send + Sync + 'static {
+    /// `Replica/Batch`.
+    fn batch(
+        &self,
+        request: proto::BatchRequest,
+    ) -> impl Future<Output = Result<proto::BatchResponse, Status>> + Send;
+
+    /// `Replica/CoordinateWrite`.
+    fn coordinate_write(
+        &self,
+        request: proto::CoordinateWriteRequest,
+    ) -> impl Future<Output = Result<proto::CoordinateWriteResponse, Status>> + Send;
+}
+
+/// Opens channels to peers.
+pub trait Connector: Send + Sync + 'static {
+    /// The channel type.
+    type Channel: ReplicaChannel;
+
+    /// A channel to `peer` at `address`; it may connect lazily, on first use.
+    fn connect(&self, peer: &str, address: SocketAddr) -> Self::Channel;
+}
+
+/// Tonic channels over TCP, one per peer, connected on first use, with a deadline on
+/// every call.
+#[derive(Debug, Clone)]
+pub struct TonicConnector {
+    call_timeout: Duration,
+}
+
+impl TonicConnector {
+    /// Channels whose calls time out after `call_timeout`.
+    pub fn new(call_timeout: Duration) -> Self {
+        Self { call_timeout }
+    }
+}
+
+impl Connector for TonicConnector {
+    type Channel = ReplicaClient<Channel>;
+
+    fn connect(&self, _peer: &str, address: SocketAddr) -> ReplicaClient<Channel> {
+        let uri = tonic::transport::Uri::try_from(format!("http://{address}"))
+            .expect("a socket address is a valid URI authority");
+        let channel = Endpoint::from(uri)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(self.call_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        ReplicaClient::new(channel)
+            .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
+            .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
+    }
+}
+
+impl ReplicaChannel for ReplicaClient<Channel> {
+    async fn batch(&self, request: proto::BatchRequest) -> Result<proto::BatchResponse, Status> {
+        // Inherent methods, named in full: `client.batch(..)` would resolve to this trait.
+        let mut client = self.clone();
+        ReplicaClient::batch(&mut client, request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn coordinate_write(
+        &self,
+        request: proto::CoordinateWriteRequest,
+    ) -> Result<proto::CoordinateWriteResponse, Status> {
+        let mut client = self.clone();
+        ReplicaClient::coordinate_write(&mut client, request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}

@@ -1,0 +1,149 @@
+//! Conversions between the public API's messages and the node's types: versions, Get
+//! answers, members, health and the ring.
+
+use std::time::UNIX_EPOCH;
+
+use kv_clock::{ClockError, Dot, VersionVector};
+use kv_node::{Health, PeerState, PeerStatus};
+use kv_proto::kvstore as api;
+use kv_ring::Ring;
+use kv_storage::Siblings;
+
+/// A version vector as the API spells it.
+pub fn version_to_api(version: &VersionVector) -> api::Version {
+    api::Version {
+        entries: version
+            .iter()
+            .map(|(actor, counter)| api::VersionEntry {
+                node_id: actor.to_string(),
+                counter,
+            })
+            .collect(),
+    }
+}
+
+/// A version the API carries, validated (counters ≥ 1, no repeated or bad node ids).
+pub fn version_from_api(version: Option<&api::Version>) -> Result<VersionVector, ClockError> {
+    let entries = version.map_or(&[][..], |v| v.entries.as_slice());
+    VersionVector::from_entries(entries.iter().map(|e| (e.node_id.as_str(), e.counter)))
+}
+
+/// A version's entries as (node id, counter), moved out of the message unvalidated (the
+/// node validates them with the rest of the request).
+pub(crate) fn version_entries(version: Option<api::Version>) -> Vec<(String, u64)> {
+    version.map_or_else(Vec::new, |v| {
+        v.entries
+            .into_iter()
+            .map(|e| (e.node_id, e.counter))
+            .collect()
+    })
+}
+
+fn dot_to_api(dot: &Dot) -> api::Version {
+    api::Version {
+        entries: vec![api::VersionEntry {
+            node_id: dot.actor.to_string(),
+            counter: dot.counter,
+        }],
+    }
+}
+
+/// Builds a Get answer. Tombstones are hidden when live values exist (the context still
+/// covers them, so the next write with it clears them); a key whose versions are all
+/// tombstones, or that was never written, is NOT_FOUND.
+pub fn get_response(merged: Option<&Siblings>) -> api::GetResponse {
+    let Some(merged) = merged else {
+        return api::GetResponse {
+            status: api::Status::NotFound.into(),
+            ..api::GetResponse::default()
+        };
+    };
+    let context = merged.join();
+    let live: Vec<(Dot, &bytes::Bytes)> = merged
+        .siblings()
+        .filter_map(|(dot, value)| value.as_ref().map(|v| (dot, v)))
+        .collect();
+    let mut response = api::GetResponse {
+        status: api::Status::Success.into(),
+        context: Some(version_to_api(&context)),
+        ..api::GetResponse::default()
+    };
+    match live.as_slice() {
+        [] => response.status = api::Status::NotFound.into(),
+        [(_, value)] => {
+            response.value = Some(api::VersionedValue {
+                value: (*value).clone(),
+                version: Some(version_to_api(&context)),
+                deleted: false,
+            });
+        }
+        siblings => {
+            response.conflicts = siblings
+                .iter()
+                .map(|(dot, value)| api::VersionedValue {
+                    value: (*value).clone(),
+                    version: Some(dot_to_api(dot)),
+                    deleted: false,
+                })
+                .collect();
+        }
+    }
+    response
+}
+
+/// A peer as the Membership service lists it.
+pub(crate) fn member(peer: PeerStatus) -> api::Member {
+    let state = match peer.state {
+        PeerState::Alive => api::MemberState::Alive,
+        PeerState::Suspect => api::MemberState::Suspect,
+        PeerState::Dead => api::MemberState::Dead,
+        PeerState::Unknown => api::MemberState::Unknown,
+    };
+    let since_ms = peer
+        .since
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    api::Member {
+        node_id: peer.node_id,
+        grpc_address: peer.grpc_address.to_string(),
+        state: state.into(),
+        incarnation: peer.incarnation,
+        gossip_address: peer
+            .gossip_address
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        last_change_unix_ms: since_ms,
+        in_ring: peer.in_ring,
+    }
+}
+
+/// A node's health as the Membership service reports it.
+pub(crate) fn health(health: Health) -> api::HealthResponse {
+    api::HealthResponse {
+        status: if health.serving { "SERVING" } else { "JOINING" }.into(),
+        node_id: health.node_id,
+        members_alive: health.members_alive as u32,
+        members_total: health.members_total as u32,
+        replication_factor: health.replication_factor as u32,
+        read_quorum: health.read_quorum as u32,
+        write_quorum: health.write_quorum as u32,
+    }
+}
+
+/// Each node's share of `ring`.
+pub(crate) fn ring(ring: &Ring) -> api::GetRingResponse {
+    api::GetRingResponse {
+        replication_factor: ring.replicas() as u32,
+        nodes: ring
+            .ownership()
+            .into_iter()
+            .map(|o| api::NodeOwnership {
+                node_id: o.node,
+                vnodes: o.vnodes,
+                primary_share: o.primary_share,
+                replica_share: o.replica_share,
+            })
+            .collect(),
+        ..api::GetRingResponse::default()
+    }
+}

@@ -1,0 +1,33 @@
+//! kvstore over gRPC: everything that knows tonic.
+//!
+//! - [`PublicApi`] serves `kvstore.KVStore` and `kvstore.Membership`; [`InternalApi`]
+//!   serves the node-to-node `kvstore.internal.Replica`; [`serve`] runs both with
+//!   reflection and `grpc.health.v1`.
+//! - [`GrpcTransport`] is kv-node's `PeerTransport` over the internal service: one channel
+//!   per peer, replica reads and writes queued per peer and sent as `Replica/Batch`
+//!   calls. Channels come from a [`Connector`]: tonic over TCP in production, anything
+//!   that carries the same messages in a simulation.
+//! - [`wire`] owns the encoding of internal messages and the limits both sides enforce;
+//!   [`status`] owns the mapping between node errors and gRPC statuses, including the
+//!   classification of failed calls that decides whether a write may be retried.
+//! - [`convert`] turns the public API's messages into the node's types and back.
+//!
+//! kv-node knows nothing of this crate; this crate only adapts.
+
+#![warn(missing_docs)]
+
+mod batcher;
+mod channel;
+pub mod convert;
+mod server;
+mod service_internal;
+mod service_public;
+pub mod status;
+mod transport;
+pub mod wire;
+
+pub use channel::{Connector, ReplicaChannel, TonicConnector};
+pub use server::{ServeError, serve};
+pub use service_internal::InternalApi;
+pub use service_public::PublicApi;
+pub use transport::GrpcTransport;

@@ -1,0 +1,181 @@
+//! The node-to-node gRPC service, `kvstore.internal.Replica`: decode with the wire module,
+//! run the node's replica operation, encode the answer. Client size limits do not apply.
+
+use std::sync::Arc;
+
+use kv_node::{Node, NodeError, PeerTransport};
+use kv_proto::internal as proto;
+use kv_proto::internal::replica_server::Replica;
+use tonic::{Request, Response, Status};
+
+use crate::status::{item_error, status_of, wire_status};
+use crate::wire::{self, Op, Outcome, WireError};
+
+/// Serves `kvstore.internal.Replica` for one node.
+#[derive(Debug)]
+pub struct InternalApi<T> {
+    node: Arc<Node<T>>,
+}
+
+impl<T> Clone for InternalApi<T> {
+    fn clone(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+        }
+    }
+}
+
+impl<T> InternalApi<T> {
+    /// Wraps a node.
+    pub fn new(node: Arc<Node<T>>) -> Self {
+        Self { node }
+    }
+}
+
+/// Why one replica operation failed: the message broke the protocol, or the node failed.
+enum ItemFailure {
+    Wire(WireError),
+    Node(NodeError),
+}
+
+impl ItemFailure {
+    fn status(&self) -> Status {
+        match self {
+            Self::Wire(error) => wire_status(error),
+            Self::Node(error) => status_of(error),
+        }
+    }
+}
+
+impl From<WireError> for ItemFailure {
+    fn from(error: WireError) -> Self {
+        Self::Wire(error)
+    }
+}
+
+impl From<NodeError> for ItemFailure {
+    fn from(error: NodeError) -> Self {
+        Self::Node(error)
+    }
+}
+
+#[tonic::async_trait]
+impl<T: PeerTransport> Replica for InternalApi<T> {
+    async fn read(
+        &self,
+        request: Request<proto::ReadRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        let outcome = self.read_one(request.get_ref()).map_err(|e| e.status())?;
+        Ok(Response::new(outcome))
+    }
+
+    async fn write(
+        &self,
+        request: Request<proto::WriteRequest>,
+    ) -> Result<Response<proto::WriteResponse>, Status> {
+        self.write_one(request.into_inner())
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(proto::WriteResponse {}))
+    }
+
+    async fn coordinate_write(
+        &self,
+        request: Request<proto::CoordinateWriteRequest>,
+    ) -> Result<Response<proto::CoordinateWriteResponse>, Status> {
+        let command =
+            wire::decode_coordinate_request(request.into_inner()).map_err(|e| wire_status(&e))?;
+        let context = self
+            .node
+            .coordinate_write(command)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(proto::CoordinateWriteResponse {
+            context: wire::encode_context(&context),
+        }))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<proto::BatchRequest>,
+    ) -> Result<Response<proto::BatchResponse>, Status> {
+        let request = request.into_inner();
+        wire::check_batch(&request).map_err(|e| wire_status(&e))?;
+        let outcomes = if self.node.storage_writes_block() {
+            self.run_concurrently(request.items).await
+        } else {
+            let mut outcomes = Vec::with_capacity(request.items.len());
+            for item in request.items {
+                outcomes.push(self.batch_item(item).await);
+            }
+            outcomes
+        };
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| proto::BatchResult {
+                outcome: Some(
+                    outcome.unwrap_or_else(|failure| Outcome::Error(item_error(&failure.status()))),
+                ),
+            })
+            .collect();
+        Ok(Response::new(proto::BatchResponse { results }))
+    }
+}
+
+impl<T: PeerTransport> InternalApi<T> {
+    /// Runs the items side by side, so a batch of synced writes costs about one fsync's
+    /// wait rather than one per item; results keep the items' order.
+    async fn run_concurrently(
+        &self,
+        items: Vec<proto::BatchItem>,
+    ) -> Vec<Result<Outcome, ItemFailure>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let count = items.len();
+        for (index, item) in items.into_iter().enumerate() {
+            let api = self.clone();
+            tasks.spawn(async move { (index, api.batch_item(item).await) });
+        }
+        let mut outcomes: Vec<Option<Result<Outcome, ItemFailure>>> =
+            (0..count).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((index, outcome)) = joined {
+                outcomes[index] = Some(outcome);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    Err(ItemFailure::Node(NodeError::Storage(
+                        kv_storage::StorageError::Engine {
+                            action: "running a batch item",
+                            source: "the item's task failed".into(),
+                        },
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    async fn batch_item(&self, item: proto::BatchItem) -> Result<Outcome, ItemFailure> {
+        match item.op {
+            Some(Op::Read(read)) => self.read_one(&read).map(Outcome::Read),
+            Some(Op::Write(write)) => {
+                self.write_one(write).await?;
+                Ok(Outcome::Write(proto::WriteResponse {}))
+            }
+            None => Err(WireError::EmptyItem.into()),
+        }
+    }
+
+    fn read_one(&self, request: &proto::ReadRequest) -> Result<proto::ReadResponse, ItemFailure> {
+        let versions = self.node.replica_read(&request.key)?;
+        Ok(wire::read_response(versions.as_ref()))
+    }
+
+    async fn write_one(&self, request: proto::WriteRequest) -> Result<(), ItemFailure> {
+        let versions = wire::decode_siblings(&request.siblings)?;
+        self.node.replica_write(request.key, versions).await?;
+        Ok(())
+    }
+}

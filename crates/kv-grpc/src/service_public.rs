@@ -1,0 +1,183 @@
+//! The public gRPC services, `kvstore.KVStore` and `kvstore.Membership`: turn each message
+//! into the node's request type, hand it over, and turn the answer back. Validation is the
+//! node's; one tracing span per request carries the client's ids.
+
+use std::sync::Arc;
+
+use kv_node::{ClientRead, ClientWrite, Node, NodeError, PeerTransport};
+use kv_proto::kvstore as api;
+use kv_proto::kvstore::kv_store_server::KvStore;
+use kv_proto::kvstore::membership_server::Membership;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::convert::{self, get_response, version_entries, version_to_api};
+use crate::status::status_of;
+
+/// Serves `kvstore.KVStore` and `kvstore.Membership` for one node.
+#[derive(Debug)]
+pub struct PublicApi<T> {
+    node: Arc<Node<T>>,
+}
+
+impl<T> PublicApi<T> {
+    /// Wraps a node.
+    pub fn new(node: Arc<Node<T>>) -> Self {
+        Self { node }
+    }
+}
+
+impl<T> Clone for PublicApi<T> {
+    fn clone(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<T: PeerTransport> KvStore for PublicApi<T> {
+    async fn put(
+        &self,
+        request: Request<api::PutRequest>,
+    ) -> Result<Response<api::PutResponse>, Status> {
+        let req = request.into_inner();
+        let span =
+            tracing::info_span!("put", client_id = %req.client_id, request_id = %req.request_id);
+        let write = ClientWrite {
+            key: req.key,
+            value: Some(req.value),
+            consistency_w: req.consistency_w,
+            consistency_r: req.consistency_r,
+            version: version_entries(req.version),
+            client_id: req.client_id,
+            request_id: req.request_id,
+        };
+        let context = self
+            .node
+            .client_put(write)
+            .instrument(span)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(api::PutResponse {
+            status: api::Status::Success.into(),
+            version: Some(version_to_api(&context)),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<api::GetRequest>,
+    ) -> Result<Response<api::GetResponse>, Status> {
+        let req = request.into_inner();
+        let span =
+            tracing::info_span!("get", client_id = %req.client_id, request_id = %req.request_id);
+        let read = ClientRead {
+            key: req.key,
+            consistency_r: req.consistency_r,
+            client_id: req.client_id,
+            request_id: req.request_id,
+        };
+        let merged = self
+            .node
+            .client_get(read)
+            .instrument(span)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(get_response(merged.as_ref())))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<api::DeleteRequest>,
+    ) -> Result<Response<api::DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let span =
+            tracing::info_span!("delete", client_id = %req.client_id, request_id = %req.request_id);
+        let write = ClientWrite {
+            key: req.key,
+            value: None,
+            consistency_w: req.consistency_w,
+            consistency_r: 0,
+            version: version_entries(req.version),
+            client_id: req.client_id,
+            request_id: req.request_id,
+        };
+        let context = self
+            .node
+            .client_put(write)
+            .instrument(span)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(api::DeleteResponse {
+            status: api::Status::Success.into(),
+            version: Some(version_to_api(&context)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<T: PeerTransport> Membership for PublicApi<T> {
+    async fn get_membership(
+        &self,
+        _request: Request<api::GetMembershipRequest>,
+    ) -> Result<Response<api::GetMembershipResponse>, Status> {
+        Ok(Response::new(api::GetMembershipResponse {
+            node_id: self.node.config().node_id.clone(),
+            members: self.members(),
+        }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<api::LeaveRequest>,
+    ) -> Result<Response<api::LeaveResponse>, Status> {
+        let node_id = self
+            .node
+            .leave_ring(&request.into_inner().node_id)
+            .await
+            .map_err(|e| status_of(&e))?;
+        tracing::info!(%node_id, "node leaves the ring");
+        Ok(Response::new(api::LeaveResponse { node_id }))
+    }
+
+    async fn get_ring(
+        &self,
+        request: Request<api::GetRingRequest>,
+    ) -> Result<Response<api::GetRingResponse>, Status> {
+        let key = request.into_inner().key;
+        let mut response = convert::ring(&self.node.ring());
+        if !key.is_empty() {
+            let placement = self
+                .node
+                .locate(key)
+                .map_err(|e| status_of(&NodeError::from(e)))?;
+            response.key_hash = placement.hash;
+            response.preference_list = placement.replicas;
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<api::HealthRequest>,
+    ) -> Result<Response<api::HealthResponse>, Status> {
+        Ok(Response::new(convert::health(self.node.health())))
+    }
+}
+
+impl<T> PublicApi<T> {
+    /// This node (always ALIVE) and every peer it knows, with their liveness.
+    fn members(&self) -> Vec<api::Member> {
+        let config = self.node.config();
+        let me = api::Member {
+            node_id: config.node_id.clone(),
+            grpc_address: config.grpc_address.to_string(),
+            state: api::MemberState::Alive.into(),
+            in_ring: self.node.in_ring(),
+            ..api::Member::default()
+        };
+        let peers = self.node.peer_statuses().into_iter().map(convert::member);
+        std::iter::once(me).chain(peers).collect()
+    }
+}

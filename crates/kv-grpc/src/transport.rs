@@ -1,0 +1,145 @@
+//! `GrpcTransport`: kv-node's [`PeerTransport`] over `kvstore.internal`. One channel per
+//! peer (kept while the peer's address is unchanged); replica reads and writes go through
+//! the peer's batcher, forwarded writes go straight to the channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_clock::VersionVector;
+use kv_node::{PeerSpec, PeerTransport, TransportError, WriteCommand};
+use kv_proto::internal as proto;
+use kv_storage::Siblings;
+
+use crate::batcher::PeerBatcher;
+use crate::channel::{Connector, ReplicaChannel, TonicConnector};
+use crate::status::{bad_reply, classify, remote_item_error};
+use crate::wire::{self, Outcome, WireError};
+
+/// Calls peers' `kvstore.internal.Replica` service through channels from `C`.
+#[derive(Debug)]
+pub struct GrpcTransport<C: Connector = TonicConnector> {
+    connector: C,
+    links: RwLock<HashMap<String, PeerLink<C::Channel>>>,
+    call_timeout: Duration,
+}
+
+/// One peer: its address, its channel, and the batcher in front of it (started on first
+/// use, inside the runtime).
+#[derive(Debug)]
+struct PeerLink<Ch> {
+    address: SocketAddr,
+    channel: Ch,
+    batcher: OnceLock<PeerBatcher>,
+}
+
+impl GrpcTransport<TonicConnector> {
+    /// Tonic channels to `peers`, opened on first use, each call bounded by `call_timeout`.
+    pub fn new(peers: &[PeerSpec], call_timeout: Duration) -> Self {
+        Self::with_connector(TonicConnector::new(call_timeout), peers, call_timeout)
+    }
+}
+
+impl<C: Connector> GrpcTransport<C> {
+    /// Channels from `connector` to `peers`; every call is bounded by `call_timeout`,
+    /// queueing in the batcher included.
+    pub fn with_connector(connector: C, peers: &[PeerSpec], call_timeout: Duration) -> Self {
+        let transport = Self {
+            connector,
+            links: RwLock::new(HashMap::new()),
+            call_timeout,
+        };
+        transport.update_peers(peers);
+        transport
+    }
+
+    fn with_link<R>(
+        &self,
+        peer: &str,
+        f: impl FnOnce(&PeerLink<C::Channel>) -> R,
+    ) -> Result<R, TransportError> {
+        let links = self.links.read().unwrap_or_else(PoisonError::into_inner);
+        links
+            .get(peer)
+            .map(f)
+            .ok_or_else(|| TransportError::Unreachable {
+                peer: peer.to_owned(),
+                reason: "not a known peer".into(),
+            })
+    }
+
+    fn batcher(&self, peer: &str) -> Result<PeerBatcher, TransportError> {
+        self.with_link(peer, |link| {
+            link.batcher
+                .get_or_init(|| {
+                    PeerBatcher::start(peer.to_owned(), link.channel.clone(), self.call_timeout)
+                })
+                .clone()
+        })
+    }
+
+    /// Sends one item through `peer`'s batcher; an item-level error is the peer's answer.
+    async fn batched(&self, peer: &str, item: proto::BatchItem) -> Result<Outcome, TransportError> {
+        let result = self.batcher(peer)?.call(peer, item).await?;
+        match result.outcome {
+            Some(Outcome::Error(error)) => Err(remote_item_error(peer, error)),
+            Some(outcome) => Ok(outcome),
+            None => Err(bad_reply(peer, &WireError::EmptyResult)),
+        }
+    }
+}
+
+impl<C: Connector> PeerTransport for GrpcTransport<C> {
+    /// Keeps the channel of every peer whose address is unchanged; opens one for each new
+    /// or moved peer; forgets peers no longer listed.
+    fn update_peers(&self, peers: &[PeerSpec]) {
+        let mut links = self.links.write().unwrap_or_else(PoisonError::into_inner);
+        let mut updated = HashMap::with_capacity(peers.len());
+        for peer in peers {
+            let link = match links.remove(&peer.node_id) {
+                Some(link) if link.address == peer.grpc_address => link,
+                _ => PeerLink {
+                    address: peer.grpc_address,
+                    channel: self.connector.connect(&peer.node_id, peer.grpc_address),
+                    batcher: OnceLock::new(),
+                },
+            };
+            updated.insert(peer.node_id.clone(), link);
+        }
+        *links = updated;
+    }
+
+    async fn read(&self, peer: &str, key: Bytes) -> Result<Option<Siblings>, TransportError> {
+        let Outcome::Read(reply) = self.batched(peer, wire::read_item(key)).await? else {
+            return Err(bad_reply(peer, &WireError::MismatchedResult));
+        };
+        wire::decode_read_response(&reply).map_err(|e| bad_reply(peer, &e))
+    }
+
+    async fn write(
+        &self,
+        peer: &str,
+        key: Bytes,
+        versions: Siblings,
+    ) -> Result<(), TransportError> {
+        match self.batched(peer, wire::write_item(key, &versions)).await? {
+            Outcome::Write(_) => Ok(()),
+            _ => Err(bad_reply(peer, &WireError::MismatchedResult)),
+        }
+    }
+
+    async fn coordinate_write(
+        &self,
+        peer: &str,
+        command: WriteCommand,
+    ) -> Result<VersionVector, TransportError> {
+        let channel = self.with_link(peer, |link| link.channel.clone())?;
+        let reply = channel
+            .coordinate_write(wire::coordinate_request(command))
+            .await
+            .map_err(|status| classify(peer, &status))?;
+        wire::decode_context(&reply.context).map_err(|e| bad_reply(peer, &e))
+    }
+}

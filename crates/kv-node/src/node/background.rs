@@ -1,0 +1,106 @@
+//! Work a request leaves behind once the client has its answer: letting slower replicas
+//! of a write finish, collecting late read replies, and repairing the replicas whose
+//! answer was stale. Each has a bound: late replies a grace period, repairs a budget of
+//! concurrent tasks (a repair over budget is skipped and counted).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_quorum::{Fanout, Reply};
+use kv_repair::reconcile;
+use kv_storage::Siblings;
+use tokio::time::Instant;
+
+use super::Node;
+use super::coordinator::answers;
+use crate::placement::Placement;
+use crate::{PeerTransport, TransportError};
+
+/// How long after a client's answer late replica replies are still awaited.
+const LATE_REPLY_GRACE: Duration = Duration::from_secs(2);
+
+impl<T: PeerTransport> Node<T> {
+    /// Lets the slower replicas of a write finish without delaying the client.
+    pub(super) fn finish_in_background(
+        self: &Arc<Self>,
+        fanout: Fanout<(), TransportError>,
+        placement: Placement,
+    ) {
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
+            node.observe_replies(&placement, &replies);
+        });
+    }
+
+    /// After the client has its answer: wait for late replies, then send the merged
+    /// versions to every replica that answered with less.
+    pub(super) fn repair_in_background(
+        self: &Arc<Self>,
+        key: Bytes,
+        fanout: Fanout<Option<Siblings>, TransportError>,
+        placement: Placement,
+    ) {
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
+            node.observe_replies(&placement, &replies);
+            for repair in reconcile(&answers(&replies)).repairs {
+                let Ok(slot) = Arc::clone(&node.repair_slots).try_acquire_owned() else {
+                    node.stats.repairs_skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let replica = placement.replica(repair.replica);
+                let (node, key) = (Arc::clone(&node), key.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    node.repair_one(&replica, key, repair.versions).await;
+                });
+            }
+        });
+    }
+
+    async fn repair_one(&self, replica: &str, key: Bytes, versions: Siblings) {
+        let result = if replica == self.config.node_id {
+            self.replica_write(key, versions)
+                .await
+                .map_err(|error| error.to_string())
+        } else {
+            self.transport
+                .write(replica, key, versions)
+                .await
+                .map_err(|error| error.to_string())
+        };
+        match result {
+            Ok(()) => {
+                self.stats.repairs_sent.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%replica, "read repair applied");
+            }
+            Err(error) => tracing::warn!(%replica, %error, "read repair failed"),
+        }
+    }
+
+    /// Records which peers answered (liveness under a static membership).
+    pub(super) fn observe_replies<V>(
+        &self,
+        placement: &Placement,
+        replies: &[Reply<V, TransportError>],
+    ) {
+        let replicas = placement.replicas();
+        for reply in replies {
+            let Some(peer) = replicas.get(reply.replica) else {
+                continue;
+            };
+            if **peer == *self.config.node_id {
+                continue;
+            }
+            let answered = reply
+                .result
+                .as_ref()
+                .map_or_else(|e| !e.is_silence(), |_| true);
+            self.peers.observe(peer, answered);
+        }
+    }
+}

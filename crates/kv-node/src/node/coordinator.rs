@@ -1,0 +1,316 @@
+//! The coordinator side: client requests through this node. A write is coordinated by a
+//! replica of its key (a non-replica forwards it), which mints the version and waits for
+//! W acknowledgements; a read asks every replica and answers after R.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kv_clock::VersionVector;
+use kv_quorum::{Fanout, Outcome, Reply};
+use kv_repair::reconcile;
+use kv_storage::Siblings;
+use tokio::time::Instant;
+
+use super::Node;
+use crate::error::{Failures, Operation};
+use crate::placement::Placement;
+use crate::request::{self, ClientRead, ClientWrite, InvalidRequest};
+use crate::transport::RemoteError;
+use crate::{NodeError, PeerTransport, TransportError, WriteCommand};
+
+impl<T: PeerTransport> Node<T> {
+    /// A client Put or Delete through this node: validated against one ring snapshot,
+    /// then coordinated here or forwarded to a replica of the key.
+    pub async fn client_put(
+        self: &Arc<Self>,
+        write: ClientWrite,
+    ) -> Result<VersionVector, NodeError> {
+        let ring = self.routing_ring()?;
+        let command = write.validate(
+            &self.config.limits,
+            ring.replicas(),
+            self.config.write_quorum,
+        )?;
+        let placement = Placement::of(ring, &command.key);
+        match placement.position(&self.config.node_id) {
+            Some(own) => self.coordinate(placement, own, command).await,
+            None => self.forward_write(&placement, command).await,
+        }
+    }
+
+    /// A client Get through this node: asks all N replicas, answers once R replied, and
+    /// repairs stale replicas in the background afterwards.
+    pub async fn client_get(
+        self: &Arc<Self>,
+        read: ClientRead,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let ring = self.routing_ring()?;
+        let command = read.validate(
+            &self.config.limits,
+            ring.replicas(),
+            self.config.read_quorum,
+        )?;
+        let placement = Placement::of(ring, &command.key);
+        self.read_quorum(placement, command.key, command.read_quorum)
+            .await
+    }
+
+    /// Coordinates a write a peer forwarded: this node must be a replica of the key in its
+    /// own ring, and W must fit that ring.
+    pub async fn coordinate_write(
+        self: &Arc<Self>,
+        command: WriteCommand,
+    ) -> Result<VersionVector, NodeError> {
+        let ring = self.routing_ring()?;
+        request::forwarded_quorum(command.write_quorum, ring.replicas())?;
+        let placement = Placement::of(ring, &command.key);
+        let Some(own) = placement.position(&self.config.node_id) else {
+            return Err(NodeError::NotReplica {
+                node: self.config.node_id.clone(),
+                replicas: placement.describe(),
+            });
+        };
+        self.coordinate(placement, own, command).await
+    }
+
+    /// Mints the new version locally, then replicates it and waits for W acknowledgements
+    /// (this one included).
+    async fn coordinate(
+        self: &Arc<Self>,
+        placement: Placement,
+        own: usize,
+        command: WriteCommand,
+    ) -> Result<VersionVector, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let stored = self.store_locally(&command).await?;
+        let mut fanout = self.fan_out(
+            &placement,
+            Some(own),
+            command.write_quorum,
+            |transport, peer| {
+                let (key, versions) = (command.key.clone(), stored.clone());
+                async move { transport.write(&peer, key, versions).await }
+            },
+        )?;
+        fanout.record(Reply {
+            replica: own,
+            result: Ok(()),
+        });
+        let outcome = fanout.wait(deadline).await;
+        self.observe_replies(&placement, fanout.replies());
+        let acked = fanout.tracker().successes();
+        let failures = failures(fanout.replies());
+        self.finish_in_background(fanout, placement.clone());
+        self.decide(
+            Operation::Write,
+            outcome,
+            command.write_quorum,
+            acked,
+            placement.len(),
+            failures,
+        )
+        .map(|()| stored.join())
+    }
+
+    /// Hands a write to the first replica that can be reached. Only a replica that was
+    /// certainly not reached is skipped: one that may have applied the write ends the
+    /// attempt, since a second coordinator would mint a second version of it.
+    async fn forward_write(
+        &self,
+        placement: &Placement,
+        command: WriteCommand,
+    ) -> Result<VersionVector, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut tried = Vec::new();
+        for replica in placement.replicas().iter() {
+            if self.peers.is_dead(replica) {
+                tried.push(declared_dead(replica));
+                continue;
+            }
+            let call = self.transport.coordinate_write(replica, command.clone());
+            let result = tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Timeout {
+                        peer: replica.to_owned(),
+                    })
+                });
+            self.peers.observe(
+                replica,
+                result.as_ref().map_or_else(|e| !e.is_silence(), |_| true),
+            );
+            match result {
+                Ok(context) => return Ok(context),
+                Err(error @ TransportError::Unreachable { .. }) => tried.push(error),
+                Err(TransportError::Remote { peer, error }) => {
+                    let RemoteError { kind, message } = error;
+                    return Err(NodeError::Remote {
+                        peer,
+                        kind,
+                        message,
+                    });
+                }
+                Err(
+                    cause @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. }),
+                ) => {
+                    return Err(NodeError::ForwardedWriteUncertain {
+                        replica: replica.to_owned(),
+                        cause,
+                    });
+                }
+            }
+        }
+        Err(NodeError::NoCoordinator {
+            tried: Failures(tried),
+        })
+    }
+
+    /// Reads `key` from every replica of `placement` and answers after `needed` replies.
+    async fn read_quorum(
+        self: &Arc<Self>,
+        placement: Placement,
+        key: Bytes,
+        needed: usize,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let own = placement.position(&self.config.node_id);
+        let mut fanout = self.fan_out(&placement, own, needed, |transport, peer| {
+            let key = key.clone();
+            async move { transport.read(&peer, key).await }
+        })?;
+        if let Some(index) = own {
+            let local = self
+                .replica_read(&key)
+                .map_err(|error| self.local_failure(&error));
+            fanout.record(Reply {
+                replica: index,
+                result: local,
+            });
+        }
+        let outcome = fanout.wait(deadline).await;
+        self.observe_replies(&placement, fanout.replies());
+        let answered = fanout.tracker().successes();
+        self.decide(
+            Operation::Read,
+            outcome,
+            needed,
+            answered,
+            placement.len(),
+            failures(fanout.replies()),
+        )?;
+        let merged = reconcile(&answers(fanout.replies())).merged;
+        self.repair_in_background(key, fanout, placement);
+        Ok(merged)
+    }
+
+    /// Starts `call` toward every replica of `placement` but `skip` (this node), needing
+    /// `needed` successes among all of them. A replica gossip declared DEAD fails at once
+    /// without a call, so the quorum is decided without waiting for its timeout.
+    fn fan_out<V, C, F>(
+        &self,
+        placement: &Placement,
+        skip: Option<usize>,
+        needed: usize,
+        call: C,
+    ) -> Result<Fanout<V, TransportError>, NodeError>
+    where
+        V: Send + 'static,
+        C: Fn(Arc<T>, Arc<str>) -> F,
+        F: Future<Output = Result<V, TransportError>> + Send + 'static,
+    {
+        let calls = (0..placement.len())
+            .filter(|index| Some(*index) != skip)
+            .map(|index| {
+                let peer = placement.replica(index);
+                let dead = self.peers.is_dead(&peer);
+                let pending = call(Arc::clone(&self.transport), Arc::clone(&peer));
+                (index, async move {
+                    if dead {
+                        return Err(declared_dead(&peer));
+                    }
+                    pending.await
+                })
+            });
+        let total = placement.len();
+        Fanout::start(calls, needed, total).map_err(|_| {
+            InvalidRequest::QuorumOutOfRange {
+                field: "quorum",
+                requested: u32::try_from(needed).unwrap_or(u32::MAX),
+                replicas: total,
+            }
+            .into()
+        })
+    }
+
+    /// Turns a quorum outcome into the client's answer.
+    fn decide(
+        &self,
+        op: Operation,
+        outcome: Outcome,
+        needed: usize,
+        acked: usize,
+        replicas: usize,
+        failures: Failures,
+    ) -> Result<(), NodeError> {
+        match outcome {
+            Outcome::Reached => Ok(()),
+            Outcome::Impossible => Err(NodeError::QuorumNotMet {
+                op,
+                needed,
+                acked,
+                replicas,
+                failures,
+            }),
+            Outcome::DeadlineExceeded => Err(NodeError::Timeout {
+                op,
+                timeout_ms: self.config.request_timeout.as_millis() as u64,
+                acked,
+                needed,
+                replicas,
+            }),
+        }
+    }
+
+    /// This node's own failure, recorded among the replicas' replies.
+    fn local_failure(&self, error: &NodeError) -> TransportError {
+        TransportError::Remote {
+            peer: self.config.node_id.clone(),
+            error: RemoteError {
+                kind: error.kind(),
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// The failure a coordinator records, without calling, for a peer gossip declared dead.
+fn declared_dead(peer: &str) -> TransportError {
+    TransportError::Unreachable {
+        peer: peer.to_owned(),
+        reason: "declared DEAD by the failure detector".into(),
+    }
+}
+
+/// The failed replies, for error messages.
+fn failures<V>(replies: &[Reply<V, TransportError>]) -> Failures {
+    Failures(
+        replies
+            .iter()
+            .filter_map(|reply| reply.result.as_ref().err().cloned())
+            .collect(),
+    )
+}
+
+/// The successful read replies as (replica index, versions) pairs for reconciliation.
+pub(super) fn answers(
+    replies: &[Reply<Option<Siblings>, TransportError>],
+) -> Vec<(usize, Option<Siblings>)> {
+    replies
+        .iter()
+        .filter_map(|reply| match &reply.result {
+            Ok(versions) => Some((reply.replica, versions.clone())),
+            Err(_) => None,
+        })
+        .collect()
+}
