@@ -2,7 +2,7 @@
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::settings::{ServeSettings, defaults};
+use kv_config::{ServeSettings, with_defaults_in_help};
 
 /// kvstore: a Dynamo-style replicated key-value store.
 #[derive(Debug, Parser)]
@@ -35,10 +35,10 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
     /// Address of the node to talk to.
-    #[arg(long, global = true, default_value = "127.0.0.1:50051")]
+    #[arg(long, global = true, default_value = "127.0.0.1:50051", display_order = 1000)]
     pub(crate) addr: String,
     /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 1001)]
     pub(crate) json: bool,
 }
 
@@ -90,14 +90,7 @@ impl Cli {
     /// Parses the command line; `serve --help` shows each setting's default as the node
     /// itself defines it.
     pub(crate) fn parse_with_defaults() -> Self {
-        let command = Self::command().mut_subcommand("serve", |serve| {
-            defaults().into_iter().fold(serve, |serve, (id, default)| {
-                serve.mut_arg(id, |arg| {
-                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-                    arg.help(format!("{help} [default: {default}]"))
-                })
-            })
-        });
+        let command = Self::command().mut_subcommand("serve", with_defaults_in_help);
         let matches = command.get_matches();
         Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
     }

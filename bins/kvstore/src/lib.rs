@@ -8,7 +8,6 @@
 mod cli;
 mod commands;
 mod serve;
-mod settings;
 
 use std::process::ExitCode;
 

@@ -9,19 +9,19 @@ use kv_node::NodeBuilder;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
-use crate::settings::ServeSettings;
+use kv_config::ServeSettings;
 
 /// How long shutdown waits for gossip to tell peers this node is leaving.
 const GOSSIP_LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     let file = match &args.config {
-        Some(path) => ServeSettings::from_file(path)?,
+        Some(path) => ServeSettings::from_file(path).map_err(|e| e.to_string())?,
         None => ServeSettings::default(),
     };
     let resolved = args.settings.or(file).resolve();
     init_logging(&resolved.serve.log_format)?;
-    let plan = resolved.plan()?;
+    let plan = resolved.plan().map_err(|e| e.to_string())?;
     let transport = GrpcTransport::new(&plan.node.peers, plan.node.peer_timeout);
     let address = plan.node.grpc_address;
     let listener = tokio::net::TcpListener::bind(address)

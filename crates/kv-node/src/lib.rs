@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use error::{ErrorKind, Failures, NodeError, Operation};
 pub use gossip_driver::{Datagrams, GossipSettings};
-pub use kv_gossip::GossipConfig;
+pub use kv_gossip::{GossipConfig, GossipConfigError};
 pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
 pub use request::{ClientRead, ClientWrite, InvalidRequest};

@@ -1,14 +1,84 @@
-//! `kvstore serve` settings: every setting is declared once, below, with its help and the
-//! field it sets. Flags and the TOML file (the same names, `_` in TOML and `-` on the
-//! command line) only override; defaults come from where the node takes them
-//! (`NodeConfig::new`, `GossipConfig::lan`, [`ServeOptions::default`]) and `--help`
-//! prints them from there.
+//! A kvstore node's settings, as `kvstore serve` takes them from flags and a TOML file.
+//!
+//! Every setting is declared once, in the `settings!` table below, with its help and the
+//! field it sets. Flags and the file (the same names: `_` in TOML, `-` on the command
+//! line) only override; defaults come from where the node takes them (`NodeConfig::new`,
+//! `GossipConfig::lan`, [`ServeOptions::default`]), and [`with_defaults_in_help`] prints
+//! them from there. Unknown TOML keys are an error that names the key.
+//!
+//! ```
+//! let file: kv_config::ServeSettings = toml::from_str("node_id = \"n1\"\nlisten = \"127.0.0.1:50051\"").unwrap();
+//! let flags = kv_config::ServeSettings { write_quorum: Some(1), ..Default::default() };
+//! let plan = flags.or(file).resolve().plan().unwrap();
+//! assert_eq!((plan.node.node_id.as_str(), plan.node.write_quorum), ("n1", 1));
+//! assert_eq!(plan.node.read_quorum, kv_node::NodeConfig::new("n1", plan.node.grpc_address).read_quorum);
+//! ```
+
+#![warn(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kv_node::{GossipConfig, GossipSettings, NodeConfig, PeerSpec, StorageChoice};
+use kv_node::{
+    ConfigError, GossipConfig, GossipConfigError, GossipSettings, NodeConfig, PeerSpec,
+    StorageChoice,
+};
+use thiserror::Error;
+
+/// Settings that cannot run a node; each message names the setting to fix.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    /// The settings file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The settings file is not valid TOML or names an unknown setting.
+    #[error("invalid config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key.
+        source: Box<toml::de::Error>,
+    },
+    /// A required setting is missing.
+    #[error("--{flag} is required{example}")]
+    Missing {
+        /// The flag.
+        flag: &'static str,
+        /// An example value.
+        example: &'static str,
+    },
+    /// A peer is not `id=host:port`.
+    #[error("peer {spec:?} must look like id=host:port (e.g. n2=127.0.0.1:50052)")]
+    BadPeer {
+        /// What was given.
+        spec: String,
+    },
+    /// Two settings exclude each other, or one needs another.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// A choice among names got an unknown one.
+    #[error("unknown {setting} {given:?}; use {allowed}")]
+    Unknown {
+        /// The setting.
+        setting: &'static str,
+        /// What was given.
+        given: String,
+        /// The names allowed.
+        allowed: &'static str,
+    },
+    /// The node configuration contradicts itself.
+    #[error(transparent)]
+    Node(#[from] ConfigError),
+    /// The gossip timings cannot work.
+    #[error("gossip settings: {0}")]
+    Gossip(#[from] GossipConfigError),
+}
 
 /// A setting's target: how a given value lands in it, and how its default reads.
 trait Knob<V> {
@@ -72,7 +142,7 @@ impl<T> Knob<Vec<T>> for Vec<T> {
 
 /// The settings of `kvstore serve` that are not the node's own configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServeOptions {
+pub struct ServeOptions {
     node_id: Option<String>,
     listen: Option<SocketAddr>,
     peers: Vec<String>,
@@ -82,7 +152,8 @@ pub(crate) struct ServeOptions {
     storage: String,
     data_dir: Option<PathBuf>,
     durability: String,
-    pub(crate) log_format: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
 }
 
 impl Default for ServeOptions {
@@ -104,10 +175,11 @@ impl Default for ServeOptions {
 
 /// Everything `kvstore serve` configures: the node, its gossip, and how it is served.
 #[derive(Debug, Clone)]
-pub(crate) struct Resolved {
+pub struct Resolved {
     node: NodeConfig,
     gossip: GossipConfig,
-    pub(crate) serve: ServeOptions,
+    /// How the node is served.
+    pub serve: ServeOptions,
 }
 
 impl Default for Resolved {
@@ -133,17 +205,18 @@ macro_rules! settings {
         /// Every setting of a node. `None` means "not given here".
         #[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
         #[serde(default, deny_unknown_fields)]
-        pub(crate) struct ServeSettings {
+        pub struct ServeSettings {
             $(
                 $(#[doc = $doc])+
                 #[arg($($arg)*)]
-                pub(crate) $field: Option<$ty>,
+                pub $field: Option<$ty>,
             )+
         }
 
         impl ServeSettings {
             /// These settings, with gaps filled from `fallback`.
-            pub(crate) fn or(self, fallback: Self) -> Self {
+            #[must_use]
+            pub fn or(self, fallback: Self) -> Self {
                 Self { $($field: self.$field.or(fallback.$field),)+ }
             }
 
@@ -159,7 +232,7 @@ macro_rules! settings {
         }
 
         /// Each setting's default, as `--help` shows it (settings without one are absent).
-        pub(crate) fn defaults() -> Vec<(&'static str, String)> {
+        pub fn defaults() -> Vec<(&'static str, String)> {
             let defaults = Resolved::default();
             let mut shown = Vec::new();
             $(
@@ -243,46 +316,58 @@ settings! {
     log_format: String => serve.log_format;
 }
 
-/// How a node built from these settings runs.
+/// What a node is built from.
 #[derive(Debug)]
-pub(crate) struct Plan {
-    pub(crate) node: NodeConfig,
-    pub(crate) gossip: Option<GossipSettings>,
-    pub(crate) storage: StorageChoice,
+pub struct Plan {
+    /// The node's configuration.
+    pub node: NodeConfig,
+    /// Its gossip, unless its peers are a static list.
+    pub gossip: Option<GossipSettings>,
+    /// Its store.
+    pub storage: StorageChoice,
 }
 
 impl ServeSettings {
     /// Reads a TOML settings file; unknown keys are an error that names them.
-    pub(crate) fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| SettingsError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 
     /// The defaults with these settings applied.
-    pub(crate) fn resolve(self) -> Resolved {
+    pub fn resolve(self) -> Resolved {
         self.apply(Resolved::default())
     }
 }
 
 impl Resolved {
     /// Checks the settings together and turns them into what the node is built from.
-    pub(crate) fn plan(self) -> Result<Plan, String> {
+    pub fn plan(self) -> Result<Plan, SettingsError> {
         let Self {
             mut node,
             gossip,
             serve,
         } = self;
-        node.node_id = serve.node_id.clone().ok_or("--node-id is required")?;
-        node.grpc_address = serve
-            .listen
-            .ok_or("--listen is required (e.g. 127.0.0.1:50051)")?;
+        node.node_id = serve.node_id.clone().ok_or(SettingsError::Missing {
+            flag: "node-id",
+            example: " (e.g. n1)",
+        })?;
+        node.grpc_address = serve.listen.ok_or(SettingsError::Missing {
+            flag: "listen",
+            example: " (e.g. 127.0.0.1:50051)",
+        })?;
         node.peers = serve
             .peers
             .iter()
             .map(|p| parse_peer(p))
             .collect::<Result<_, _>>()?;
-        node.validate().map_err(|e| e.to_string())?;
+        node.validate()?;
         let storage = storage_choice(&serve, &node.node_id)?;
         let gossip = gossip_settings(&serve, gossip)?;
         Ok(Plan {
@@ -293,7 +378,12 @@ impl Resolved {
     }
 }
 
-fn storage_choice(serve: &ServeOptions, node_id: &str) -> Result<StorageChoice, String> {
+fn storage_choice(serve: &ServeOptions, node_id: &str) -> Result<StorageChoice, SettingsError> {
+    let unknown = |setting, given: &str, allowed| SettingsError::Unknown {
+        setting,
+        given: given.to_owned(),
+        allowed,
+    };
     match serve.storage.as_str() {
         "memory" => Ok(StorageChoice::Memory),
         "fjall" => Ok(StorageChoice::Fjall {
@@ -301,34 +391,34 @@ fn storage_choice(serve: &ServeOptions, node_id: &str) -> Result<StorageChoice, 
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("data").join(node_id)),
-            durability: serve.durability.parse()?,
+            durability: serve
+                .durability
+                .parse()
+                .map_err(|_| unknown("durability", &serve.durability, "buffer or sync"))?,
         }),
-        other => Err(format!("unknown storage {other:?}; use fjall or memory")),
+        other => Err(unknown("storage", other, "fjall or memory")),
     }
 }
 
 fn gossip_settings(
     serve: &ServeOptions,
     config: GossipConfig,
-) -> Result<Option<GossipSettings>, String> {
+) -> Result<Option<GossipSettings>, SettingsError> {
     let Some(listen) = serve.gossip_listen else {
         if !serve.seeds.is_empty() {
-            return Err("--seeds needs --gossip-listen".into());
+            return Err(SettingsError::Conflict("--seeds needs --gossip-listen"));
         }
         if serve.bootstrap {
-            return Err("--bootstrap needs --gossip-listen".into());
+            return Err(SettingsError::Conflict("--bootstrap needs --gossip-listen"));
         }
         return Ok(None);
     };
     if !serve.peers.is_empty() {
-        return Err(
-            "use either --peers (static membership) or --gossip-listen with --seeds, not both"
-                .into(),
-        );
+        return Err(SettingsError::Conflict(
+            "use either --peers (static membership) or --gossip-listen with --seeds, not both",
+        ));
     }
-    config
-        .validate()
-        .map_err(|e| format!("gossip settings: {e}"))?;
+    config.validate()?;
     Ok(Some(GossipSettings {
         listen,
         seeds: serve.seeds.clone(),
@@ -337,17 +427,30 @@ fn gossip_settings(
     }))
 }
 
-fn parse_peer(spec: &str) -> Result<PeerSpec, String> {
-    let (node_id, address) = spec.split_once('=').ok_or_else(|| {
-        format!("peer {spec:?} must look like id=host:port (e.g. n2=127.0.0.1:50052)")
-    })?;
-    let grpc_address = address
-        .parse()
-        .map_err(|e| format!("peer {spec:?}: bad address {address:?}: {e}"))?;
+fn parse_peer(spec: &str) -> Result<PeerSpec, SettingsError> {
+    let bad = || SettingsError::BadPeer {
+        spec: spec.to_owned(),
+    };
+    let (node_id, address) = spec.split_once('=').ok_or_else(bad)?;
+    if node_id.is_empty() {
+        return Err(bad());
+    }
     Ok(PeerSpec {
         node_id: node_id.to_owned(),
-        grpc_address,
+        grpc_address: address.parse().map_err(|_| bad())?,
     })
+}
+
+/// `command` with each setting's default appended to its help, as the node defines it.
+pub fn with_defaults_in_help(command: clap::Command) -> clap::Command {
+    defaults()
+        .into_iter()
+        .fold(command, |command, (id, default)| {
+            command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            })
+        })
 }
 
 #[cfg(test)]
@@ -406,6 +509,10 @@ mod tests {
         );
     }
 
+    fn plan_error(settings: ServeSettings) -> String {
+        settings.resolve().plan().unwrap_err().to_string()
+    }
+
     #[test]
     fn bad_settings_are_explained() {
         let unknown = toml::from_str::<ServeSettings>("nodes = 3");
@@ -415,37 +522,33 @@ mod tests {
             peers: Some(vec!["n2".into()]),
             ..named("n1")
         };
-        assert!(
-            bad_peer
-                .resolve()
-                .plan()
-                .unwrap_err()
-                .contains("id=host:port")
-        );
+        assert!(plan_error(bad_peer).contains("id=host:port"));
         let bad_quorum = ServeSettings {
             write_quorum: Some(4),
             ..named("n1")
         };
-        assert!(bad_quorum.resolve().plan().unwrap_err().contains("W=4"));
+        assert!(plan_error(bad_quorum).contains("W=4"));
         let both = ServeSettings {
             gossip_listen: Some("127.0.0.1:7946".parse().unwrap()),
             peers: Some(vec!["n2=127.0.0.1:2".into()]),
             ..named("n1")
         };
-        assert!(both.resolve().plan().unwrap_err().contains("not both"));
+        assert!(plan_error(both).contains("not both"));
         let bad_timing = ServeSettings {
             gossip_listen: Some("127.0.0.1:7946".parse().unwrap()),
             probe_rtt_ms: Some(5000),
             ..named("n1")
         };
-        assert!(
-            bad_timing
-                .resolve()
-                .plan()
-                .unwrap_err()
-                .contains("probe RTT")
-        );
-        let missing = ServeSettings::default().resolve().plan().unwrap_err();
+        assert!(plan_error(bad_timing).contains("probe RTT"));
+        let missing = plan_error(ServeSettings::default());
         assert!(missing.contains("--node-id is required"), "{missing}");
+        let storage = plan_error(ServeSettings {
+            durability: Some("fast".into()),
+            ..named("n1")
+        });
+        assert!(
+            storage.contains("unknown durability \"fast\"; use buffer or sync"),
+            "{storage}"
+        );
     }
 }
