@@ -35,7 +35,12 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
     /// Address of the node to talk to.
-    #[arg(long, global = true, default_value = "127.0.0.1:50051", display_order = 1000)]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:50051",
+        display_order = 1000
+    )]
     pub(crate) addr: String,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true, display_order = 1001)]

@@ -35,6 +35,30 @@ impl<T> Clone for PublicApi<T> {
     }
 }
 
+impl<T: PeerTransport> PublicApi<T> {
+    /// Runs a Put or Delete in a span carrying the client's ids; returns the context after
+    /// the write.
+    async fn write(
+        &self,
+        operation: &'static str,
+        write: ClientWrite,
+    ) -> Result<api::Version, Status> {
+        let span = tracing::info_span!(
+            "write",
+            operation,
+            client_id = %write.client_id,
+            request_id = %write.request_id
+        );
+        let context = self
+            .node
+            .client_put(write)
+            .instrument(span)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(version_to_api(&context))
+    }
+}
+
 #[tonic::async_trait]
 impl<T: PeerTransport> KvStore for PublicApi<T> {
     async fn put(
@@ -42,8 +66,6 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         request: Request<api::PutRequest>,
     ) -> Result<Response<api::PutResponse>, Status> {
         let req = request.into_inner();
-        let span =
-            tracing::info_span!("put", client_id = %req.client_id, request_id = %req.request_id);
         let write = ClientWrite {
             key: req.key,
             value: Some(req.value),
@@ -53,15 +75,9 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
             client_id: req.client_id,
             request_id: req.request_id,
         };
-        let context = self
-            .node
-            .client_put(write)
-            .instrument(span)
-            .await
-            .map_err(|e| status_of(&e))?;
         Ok(Response::new(api::PutResponse {
             status: api::Status::Success.into(),
-            version: Some(version_to_api(&context)),
+            version: Some(self.write("put", write).await?),
         }))
     }
 
@@ -92,8 +108,6 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         request: Request<api::DeleteRequest>,
     ) -> Result<Response<api::DeleteResponse>, Status> {
         let req = request.into_inner();
-        let span =
-            tracing::info_span!("delete", client_id = %req.client_id, request_id = %req.request_id);
         let write = ClientWrite {
             key: req.key,
             value: None,
@@ -103,15 +117,9 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
             client_id: req.client_id,
             request_id: req.request_id,
         };
-        let context = self
-            .node
-            .client_put(write)
-            .instrument(span)
-            .await
-            .map_err(|e| status_of(&e))?;
         Ok(Response::new(api::DeleteResponse {
             status: api::Status::Success.into(),
-            version: Some(version_to_api(&context)),
+            version: Some(self.write("delete", write).await?),
         }))
     }
 }

@@ -285,7 +285,8 @@ impl ReplicaChannel for SimChannel {
 impl SimChannel {
     /// Carries `request` to the peer, runs `handle` there, and brings the reply back, each
     /// leg subject to the network's faults; a call that outlives the call timeout fails
-    /// as tonic's deadline does.
+    /// as tonic's deadline does. A lost request fails as a connection that could not be
+    /// opened (certainly not processed); a lost reply is a call that never returns.
     async fn call<Q, R, F>(
         &self,
         request: Q,
@@ -296,46 +297,35 @@ impl SimChannel {
         R: Message + Default,
         F: Future<Output = Result<R, Status>>,
     {
-        match tokio::time::timeout(self.call_timeout, self.round_trip(request, handle)).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded("simulated call timed out")),
-        }
-    }
-
-    async fn round_trip<Q, R, F>(
-        &self,
-        request: Q,
-        handle: impl FnOnce(InternalApi<SimTransport>, Q) -> F,
-    ) -> Result<R, Status>
-    where
-        Q: Message + Default,
-        R: Message + Default,
-        F: Future<Output = Result<R, Status>>,
-    {
         let network = &self.network;
-        if !network.is_current(&self.from, self.generation) {
-            return Err(connect_failure("the sending node restarted"));
-        }
-        if network.is_hanging(&self.to) {
-            std::future::pending::<()>().await;
-        }
-        match network.fate(&self.from, &self.to) {
-            Fate::Lost(reason) => return Err(connect_failure(reason)),
-            Fate::Deliver(delay) => sleep_unless_zero(delay).await,
-        }
-        let node = network
-            .receiver(&self.to)
-            .ok_or_else(|| connect_failure("node is down"))?;
-        let result = match reencode(&request) {
-            Ok(request) => handle(InternalApi::new(node), request).await,
-            Err(status) => Err(status),
+        let round_trip = async {
+            if !network.is_current(&self.from, self.generation) {
+                return Err(connect_failure("the sending node restarted"));
+            }
+            if network.is_hanging(&self.to) {
+                std::future::pending::<()>().await;
+            }
+            match network.fate(&self.from, &self.to) {
+                Fate::Lost(reason) => return Err(connect_failure(reason)),
+                Fate::Deliver(delay) => sleep_unless_zero(delay).await,
+            }
+            let node = network
+                .receiver(&self.to)
+                .ok_or_else(|| connect_failure("node is down"))?;
+            let result = match reencode(&request) {
+                Ok(request) => handle(InternalApi::new(node), request).await,
+                Err(status) => Err(status),
+            };
+            let reply = result.and_then(|reply| reencode(&reply));
+            match network.fate(&self.to, &self.from) {
+                Fate::Lost(_) => std::future::pending().await,
+                Fate::Deliver(delay) => sleep_unless_zero(delay).await,
+            }
+            reply
         };
-        let reply = result.and_then(|reply| reencode(&reply));
-        match network.fate(&self.to, &self.from) {
-            Fate::Lost(_) => std::future::pending().await,
-            Fate::Deliver(delay) => sleep_unless_zero(delay).await,
-        }
-        reply
+        tokio::time::timeout(self.call_timeout, round_trip)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("simulated call timed out")))
     }
 }
 
