@@ -31,6 +31,18 @@ pub trait ReplicaChannel: Clone + Send + Sync + 'static {
         &self,
         request: proto::CoordinateWriteRequest,
     ) -> impl Future<Output = Result<proto::CoordinateWriteResponse, Status>> + Send;
+
+    /// `Replica/Digests`.
+    fn digests(
+        &self,
+        request: proto::DigestsRequest,
+    ) -> impl Future<Output = Result<proto::DigestsResponse, Status>> + Send;
+
+    /// `Replica/KeyList`.
+    fn key_list(
+        &self,
+        request: proto::KeyListRequest,
+    ) -> impl Future<Output = Result<proto::KeyListResponse, Status>> + Send;
 }
 
 /// Opens channels to peers.
@@ -88,6 +100,26 @@ impl ReplicaChannel for ReplicaClient<Channel> {
     ) -> Result<proto::CoordinateWriteResponse, Status> {
         let mut client = self.clone();
         ReplicaClient::coordinate_write(&mut client, request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn digests(
+        &self,
+        request: proto::DigestsRequest,
+    ) -> Result<proto::DigestsResponse, Status> {
+        let mut client = self.clone();
+        ReplicaClient::digests(&mut client, request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn key_list(
+        &self,
+        request: proto::KeyListRequest,
+    ) -> Result<proto::KeyListResponse, Status> {
+        let mut client = self.clone();
+        ReplicaClient::key_list(&mut client, request)
             .await
             .map(tonic::Response::into_inner)
     }

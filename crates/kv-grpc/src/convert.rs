@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use kv_clock::{ClockError, Dot, VersionVector};
-use kv_node::{Health, PeerState, PeerStatus};
+use kv_node::{AntiEntropyStatus, Health, PeerState, PeerStatus, RangeAgreement};
 use kv_proto::kvstore as api;
 use kv_ring::Ring;
 use kv_storage::Siblings;
@@ -145,5 +145,62 @@ pub(crate) fn ring(ring: &Ring) -> api::GetRingResponse {
             })
             .collect(),
         ..api::GetRingResponse::default()
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A node's anti-entropy as the Membership service reports it (ranges left empty).
+pub(crate) fn anti_entropy(node_id: &str, status: AntiEntropyStatus) -> api::AntiEntropyResponse {
+    let (rebuild_keys, rebuild_ms) = status
+        .rebuild
+        .map_or((0, 0), |(keys, took)| (keys, millis(took)));
+    api::AntiEntropyResponse {
+        node_id: node_id.to_owned(),
+        enabled: status.enabled,
+        interval_ms: millis(status.interval),
+        tree_items: status.tree_items,
+        tombstones_pending: status.tombstones_pending,
+        tombstones_reaped: status.tombstones_reaped,
+        index_rebuild_keys: rebuild_keys,
+        index_rebuild_ms: rebuild_ms,
+        peers: status
+            .peers
+            .into_iter()
+            .map(|peer| api::PeerExchange {
+                node_id: peer.peer,
+                exchanges: peer.exchanges,
+                in_progress: peer.in_progress,
+                keys_repaired: peer.keys_repaired,
+                bytes_moved: peer.bytes_moved,
+                last_started_ago_ms: peer.last_started_ago.map(millis),
+                last_duration_ms: peer.last_duration.map_or(0, millis),
+                last_ranges: u32::try_from(peer.last_ranges).unwrap_or(u32::MAX),
+                last_ranges_differing: peer.last_stats.map_or(0, |s| s.ranges_differing),
+                last_keys_differing: peer.last_stats.map_or(0, |s| s.keys_differing),
+                last_keys_repaired: peer.last_keys_repaired,
+                last_error: peer.last_error.unwrap_or_default(),
+            })
+            .collect(),
+        ranges: Vec::new(),
+    }
+}
+
+/// One range's agreement as the Membership service reports it.
+pub(crate) fn range_agreement(agreement: RangeAgreement) -> api::RangeAgreement {
+    api::RangeAgreement {
+        first: agreement.range.first(),
+        last: agreement.range.last(),
+        replicas: agreement.replicas,
+        agreements: agreement
+            .agreed_ago
+            .into_iter()
+            .map(|(node_id, ago)| api::ReplicaAgreement {
+                node_id,
+                agreed_ago_ms: ago.map(millis),
+            })
+            .collect(),
     }
 }

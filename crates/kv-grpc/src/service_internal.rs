@@ -95,6 +95,33 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         }))
     }
 
+    async fn digests(
+        &self,
+        request: Request<proto::DigestsRequest>,
+    ) -> Result<Response<proto::DigestsResponse>, Status> {
+        let (format, ranges) =
+            wire::decode_digests_request(request.get_ref()).map_err(|e| wire_status(&e))?;
+        let digests = self
+            .node
+            .aae_digests(format, &ranges)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(wire::digests_response(&digests)))
+    }
+
+    async fn key_list(
+        &self,
+        request: Request<proto::KeyListRequest>,
+    ) -> Result<Response<proto::KeyListResponse>, Status> {
+        let request = request.into_inner();
+        let (format, range, limit) =
+            wire::decode_key_list_request(&request).map_err(|e| wire_status(&e))?;
+        let page = self
+            .node
+            .aae_keys(format, range, request.after.as_deref(), limit)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(wire::key_list_response(page)))
+    }
+
     async fn batch(
         &self,
         request: Request<proto::BatchRequest>,

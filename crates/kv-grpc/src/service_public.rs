@@ -172,6 +172,23 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
     ) -> Result<Response<api::HealthResponse>, Status> {
         Ok(Response::new(convert::health(self.node.health())))
     }
+
+    async fn anti_entropy(
+        &self,
+        request: Request<api::AntiEntropyRequest>,
+    ) -> Result<Response<api::AntiEntropyResponse>, Status> {
+        let mut response =
+            convert::anti_entropy(&self.node.config().node_id, self.node.anti_entropy_status());
+        if request.get_ref().ranges {
+            response.ranges = self
+                .node
+                .range_agreements()
+                .into_iter()
+                .map(convert::range_agreement)
+                .collect();
+        }
+        Ok(Response::new(response))
+    }
 }
 
 impl<T> PublicApi<T> {

@@ -8,8 +8,9 @@ use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kv_aae::{Digest, HashRange};
 use kv_clock::VersionVector;
-use kv_node::{PeerSpec, PeerTransport, TransportError, WriteCommand};
+use kv_node::{KeyPage, PeerSpec, PeerTransport, TransportError, WriteCommand};
 use kv_proto::internal as proto;
 use kv_storage::Siblings;
 
@@ -68,6 +69,10 @@ impl<C: Connector> GrpcTransport<C> {
                 peer: peer.to_owned(),
                 reason: "not a known peer".into(),
             })
+    }
+
+    fn channel(&self, peer: &str) -> Result<C::Channel, TransportError> {
+        self.with_link(peer, |link| link.channel.clone())
     }
 
     fn batcher(&self, peer: &str) -> Result<PeerBatcher, TransportError> {
@@ -135,11 +140,39 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         peer: &str,
         command: WriteCommand,
     ) -> Result<VersionVector, TransportError> {
-        let channel = self.with_link(peer, |link| link.channel.clone())?;
-        let reply = channel
+        let reply = self
+            .channel(peer)?
             .coordinate_write(wire::coordinate_request(command))
             .await
             .map_err(|status| classify(peer, &status))?;
         wire::decode_context(&reply.context).map_err(|e| bad_reply(peer, &e))
+    }
+
+    async fn aae_digests(
+        &self,
+        peer: &str,
+        ranges: Vec<HashRange>,
+    ) -> Result<Vec<Digest>, TransportError> {
+        let reply = self
+            .channel(peer)?
+            .digests(wire::digests_request(&ranges))
+            .await
+            .map_err(|status| classify(peer, &status))?;
+        wire::decode_digests_response(&reply, ranges.len()).map_err(|e| bad_reply(peer, &e))
+    }
+
+    async fn aae_keys(
+        &self,
+        peer: &str,
+        range: HashRange,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<KeyPage, TransportError> {
+        let reply = self
+            .channel(peer)?
+            .key_list(wire::key_list_request(range, after, limit))
+            .await
+            .map_err(|status| classify(peer, &status))?;
+        wire::decode_key_list_response(reply, limit).map_err(|e| bad_reply(peer, &e))
     }
 }

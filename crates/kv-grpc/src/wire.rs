@@ -5,11 +5,12 @@
 //! side (internal service) both use this module and nothing else to speak the protocol.
 
 use bytes::Bytes;
+use kv_aae::{Digest, HashRange, TreeFormat};
 use kv_clock::{
     DecodeError, VersionVector, decode_dvvset, decode_version_vector, encode_dvvset,
     encode_version_vector,
 };
-use kv_node::WriteCommand;
+use kv_node::{KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE, WriteCommand};
 use kv_proto::internal as proto;
 use kv_storage::Siblings;
 use thiserror::Error;
@@ -53,6 +54,37 @@ pub enum WireError {
     /// A batch result was empty.
     #[error("empty batch result")]
     EmptyResult,
+    /// An anti-entropy request names no tree format.
+    #[error("anti-entropy request without a tree format")]
+    NoFormat,
+    /// A tree format field is out of range.
+    #[error("tree format field {0} is out of range")]
+    BadFormat(&'static str),
+    /// A hash range is missing or runs backwards.
+    #[error("hash range missing or its first position is after its last")]
+    BadRange,
+    /// Too many ranges in one digest request.
+    #[error("a digest request holds at most {MAX_DIGEST_RANGES} ranges, not {0}")]
+    TooManyRanges(usize),
+    /// A key-list limit outside what the protocol allows.
+    #[error("a key list holds 1..={MAX_KEY_PAGE} keys, not {0}")]
+    BadKeyLimit(u32),
+    /// An answer holds a different number of digests than ranges asked for.
+    #[error("{got} digests answered {asked} ranges")]
+    DigestCount {
+        /// Ranges asked for.
+        asked: usize,
+        /// Digests received.
+        got: usize,
+    },
+    /// A key list holds more keys than asked for.
+    #[error("a key list of {got} keys answered a request for {asked}")]
+    KeyCount {
+        /// Keys asked for.
+        asked: usize,
+        /// Keys received.
+        got: usize,
+    },
 }
 
 /// Encodes a key's versions.
@@ -139,6 +171,156 @@ pub fn decode_coordinate_request(
     })
 }
 
+/// A tree format as the protocol carries it.
+pub fn tree_format(format: TreeFormat) -> proto::TreeFormat {
+    proto::TreeFormat {
+        version: u32::from(format.version),
+        partition_bits: u32::from(format.partition_bits),
+        leaf_bits: u32::from(format.leaf_bits),
+    }
+}
+
+/// The tree format a request names (the node checks it matches its own).
+pub fn decode_tree_format(format: Option<&proto::TreeFormat>) -> Result<TreeFormat, WireError> {
+    let format = format.ok_or(WireError::NoFormat)?;
+    let field = |value: u32, name| u8::try_from(value).map_err(|_| WireError::BadFormat(name));
+    Ok(TreeFormat {
+        version: field(format.version, "version")?,
+        partition_bits: field(format.partition_bits, "partition_bits")?,
+        leaf_bits: field(format.leaf_bits, "leaf_bits")?,
+    })
+}
+
+fn hash_range(range: HashRange) -> proto::HashRange {
+    proto::HashRange {
+        first: range.first(),
+        last: range.last(),
+    }
+}
+
+fn decode_hash_range(range: Option<&proto::HashRange>) -> Result<HashRange, WireError> {
+    range
+        .and_then(|r| HashRange::new(r.first, r.last))
+        .ok_or(WireError::BadRange)
+}
+
+/// A request for the digests of `ranges`.
+pub fn digests_request(ranges: &[HashRange]) -> proto::DigestsRequest {
+    proto::DigestsRequest {
+        format: Some(tree_format(TreeFormat::CURRENT)),
+        ranges: ranges.iter().copied().map(hash_range).collect(),
+    }
+}
+
+/// The format and ranges a digest request asks about, checked against the limits.
+pub fn decode_digests_request(
+    request: &proto::DigestsRequest,
+) -> Result<(TreeFormat, Vec<HashRange>), WireError> {
+    if request.ranges.len() > MAX_DIGEST_RANGES {
+        return Err(WireError::TooManyRanges(request.ranges.len()));
+    }
+    let format = decode_tree_format(request.format.as_ref())?;
+    let ranges = request
+        .ranges
+        .iter()
+        .map(|r| decode_hash_range(Some(r)))
+        .collect::<Result<_, _>>()?;
+    Ok((format, ranges))
+}
+
+/// Digests as an answer carries them.
+pub fn digests_response(digests: &[Digest]) -> proto::DigestsResponse {
+    proto::DigestsResponse {
+        digests: digests
+            .iter()
+            .map(|d| proto::RangeDigest {
+                hash: d.hash,
+                count: d.count,
+            })
+            .collect(),
+    }
+}
+
+/// The digests an answer carries, one per range asked for.
+pub fn decode_digests_response(
+    response: &proto::DigestsResponse,
+    asked: usize,
+) -> Result<Vec<Digest>, WireError> {
+    if response.digests.len() != asked {
+        return Err(WireError::DigestCount {
+            asked,
+            got: response.digests.len(),
+        });
+    }
+    Ok(response
+        .digests
+        .iter()
+        .map(|d| Digest {
+            hash: d.hash,
+            count: d.count,
+        })
+        .collect())
+}
+
+/// A request for a page of `range`'s keys.
+pub fn key_list_request(
+    range: HashRange,
+    after: Option<Bytes>,
+    limit: usize,
+) -> proto::KeyListRequest {
+    proto::KeyListRequest {
+        format: Some(tree_format(TreeFormat::CURRENT)),
+        range: Some(hash_range(range)),
+        after,
+        limit: u32::try_from(limit).unwrap_or(u32::MAX),
+    }
+}
+
+/// What a key-list request asks for, checked against the limits.
+pub fn decode_key_list_request(
+    request: &proto::KeyListRequest,
+) -> Result<(TreeFormat, HashRange, usize), WireError> {
+    let limit = request.limit as usize;
+    if !(1..=MAX_KEY_PAGE).contains(&limit) {
+        return Err(WireError::BadKeyLimit(request.limit));
+    }
+    let format = decode_tree_format(request.format.as_ref())?;
+    Ok((format, decode_hash_range(request.range.as_ref())?, limit))
+}
+
+/// A page of keys as an answer carries it.
+pub fn key_list_response(page: KeyPage) -> proto::KeyListResponse {
+    proto::KeyListResponse {
+        keys: page
+            .keys
+            .into_iter()
+            .map(|(key, fingerprint)| proto::KeyFingerprint { key, fingerprint })
+            .collect(),
+        complete: page.complete,
+    }
+}
+
+/// The page an answer carries; at most `asked` keys.
+pub fn decode_key_list_response(
+    response: proto::KeyListResponse,
+    asked: usize,
+) -> Result<KeyPage, WireError> {
+    if response.keys.len() > asked {
+        return Err(WireError::KeyCount {
+            asked,
+            got: response.keys.len(),
+        });
+    }
+    Ok(KeyPage {
+        keys: response
+            .keys
+            .into_iter()
+            .map(|k| (k.key, k.fingerprint))
+            .collect(),
+        complete: response.complete,
+    })
+}
+
 /// Checks a batch's size before any item runs.
 pub fn check_batch(request: &proto::BatchRequest) -> Result<(), WireError> {
     if request.items.len() > MAX_BATCH_ITEMS {
@@ -198,6 +380,52 @@ mod tests {
         let reply = read_response(Some(&set));
         assert_eq!(decode_read_response(&reply).unwrap(), Some(set));
         assert_eq!(decode_read_response(&read_response(None)).unwrap(), None);
+    }
+
+    #[test]
+    fn anti_entropy_messages_round_trip_and_are_bounded() {
+        let ranges = [HashRange::FULL, HashRange::new(5, 9).unwrap()];
+        let (format, decoded) = decode_digests_request(&digests_request(&ranges)).unwrap();
+        assert_eq!(
+            (format, decoded.as_slice()),
+            (TreeFormat::CURRENT, &ranges[..])
+        );
+        let digests = [Digest { hash: 7, count: 2 }, Digest::EMPTY];
+        assert_eq!(
+            decode_digests_response(&digests_response(&digests), 2).unwrap(),
+            digests
+        );
+        assert!(decode_digests_response(&digests_response(&digests), 3).is_err());
+        let backwards = proto::DigestsRequest {
+            format: Some(tree_format(TreeFormat::CURRENT)),
+            ranges: vec![proto::HashRange { first: 9, last: 5 }],
+        };
+        assert_eq!(decode_digests_request(&backwards), Err(WireError::BadRange));
+        let too_many = digests_request(&vec![HashRange::FULL; MAX_DIGEST_RANGES + 1]);
+        assert!(matches!(
+            decode_digests_request(&too_many),
+            Err(WireError::TooManyRanges(_))
+        ));
+        let no_format = proto::DigestsRequest::default();
+        assert_eq!(decode_digests_request(&no_format), Err(WireError::NoFormat));
+        let request = key_list_request(HashRange::FULL, Some(Bytes::from_static(b"k")), 10);
+        let (_, range, limit) = decode_key_list_request(&request).unwrap();
+        assert_eq!((range, limit), (HashRange::FULL, 10));
+        let unbounded = proto::KeyListRequest {
+            limit: 0,
+            ..request.clone()
+        };
+        assert_eq!(
+            decode_key_list_request(&unbounded),
+            Err(WireError::BadKeyLimit(0))
+        );
+        let page = KeyPage {
+            keys: vec![(Bytes::from_static(b"a"), 1), (Bytes::from_static(b"b"), 2)],
+            complete: false,
+        };
+        let response = key_list_response(page.clone());
+        assert_eq!(decode_key_list_response(response.clone(), 2).unwrap(), page);
+        assert!(decode_key_list_response(response, 1).is_err());
     }
 
     #[test]

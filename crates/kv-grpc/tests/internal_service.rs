@@ -147,3 +147,54 @@ async fn a_forwarded_write_is_checked_before_it_is_coordinated() {
         "the coordinator minted the first version under its actor (memory storage: n1.<start>)"
     );
 }
+
+#[tokio::test]
+async fn anti_entropy_requests_are_checked_before_they_are_answered() {
+    let api = api();
+    let other_format = proto::TreeFormat {
+        version: 1,
+        partition_bits: 10,
+        leaf_bits: 8,
+    };
+    let request = proto::DigestsRequest {
+        format: Some(other_format),
+        ranges: vec![proto::HashRange {
+            first: 0,
+            last: u64::MAX,
+        }],
+    };
+    let status = api.digests(Request::new(request)).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("tree format v1 (1024 partitions x 256 leaves)"),
+        "{status:?}"
+    );
+    let backwards = proto::DigestsRequest {
+        format: Some(wire::tree_format(kv_aae::TreeFormat::CURRENT)),
+        ranges: vec![proto::HashRange { first: 5, last: 1 }],
+    };
+    let status = api.digests(Request::new(backwards)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let unbounded = proto::KeyListRequest {
+        format: Some(wire::tree_format(kv_aae::TreeFormat::CURRENT)),
+        range: Some(proto::HashRange {
+            first: 0,
+            last: u64::MAX,
+        }),
+        after: None,
+        limit: 1_000_000,
+    };
+    let status = api.key_list(Request::new(unbounded)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("1..=1024"), "{status:?}");
+    let empty = api
+        .digests(Request::new(wire::digests_request(&[
+            kv_aae::HashRange::FULL,
+        ])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(empty.digests, vec![proto::RangeDigest::default()]);
+}

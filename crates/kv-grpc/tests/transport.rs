@@ -36,6 +36,8 @@ struct Script {
     coordinate: Option<Result<(), Code>>,
     /// Woken when a `CoordinateWrite` arrives.
     coordinate_arrived: Notify,
+    /// How many digests `Digests` answers with, whatever it was asked.
+    digests_answered: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,31 @@ impl Replica for ScriptedPeer {
             Some(Err(code)) => Err(Status::new(code, "write quorum not met: W=2 of 3")),
             None => std::future::pending().await,
         }
+    }
+
+    async fn digests(
+        &self,
+        _request: Request<proto::DigestsRequest>,
+    ) -> Result<Response<proto::DigestsResponse>, Status> {
+        let digests = vec![proto::RangeDigest::default(); self.0.digests_answered];
+        Ok(Response::new(proto::DigestsResponse { digests }))
+    }
+
+    async fn key_list(
+        &self,
+        request: Request<proto::KeyListRequest>,
+    ) -> Result<Response<proto::KeyListResponse>, Status> {
+        // One key more than asked for: a peer that ignores the limit.
+        let keys = (0..=request.get_ref().limit)
+            .map(|i| proto::KeyFingerprint {
+                key: Bytes::from(format!("k{i}")),
+                fingerprint: u64::from(i),
+            })
+            .collect();
+        Ok(Response::new(proto::KeyListResponse {
+            keys,
+            complete: true,
+        }))
     }
 
     async fn batch(
@@ -384,4 +411,30 @@ async fn a_peer_that_disappears_mid_batch_fails_the_whole_batch() {
             "the peer never answered: {error:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn anti_entropy_answers_that_break_the_protocol_are_refused() {
+    let (peer, _) = Peer::start(Script {
+        digests_answered: 1,
+        ..Script::default()
+    });
+    let transport = transport_to(peer.address);
+    let ranges = vec![
+        kv_aae::HashRange::FULL,
+        kv_aae::HashRange::new(1, 2).unwrap(),
+    ];
+    let error = transport.aae_digests("p", ranges).await.unwrap_err();
+    assert!(
+        matches!(&error, TransportError::Remote { error, .. } if error.message.contains("1 digests answered 2 ranges")),
+        "{error:?}"
+    );
+    let error = transport
+        .aae_keys("p", kv_aae::HashRange::FULL, None, 3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, TransportError::Remote { error, .. } if error.message.contains("4 keys answered a request for 3")),
+        "{error:?}"
+    );
 }

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::aae::run_anti_entropy;
 use crate::gossip_driver::{Datagrams, GossipSettings, run_gossip};
 use crate::peers::PeerTable;
 use crate::{ConfigError, Node, NodeConfig, PeerTransport};
@@ -96,6 +97,9 @@ pub enum BuildError {
         /// Why.
         source: StorageError,
     },
+    /// The store cannot be read to build the anti-entropy index.
+    #[error("cannot build the anti-entropy index from the store: {0}")]
+    Index(StorageError),
     /// The gossip socket cannot be bound.
     #[error("cannot bind the gossip socket {address}: {source}")]
     BindGossip {
@@ -161,6 +165,7 @@ struct Assembled<T> {
 pub struct RunningNode<T> {
     node: Arc<Node<T>>,
     gossip: Option<JoinHandle<()>>,
+    anti_entropy: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
 
@@ -249,7 +254,13 @@ impl<T: PeerTransport> NodeBuilder<T> {
             }
             _ => None,
         };
-        Ok(RunningNode { node, gossip, stop })
+        let anti_entropy = tokio::spawn(run_anti_entropy(Arc::clone(&node), stop.subscribe()));
+        Ok(RunningNode {
+            node,
+            gossip,
+            anti_entropy,
+            stop,
+        })
     }
 
     fn assemble(self) -> Result<Assembled<T>, BuildError> {
@@ -275,6 +286,7 @@ impl<T: PeerTransport> NodeBuilder<T> {
             peers,
             ring_complete,
         )?;
+        node.rebuild_index().map_err(BuildError::Index)?;
         Ok(Assembled {
             node: Arc::new(node),
             start_token,
@@ -313,10 +325,11 @@ impl<T> RunningNode<T> {
         &self.node
     }
 
-    /// Stops what runs beside the node: gossip tells its peers this node is leaving and
-    /// ends (waiting at most `grace`).
+    /// Stops what runs beside the node: anti-entropy ends, and gossip tells its peers this
+    /// node is leaving and ends (waiting at most `grace`).
     pub async fn shut_down(self, grace: Duration) {
         let _ = self.stop.send(true);
+        self.anti_entropy.abort();
         if let Some(task) = self.gossip
             && tokio::time::timeout(grace, task).await.is_err()
         {
@@ -326,6 +339,7 @@ impl<T> RunningNode<T> {
 
     /// Stops everything at once, without telling anyone (a crash, in a simulation).
     pub fn abort(self) {
+        self.anti_entropy.abort();
         if let Some(task) = self.gossip {
             task.abort();
         }

@@ -47,6 +47,38 @@ impl Default for Limits {
 /// plus, for a node whose storage is not durable, `.` and a start token of up to 20 digits.
 pub const MAX_NODE_ID_BYTES: usize = 96;
 
+/// Background anti-entropy: how often replicas compare their data, how fast they repair
+/// it, and how long a tombstone stays once every replica holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AntiEntropyConfig {
+    /// Time between two rounds of exchanges with every peer; zero turns exchanges (and
+    /// with them tombstone reaping) off.
+    pub interval: Duration,
+    /// Most keys this node's exchanges repair per second (both directions counted).
+    pub max_keys_per_sec: u32,
+    /// How long a tombstone is kept after every replica of its key was seen holding it.
+    /// It must outlast any older copy still travelling (late replies, read repairs,
+    /// hints), or such a copy could bring the deleted value back.
+    pub tombstone_grace: Duration,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            max_keys_per_sec: 10_000,
+            tombstone_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl AntiEntropyConfig {
+    /// Whether exchanges run.
+    pub fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
+}
+
 /// The largest gRPC message a client may send: values are capped well below it.
 pub const CLIENT_MESSAGE_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -76,6 +108,8 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     /// Read repairs running at once; further repairs are skipped and counted.
     pub max_concurrent_repairs: usize,
+    /// Background anti-entropy.
+    pub anti_entropy: AntiEntropyConfig,
 }
 
 impl NodeConfig {
@@ -93,6 +127,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             peer_timeout: Duration::from_secs(2),
             max_concurrent_repairs: 64,
+            anti_entropy: AntiEntropyConfig::default(),
         }
     }
 
@@ -120,6 +155,9 @@ impl NodeConfig {
             > CLIENT_MESSAGE_LIMIT_BYTES
         {
             return Err(ConfigError::LimitsTooLarge);
+        }
+        if self.anti_entropy.enabled() && self.anti_entropy.max_keys_per_sec == 0 {
+            return Err(ConfigError::AntiEntropyRate);
         }
         if let Some(peer) = self.peers.iter().find(|p| p.node_id == self.node_id) {
             return Err(ConfigError::PeerIsSelf(peer.node_id.clone()));
@@ -154,6 +192,11 @@ pub enum ConfigError {
     /// Limits exceed the gRPC message cap.
     #[error("max key + value size must leave room under the 4 MiB gRPC message limit")]
     LimitsTooLarge,
+    /// Anti-entropy is on but may repair nothing.
+    #[error(
+        "anti-entropy max keys per second must be at least 1 (or set the interval to 0 to turn it off)"
+    )]
+    AntiEntropyRate,
     /// The peer list contains this node.
     #[error("peer list contains this node's own id {0:?}")]
     PeerIsSelf(String),

@@ -180,6 +180,20 @@ pub enum NodeError {
     /// The gossip driver is not running (shut down or failed).
     #[error("gossip is not running on this node")]
     GossipStopped,
+    /// A peer compares anti-entropy trees of another format.
+    #[error(
+        "anti-entropy tree format {theirs} does not match this node's {ours}; upgrade the \
+         older node so both build the same trees"
+    )]
+    TreeFormat {
+        /// The peer's format.
+        theirs: kv_aae::TreeFormat,
+        /// This node's.
+        ours: kv_aae::TreeFormat,
+    },
+    /// An anti-entropy request breaks the exchange protocol's limits.
+    #[error("invalid anti-entropy request: {0}")]
+    BadExchangeRequest(String),
     /// A membership command named a node gossip does not know.
     #[error("no member {node:?} is known to this node")]
     UnknownMember {
@@ -192,7 +206,9 @@ impl NodeError {
     /// The class of this error, for clients and for the RPC status code.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidRequest(_) | Self::UnknownMember { .. } => ErrorKind::InvalidArgument,
+            Self::InvalidRequest(_) | Self::UnknownMember { .. } | Self::BadExchangeRequest(_) => {
+                ErrorKind::InvalidArgument
+            }
             Self::Joining { .. }
             | Self::NotReplica { .. }
             | Self::QuorumNotMet { .. }
@@ -203,7 +219,7 @@ impl NodeError {
                 TransportError::Timeout { .. } => ErrorKind::DeadlineExceeded,
                 _ => ErrorKind::Unavailable,
             },
-            Self::StaticMembership => ErrorKind::FailedPrecondition,
+            Self::StaticMembership | Self::TreeFormat { .. } => ErrorKind::FailedPrecondition,
             Self::Remote { kind, .. } => *kind,
             Self::Storage(error) => storage_kind(error),
         }

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod aae;
 mod builder;
 mod config;
 mod error;
@@ -27,9 +28,14 @@ mod placement;
 mod request;
 mod transport;
 
+pub use aae::{
+    AntiEntropyStatus, ExchangeReport, KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE,
+    PeerExchangeStatus, RangeAgreement, fingerprint_of,
+};
 pub use builder::{BuildError, NodeBuilder, RunningNode, StorageChoice};
 pub use config::{
-    CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, Limits, MAX_NODE_ID_BYTES, NodeConfig, PeerSpec,
+    AntiEntropyConfig, CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, Limits, MAX_NODE_ID_BYTES,
+    NodeConfig, PeerSpec,
 };
 pub use error::{ErrorKind, Failures, NodeError, Operation};
 pub use gossip_driver::{Datagrams, GossipSettings};

@@ -4,11 +4,13 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use kv_aae::{Digest, HashRange};
 use kv_clock::VersionVector;
 use kv_storage::Siblings;
 use thiserror::Error;
 
 use crate::ErrorKind;
+use crate::aae::KeyPage;
 
 /// A client write handed to a replica to coordinate.
 #[derive(Debug, Clone)]
@@ -110,4 +112,21 @@ pub trait PeerTransport: Send + Sync + 'static {
         peer: &str,
         command: WriteCommand,
     ) -> impl Future<Output = Result<VersionVector, TransportError>> + Send;
+
+    /// The digests of `ranges` in `peer`'s anti-entropy index, in the same order.
+    fn aae_digests(
+        &self,
+        peer: &str,
+        ranges: Vec<HashRange>,
+    ) -> impl Future<Output = Result<Vec<Digest>, TransportError>> + Send;
+
+    /// Up to `limit` of `peer`'s keys in `range` (after `after`, at a single position),
+    /// with their fingerprints.
+    fn aae_keys(
+        &self,
+        peer: &str,
+        range: HashRange,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> impl Future<Output = Result<KeyPage, TransportError>> + Send;
 }

@@ -259,10 +259,30 @@ pub struct SimChannel {
 
 impl ReplicaChannel for SimChannel {
     async fn batch(&self, request: proto::BatchRequest) -> Result<proto::BatchResponse, Status> {
-        self.call(request, |api, request| async move {
-            api.batch(tonic::Request::new(request))
-                .await
-                .map(tonic::Response::into_inner)
+        self.unary(
+            request,
+            |api, request| async move { api.batch(request).await },
+        )
+        .await
+    }
+
+    async fn digests(
+        &self,
+        request: proto::DigestsRequest,
+    ) -> Result<proto::DigestsResponse, Status> {
+        self.unary(
+            request,
+            |api, request| async move { api.digests(request).await },
+        )
+        .await
+    }
+
+    async fn key_list(
+        &self,
+        request: proto::KeyListRequest,
+    ) -> Result<proto::KeyListResponse, Status> {
+        self.unary(request, |api, request| async move {
+            api.key_list(request).await
         })
         .await
     }
@@ -283,6 +303,24 @@ impl ReplicaChannel for SimChannel {
 }
 
 impl SimChannel {
+    async fn unary<Q, R, F>(
+        &self,
+        request: Q,
+        handle: impl FnOnce(InternalApi<SimTransport>, tonic::Request<Q>) -> F,
+    ) -> Result<R, Status>
+    where
+        Q: Message + Default,
+        R: Message + Default,
+        F: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        self.call(request, |api, request| async move {
+            handle(api, tonic::Request::new(request))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
     /// Carries `request` to the peer, runs `handle` there, and brings the reply back, each
     /// leg subject to the network's faults; a call that outlives the call timeout fails
     /// as tonic's deadline does. A lost request fails as a connection that could not be

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kv_clock::{Dot, VersionVector};
-use kv_storage::{MemoryStore, ScanItem, Siblings, Storage, StorageError, Write};
+use kv_storage::{MemoryStore, ScanItem, Siblings, Storage, StorageError, Update, Write};
 
 /// One version created by a coordinator.
 #[derive(Debug, Clone)]
@@ -96,10 +96,11 @@ impl Storage for RecordingStore {
         self.inner.get(key)
     }
 
-    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError> {
+    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Update, StorageError> {
         let stored = self.inner.put(key, write)?;
         // The new version is the newest dot of the writing actor.
         let dot = stored
+            .after
             .siblings()
             .map(|(dot, _)| dot)
             .filter(|dot| dot.actor == *write.actor)
@@ -115,8 +116,12 @@ impl Storage for RecordingStore {
         Ok(stored)
     }
 
-    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError> {
+    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Update, StorageError> {
         self.inner.merge(key, incoming)
+    }
+
+    fn remove_if_unchanged(&self, key: &[u8], expected: &Siblings) -> Result<bool, StorageError> {
+        self.inner.remove_if_unchanged(key, expected)
     }
 
     fn scan(

@@ -9,7 +9,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use crate::group_sync::GroupSync;
 use crate::record::{decode_record, encode_record, split_storage_key, storage_key};
 use crate::rules::{apply_merge, apply_write};
-use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Write};
+use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
 
 /// Read-modify-write is serialised per key through one of this many lock stripes.
 const LOCK_STRIPES: usize = 256;
@@ -93,8 +93,27 @@ impl FjallStore {
     fn update(
         &self,
         key: &[u8],
-        change: impl FnOnce(Option<Siblings>) -> Result<(Siblings, bool), StorageError>,
-    ) -> Result<Siblings, StorageError> {
+        change: impl FnOnce(Option<Siblings>) -> Result<Update, StorageError>,
+    ) -> Result<Update, StorageError> {
+        let (hash, raw_key) = self.locate(key)?;
+        let (ticket, update) = {
+            let _guard = self
+                .stripe(hash)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let update = change(self.read(&raw_key, key)?)?;
+            if !update.changed() {
+                return Ok(update);
+            }
+            self.insert(raw_key, &update.after)?;
+            (self.sync_ticket(), update)
+        };
+        self.wait_durable(ticket)?;
+        Ok(update)
+    }
+
+    /// A key's ring position and its key in the keyspace.
+    fn locate(&self, key: &[u8]) -> Result<(u64, Vec<u8>), StorageError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(StorageError::KeyTooLong {
                 len_bytes: key.len(),
@@ -102,26 +121,28 @@ impl FjallStore {
             });
         }
         let hash = (self.hasher)(key);
-        let raw_key = storage_key(hash, key);
-        let stripe = &self.stripes[(hash % LOCK_STRIPES as u64) as usize];
-        let (ticket, updated) = {
-            let _guard = stripe.lock().unwrap_or_else(PoisonError::into_inner);
-            let (updated, changed) = change(self.read(&raw_key, key)?)?;
-            if !changed {
-                return Ok(updated);
-            }
-            self.insert(raw_key, &updated)?;
-            if self.durability == Durability::Buffer {
-                return Ok(updated);
-            }
-            (self.group_sync.ticket(), updated)
+        Ok((hash, storage_key(hash, key)))
+    }
+
+    fn stripe(&self, hash: u64) -> &Mutex<()> {
+        &self.stripes[(hash % LOCK_STRIPES as u64) as usize]
+    }
+
+    /// With `Sync` durability, a ticket for the group sync that must cover a change.
+    fn sync_ticket(&self) -> Option<u64> {
+        (self.durability == Durability::Sync).then(|| self.group_sync.ticket())
+    }
+
+    /// Waits (outside any stripe lock) until a group sync covers `ticket`.
+    fn wait_durable(&self, ticket: Option<u64>) -> Result<(), StorageError> {
+        let Some(ticket) = ticket else {
+            return Ok(());
         };
         self.group_sync.wait_durable(ticket, || {
             self.db
                 .persist(PersistMode::SyncData)
                 .map_err(|e| engine("syncing the journal", e))
-        })?;
-        Ok(updated)
+        })
     }
 }
 
@@ -138,12 +159,31 @@ impl Storage for FjallStore {
         self.read(&storage_key((self.hasher)(key), key), key)
     }
 
-    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError> {
-        self.update(key, |stored| Ok((apply_write(stored, write)?, true)))
+    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Update, StorageError> {
+        self.update(key, |stored| apply_write(stored, write))
     }
 
-    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError> {
+    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Update, StorageError> {
         self.update(key, |stored| Ok(apply_merge(stored, incoming)))
+    }
+
+    fn remove_if_unchanged(&self, key: &[u8], expected: &Siblings) -> Result<bool, StorageError> {
+        let (hash, raw_key) = self.locate(key)?;
+        let ticket = {
+            let _guard = self
+                .stripe(hash)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.read(&raw_key, key)?.as_ref() != Some(expected) {
+                return Ok(false);
+            }
+            self.keyspace
+                .remove(raw_key)
+                .map_err(|e| engine("removing a record", e))?;
+            self.sync_ticket()
+        };
+        self.wait_durable(ticket)?;
+        Ok(true)
     }
 
     fn scan(

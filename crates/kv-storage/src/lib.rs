@@ -16,8 +16,10 @@
 //! let n1 = ActorId::new("n1").unwrap();
 //! let blind = VersionVector::new(); // the context of a client that read nothing
 //! let write = Write::new(&blind, Some(Bytes::from("v1")), &n1);
-//! store.put(b"user:1", &write)?;
+//! let update = store.put(b"user:1", &write)?;
+//! assert!(update.before.is_none());
 //! let stored = store.get(b"user:1")?.expect("written");
+//! assert_eq!(stored, update.after);
 //! assert_eq!(stored.values().next(), Some(&Some(Bytes::from("v1"))));
 //! # Ok::<(), kv_storage::StorageError>(())
 //! ```
@@ -75,6 +77,24 @@ impl<'a> Write<'a> {
     }
 }
 
+/// What a write did to one key: its versions before (`None`: the key was absent) and
+/// after. Callers that index the store (anti-entropy trees) move the key from its old
+/// state to its new one; the two are read and written under the key's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The versions before the write.
+    pub before: Option<Siblings>,
+    /// The versions after it.
+    pub after: Siblings,
+}
+
+impl Update {
+    /// Whether the write changed what is stored.
+    pub fn changed(&self) -> bool {
+        self.before.as_ref() != Some(&self.after)
+    }
+}
+
 /// One key found by [`Storage::scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanItem {
@@ -94,12 +114,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The stored versions of `key`, if it was ever written.
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError>;
 
-    /// Applies a coordinated write (see [`Write`]) and returns the resulting versions.
-    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError>;
+    /// Applies a coordinated write (see [`Write`]).
+    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Update, StorageError>;
 
     /// Syncs versions from another replica into this one (replication, read repair,
     /// handoff). Never limited by size or sibling caps: refusing would block convergence.
-    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError>;
+    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Update, StorageError>;
+
+    /// Removes `key` if it still holds exactly `expected` (tombstone reaping: a write that
+    /// arrived since the caller looked keeps the key). Returns whether it was removed.
+    fn remove_if_unchanged(&self, key: &[u8], expected: &Siblings) -> Result<bool, StorageError>;
 
     /// Up to `limit` keys whose ring position lies in `hashes`, in (hash, key) order,
     /// starting after `start_after` (the last `(hash, key)` of the previous page).

@@ -7,7 +7,7 @@ use std::sync::{PoisonError, RwLock};
 use bytes::Bytes;
 
 use crate::rules::{apply_merge, apply_write};
-use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Write};
+use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
 
 /// Keys and versions in a B-tree ordered by (ring position, key). Nothing survives the
 /// process.
@@ -33,13 +33,15 @@ impl MemoryStore {
     fn update(
         &self,
         key: &[u8],
-        change: impl FnOnce(Option<Siblings>) -> Result<Siblings, StorageError>,
-    ) -> Result<Siblings, StorageError> {
+        change: impl FnOnce(Option<Siblings>) -> Result<Update, StorageError>,
+    ) -> Result<Update, StorageError> {
         let slot = self.slot(key);
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        let updated = change(map.get(&slot).cloned())?;
-        map.insert(slot, updated.clone());
-        Ok(updated)
+        let update = change(map.get(&slot).cloned())?;
+        if update.changed() {
+            map.insert(slot, update.after.clone());
+        }
+        Ok(update)
     }
 }
 
@@ -53,12 +55,22 @@ impl Storage for MemoryStore {
         Ok(map.get(&self.slot(key)).cloned())
     }
 
-    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Siblings, StorageError> {
+    fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Update, StorageError> {
         self.update(key, |stored| apply_write(stored, write))
     }
 
-    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Siblings, StorageError> {
-        self.update(key, |stored| Ok(apply_merge(stored, incoming).0))
+    fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Update, StorageError> {
+        self.update(key, |stored| Ok(apply_merge(stored, incoming)))
+    }
+
+    fn remove_if_unchanged(&self, key: &[u8], expected: &Siblings) -> Result<bool, StorageError> {
+        let slot = self.slot(key);
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&slot) != Some(expected) {
+            return Ok(false);
+        }
+        map.remove(&slot);
+        Ok(true)
     }
 
     fn scan(

@@ -1,13 +1,13 @@
 //! The update rules both engines share: a write and a merge, from old versions to new.
 
-use crate::{Siblings, StorageError, Write};
+use crate::{Siblings, StorageError, Update, Write};
 
 /// Applies a coordinated write to what is stored, enforcing the sibling cap.
 pub(crate) fn apply_write(
     stored: Option<Siblings>,
     write: &Write<'_>,
-) -> Result<Siblings, StorageError> {
-    let mut siblings = stored.unwrap_or_default();
+) -> Result<Update, StorageError> {
+    let mut siblings = stored.clone().unwrap_or_default();
     siblings.update(write.context, write.value.clone(), write.actor);
     let count = siblings.sibling_count();
     if count > write.max_siblings {
@@ -16,19 +16,25 @@ pub(crate) fn apply_write(
             max: write.max_siblings,
         });
     }
-    Ok(siblings)
+    Ok(Update {
+        before: stored,
+        after: siblings,
+    })
 }
 
-/// Syncs incoming versions into what is stored. Also says whether anything changed,
-/// so engines can skip a redundant write.
-pub(crate) fn apply_merge(stored: Option<Siblings>, incoming: &Siblings) -> (Siblings, bool) {
-    match stored {
-        None => (incoming.clone(), true),
-        Some(mut siblings) => {
-            let before = siblings.clone();
-            siblings.sync(incoming);
-            let changed = siblings != before;
-            (siblings, changed)
+/// Syncs incoming versions into what is stored; engines skip the write when
+/// [`Update::changed`] says nothing changed.
+pub(crate) fn apply_merge(stored: Option<Siblings>, incoming: &Siblings) -> Update {
+    let after = match &stored {
+        None => incoming.clone(),
+        Some(siblings) => {
+            let mut merged = siblings.clone();
+            merged.sync(incoming);
+            merged
         }
+    };
+    Update {
+        before: stored,
+        after,
     }
 }

@@ -32,6 +32,7 @@ fn put(
     store
         .put(key.as_bytes(), &Write::new(context, value(text), by))
         .unwrap()
+        .after
 }
 
 fn missing_key_reads_none(store: &dyn Storage) {
@@ -61,7 +62,8 @@ fn tombstone_is_a_versioned_delete(store: &dyn Storage) {
     let written = put(store, "k", &VersionVector::new(), "a", &n1);
     let deleted = store
         .put(b"k", &Write::new(&written.join(), None, &n1))
-        .unwrap();
+        .unwrap()
+        .after;
     assert_eq!(values(&deleted), vec![None]);
     assert_eq!(store.get(b"k").unwrap(), Some(deleted));
     assert_eq!(
@@ -76,18 +78,47 @@ fn merge_syncs_replicas_and_is_idempotent(store: &dyn Storage) {
     put(store, "k", &VersionVector::new(), "local", &n1);
     let other = MemoryStore::new(key_hash);
     let remote = put(&other, "k", &VersionVector::new(), "remote", &n2);
-    let merged = store.merge(b"k", &remote).unwrap();
+    let update = store.merge(b"k", &remote).unwrap();
+    assert!(update.changed());
+    let merged = update.after;
     assert_eq!(values(&merged), vec![value("local"), value("remote")]);
-    assert_eq!(
-        store.merge(b"k", &remote).unwrap(),
-        merged,
-        "merge is idempotent"
+    let again = store.merge(b"k", &remote).unwrap();
+    assert_eq!(again.after, merged, "merge is idempotent");
+    assert!(
+        !again.changed(),
+        "a merge that adds nothing changes nothing"
     );
     // An older state never rolls a replica back.
     let newer = put(store, "k", &merged.join(), "newest", &n1);
-    assert_eq!(store.merge(b"k", &remote).unwrap(), newer);
+    assert_eq!(store.merge(b"k", &remote).unwrap().after, newer);
     // Merging into an absent key stores the incoming versions as they are.
-    assert_eq!(store.merge(b"fresh", &remote).unwrap(), remote);
+    let fresh = store.merge(b"fresh", &remote).unwrap();
+    assert_eq!((fresh.before, fresh.after), (None, remote));
+}
+
+fn writes_report_the_state_they_replaced(store: &dyn Storage) {
+    let n1 = actor("n1");
+    let first = store
+        .put(b"k", &Write::new(&VersionVector::new(), value("a"), &n1))
+        .unwrap();
+    assert_eq!(first.before, None);
+    let second = store
+        .put(b"k", &Write::new(&first.after.join(), value("b"), &n1))
+        .unwrap();
+    assert_eq!(second.before, Some(first.after));
+    assert_eq!(store.get(b"k").unwrap(), Some(second.after));
+}
+
+fn removal_only_takes_the_state_it_expects(store: &dyn Storage) {
+    let n1 = actor("n1");
+    let stale = put(store, "k", &VersionVector::new(), "a", &n1);
+    let current = put(store, "k", &stale.join(), "b", &n1);
+    assert!(!store.remove_if_unchanged(b"k", &stale).unwrap());
+    assert_eq!(store.get(b"k").unwrap(), Some(current.clone()));
+    assert!(store.remove_if_unchanged(b"k", &current).unwrap());
+    assert_eq!(store.get(b"k").unwrap(), None);
+    assert_eq!(store.count().unwrap(), 0);
+    assert!(!store.remove_if_unchanged(b"k", &current).unwrap());
 }
 
 fn sibling_cap_refuses_and_keeps_what_was_stored(store: &dyn Storage) {
@@ -187,6 +218,14 @@ macro_rules! suite {
             #[test]
             fn scan_pages_through_a_hash_range() {
                 run(super::scan_pages_through_a_hash_range)
+            }
+            #[test]
+            fn writes_report_the_state_they_replaced() {
+                run(super::writes_report_the_state_they_replaced)
+            }
+            #[test]
+            fn removal_only_takes_the_state_it_expects() {
+                run(super::removal_only_takes_the_state_it_expects)
             }
         }
     };

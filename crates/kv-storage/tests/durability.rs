@@ -113,8 +113,10 @@ fn a_corrupt_record_is_reported_not_served() {
     let other = kv_storage::MemoryStore::new(key_hash);
     let incoming = other
         .put(b"bad", &Write::new(&VersionVector::new(), None, &n1))
-        .unwrap();
+        .unwrap()
+        .after;
     assert!(store.merge(b"bad", &incoming).is_err());
+    assert!(store.remove_if_unchanged(b"bad", &incoming).is_err());
 }
 
 #[test]
@@ -183,6 +185,7 @@ fn put_value(
     store
         .put(key, &Write::new(&context, Some(text.into()), actor))
         .unwrap()
+        .after
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

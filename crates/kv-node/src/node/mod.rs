@@ -15,6 +15,7 @@ use kv_ring::{Member, Ring, RingError};
 use kv_storage::Storage;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::aae::AntiEntropy;
 use crate::gossip_driver::{MEMBERSHIP_COMMAND_QUEUE, MembershipCommand};
 use crate::peers::{PeerState, PeerStatus, PeerTable};
 use crate::request::{self, InvalidRequest};
@@ -64,9 +65,10 @@ pub struct Node<T> {
     config: NodeConfig,
     actor: ActorId,
     ring: RwLock<Arc<Ring>>,
-    storage: Arc<dyn Storage>,
-    transport: Arc<T>,
-    peers: PeerTable,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) transport: Arc<T>,
+    pub(crate) peers: PeerTable,
+    pub(crate) aae: AntiEntropy,
     repair_slots: Arc<Semaphore>,
     stats: NodeStats,
     membership_commands: OnceLock<mpsc::Sender<MembershipCommand>>,
@@ -92,6 +94,7 @@ impl<T: PeerTransport> Node<T> {
         let ring = build_ring(&config, members)?;
         Ok(Self {
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
+            aae: AntiEntropy::new(config.anti_entropy.max_keys_per_sec),
             config,
             actor,
             ring: RwLock::new(Arc::new(ring)),
@@ -106,6 +109,25 @@ impl<T: PeerTransport> Node<T> {
 }
 
 impl<T> Node<T> {
+    /// Rebuilds the anti-entropy index from a scan of the whole store (before the node
+    /// takes writes).
+    pub(crate) fn rebuild_index(&self) -> Result<(), kv_storage::StorageError> {
+        let started = std::time::Instant::now();
+        let rebuilt = self
+            .aae
+            .index
+            .rebuild(self.storage.as_ref(), tokio::time::Instant::now())?;
+        let took = started.elapsed();
+        self.aae.record_rebuild(rebuilt.items, took);
+        tracing::info!(
+            keys = rebuilt.items,
+            tombstones = rebuilt.tombstones,
+            took_ms = took.as_millis() as u64,
+            "anti-entropy index rebuilt"
+        );
+        Ok(())
+    }
+
     /// This node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kv_storage::{Siblings, Storage, StorageError, Write};
+use kv_aae::{Digest, HashRange, TreeFormat};
+use kv_storage::{Siblings, Storage, StorageError, Update, Write};
+use tokio::time::Instant;
 
 use super::Node;
+use crate::aae::{KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page};
 use crate::{NodeError, WriteCommand};
 
 impl<T> Node<T> {
@@ -23,9 +26,43 @@ impl<T> Node<T> {
 
     /// Merges versions from another replica. Never size-limited: repair must converge.
     pub async fn replica_write(&self, key: Bytes, versions: Siblings) -> Result<(), NodeError> {
-        self.write_storage(move |storage| storage.merge(&key, &versions))
+        self.write_storage(key, move |storage, key| storage.merge(key, &versions))
             .await?;
         Ok(())
+    }
+
+    /// The digests of `ranges` in this node's anti-entropy index (a peer's exchange).
+    pub fn aae_digests(
+        &self,
+        format: TreeFormat,
+        ranges: &[HashRange],
+    ) -> Result<Vec<Digest>, NodeError> {
+        check_format(format)?;
+        if ranges.len() > MAX_DIGEST_RANGES {
+            return Err(NodeError::BadExchangeRequest(format!(
+                "{} ranges asked at once; at most {MAX_DIGEST_RANGES}",
+                ranges.len()
+            )));
+        }
+        Ok(self.aae.index.digests(self.storage.as_ref(), ranges)?)
+    }
+
+    /// Up to `limit` keys of `range` (after `after`) with their fingerprints (a peer's
+    /// exchange).
+    pub fn aae_keys(
+        &self,
+        format: TreeFormat,
+        range: HashRange,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyPage, NodeError> {
+        check_format(format)?;
+        if !(1..=MAX_KEY_PAGE).contains(&limit) {
+            return Err(NodeError::BadExchangeRequest(format!(
+                "a key list of {limit} keys asked; the limit is 1..={MAX_KEY_PAGE}"
+            )));
+        }
+        Ok(key_page(self.storage.as_ref(), range, after, limit)?)
     }
 
     /// Mints the new version of a client write in this node's store (the coordinator's
@@ -40,35 +77,54 @@ impl<T> Node<T> {
             command.context.clone(),
         );
         let (actor, max_siblings) = (self.actor.clone(), self.config.limits.max_siblings);
-        self.write_storage(move |storage| {
-            let write = Write {
-                context: &context,
-                value,
-                actor: &actor,
-                max_siblings,
-            };
-            storage.put(&key, &write)
-        })
-        .await
+        let update = self
+            .write_storage(key, move |storage, key| {
+                let write = Write {
+                    context: &context,
+                    value,
+                    actor: &actor,
+                    max_siblings,
+                };
+                storage.put(key, &write)
+            })
+            .await?;
+        Ok(update.after)
     }
 
-    /// Runs a storage write inline when it is quick (memory, page cache), or on the
-    /// blocking pool when it may wait on the disk: a thread hand-off costs more than a
-    /// buffered write, but an fsync must not stall the event loop.
-    async fn write_storage<R: Send + 'static>(
+    /// Runs a storage write of `key`, then moves the key in the anti-entropy index. The
+    /// write runs inline when it is quick (memory, page cache), or on the blocking pool
+    /// when it may wait on the disk: a thread hand-off costs more than a buffered write,
+    /// but an fsync must not stall the event loop.
+    async fn write_storage(
         &self,
-        write: impl FnOnce(&dyn Storage) -> Result<R, StorageError> + Send + 'static,
-    ) -> Result<R, NodeError> {
-        if !self.storage.writes_block() {
-            return Ok(write(self.storage.as_ref())?);
-        }
-        let storage = Arc::clone(&self.storage);
-        match tokio::task::spawn_blocking(move || write(storage.as_ref())).await {
-            Ok(result) => Ok(result?),
-            Err(join_error) => Err(NodeError::Storage(StorageError::Engine {
-                action: "running a blocking write",
-                source: Box::new(join_error),
-            })),
-        }
+        key: Bytes,
+        write: impl FnOnce(&dyn Storage, &[u8]) -> Result<Update, StorageError> + Send + 'static,
+    ) -> Result<Update, NodeError> {
+        let update = if self.storage.writes_block() {
+            let (storage, key) = (Arc::clone(&self.storage), key.clone());
+            match tokio::task::spawn_blocking(move || write(storage.as_ref(), &key)).await {
+                Ok(result) => result?,
+                Err(join_error) => {
+                    return Err(NodeError::Storage(StorageError::Engine {
+                        action: "running a blocking write",
+                        source: Box::new(join_error),
+                    }));
+                }
+            }
+        } else {
+            write(self.storage.as_ref(), &key)?
+        };
+        self.aae.index.observe(&key, &update, Instant::now());
+        Ok(update)
     }
+}
+
+fn check_format(theirs: TreeFormat) -> Result<(), NodeError> {
+    if theirs == TreeFormat::CURRENT {
+        return Ok(());
+    }
+    Err(NodeError::TreeFormat {
+        theirs,
+        ours: TreeFormat::CURRENT,
+    })
 }

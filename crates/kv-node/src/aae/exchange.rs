@@ -1,0 +1,235 @@
+//! One exchange with one peer: drive kv-aae's `Exchange` with local answers (the index and
+//! a scan of the store) and the peer's (over the transport), then repair every key it
+//! names through the normal merge path, so causality rules are the same as read repair's.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kv_aae::{Exchange, ExchangeError, ExchangeLimits, ExchangeStats, HashRange, KeyDiff, Step};
+use kv_repair::reconcile;
+use kv_storage::{Siblings, StorageError};
+use tokio::task::JoinSet;
+
+use super::{MAX_KEY_PAGE, key_page, only_tombstones};
+use crate::node::Node;
+use crate::{NodeError, PeerTransport, TransportError};
+
+/// Keys repaired at once within one exchange.
+const CONCURRENT_REPAIRS: usize = 32;
+/// Keys one key list carries.
+const KEYS_PER_LIST: usize = 256;
+
+/// What one successful exchange did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExchangeReport {
+    /// The comparison's work.
+    pub stats: ExchangeStats,
+    /// Keys repaired here, at the peer, or both.
+    pub keys_repaired: u64,
+    /// Bytes of keys, key lists and values moved in either direction.
+    pub bytes_moved: u64,
+}
+
+/// Why an exchange stopped.
+#[derive(Debug)]
+pub(crate) enum ExchangeFailure {
+    Peer(TransportError),
+    Local(NodeError),
+    Protocol(ExchangeError),
+}
+
+impl fmt::Display for ExchangeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Peer(error) => write!(f, "{error}"),
+            Self::Local(error) => write!(f, "local: {error}"),
+            Self::Protocol(error) => write!(f, "protocol: {error}"),
+        }
+    }
+}
+
+impl From<TransportError> for ExchangeFailure {
+    fn from(error: TransportError) -> Self {
+        Self::Peer(error)
+    }
+}
+
+impl From<NodeError> for ExchangeFailure {
+    fn from(error: NodeError) -> Self {
+        Self::Local(error)
+    }
+}
+
+impl From<StorageError> for ExchangeFailure {
+    fn from(error: StorageError) -> Self {
+        Self::Local(NodeError::Storage(error))
+    }
+}
+
+impl From<ExchangeError> for ExchangeFailure {
+    fn from(error: ExchangeError) -> Self {
+        Self::Protocol(error)
+    }
+}
+
+/// Which side lacks a key, or whether both hold it differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    OnlyHere,
+    Elsewhere,
+}
+
+impl<T: PeerTransport> Node<T> {
+    /// Compares `ranges` with `peer` and repairs every key that differs, both ways.
+    pub(crate) async fn exchange(
+        self: &Arc<Self>,
+        peer: &Arc<str>,
+        ranges: Vec<HashRange>,
+    ) -> Result<ExchangeReport, ExchangeFailure> {
+        let limits = ExchangeLimits {
+            keys_per_list: KEYS_PER_LIST.min(MAX_KEY_PAGE),
+            ..ExchangeLimits::default()
+        };
+        let mut exchange: Exchange<Bytes> = Exchange::new(ranges, limits);
+        let mut report = ExchangeReport::default();
+        loop {
+            match exchange.next_step() {
+                Step::Digests(ranges) => {
+                    let local = self.aae.index.digests(self.storage.as_ref(), &ranges)?;
+                    let remote = self.transport.aae_digests(peer, ranges).await?;
+                    report.bytes_moved += 16 * remote.len() as u64;
+                    exchange.digests(&local, &remote)?;
+                }
+                Step::Keys { range, after } => {
+                    let local = key_page(
+                        self.storage.as_ref(),
+                        range,
+                        after.as_deref(),
+                        limits.keys_per_list,
+                    )?;
+                    let remote = self
+                        .transport
+                        .aae_keys(peer, range, after, limits.keys_per_list)
+                        .await?;
+                    report.bytes_moved += remote
+                        .keys
+                        .iter()
+                        .map(|(key, _)| key.len() as u64 + 8)
+                        .sum::<u64>();
+                    let diff =
+                        exchange.keys(local.keys, local.complete, remote.keys, remote.complete)?;
+                    self.repair_all(peer, diff, &mut report).await?;
+                }
+                Step::Done => break,
+            }
+        }
+        report.stats = exchange.stats();
+        Ok(report)
+    }
+
+    /// Repairs every key of `diff`, a bounded number at a time.
+    async fn repair_all(
+        self: &Arc<Self>,
+        peer: &Arc<str>,
+        diff: KeyDiff<Bytes>,
+        report: &mut ExchangeReport,
+    ) -> Result<(), ExchangeFailure> {
+        let keys = diff
+            .only_local
+            .into_iter()
+            .map(|key| (key, Side::OnlyHere))
+            .chain(
+                diff.only_remote
+                    .into_iter()
+                    .chain(diff.differing)
+                    .map(|key| (key, Side::Elsewhere)),
+            );
+        let mut running = JoinSet::new();
+        for (key, side) in keys {
+            if running.len() >= CONCURRENT_REPAIRS {
+                Self::collect_one(&mut running, report).await?;
+            }
+            self.aae.pace(1).await;
+            let (node, peer) = (Arc::clone(self), Arc::clone(peer));
+            running.spawn(async move { node.repair_key(&peer, key, side).await });
+        }
+        while !running.is_empty() {
+            Self::collect_one(&mut running, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn collect_one(
+        running: &mut JoinSet<Result<u64, ExchangeFailure>>,
+        report: &mut ExchangeReport,
+    ) -> Result<(), ExchangeFailure> {
+        match running.join_next().await {
+            Some(Ok(Ok(moved))) => {
+                if moved > 0 {
+                    report.keys_repaired += 1;
+                    report.bytes_moved += moved;
+                }
+                Ok(())
+            }
+            Some(Ok(Err(failure))) => Err(failure),
+            Some(Err(join_error)) => Err(ExchangeFailure::Local(NodeError::Storage(
+                StorageError::Engine {
+                    action: "repairing a key",
+                    source: Box::new(join_error),
+                },
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Brings `key` to the same state here and at `peer`; returns the bytes moved (zero
+    /// when nothing needed to move after all).
+    async fn repair_key(&self, peer: &str, key: Bytes, side: Side) -> Result<u64, ExchangeFailure> {
+        let local = self.storage.get(&key)?;
+        let remote = match side {
+            Side::OnlyHere => None,
+            Side::Elsewhere => self.transport.read(peer, key.clone()).await?,
+        };
+        if side == Side::OnlyHere
+            && let Some(versions) = &local
+            && self.reap_instead_of_push(&key, versions)?
+        {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        let plan = reconcile(&[(true, local), (false, remote)]);
+        for repair in plan.repairs {
+            moved += key.len() as u64 + payload_bytes(&repair.versions);
+            if repair.replica {
+                self.replica_write(key.clone(), repair.versions).await?;
+            } else {
+                self.transport
+                    .write(peer, key.clone(), repair.versions)
+                    .await?;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// A tombstone the peer no longer has because it was reaped there: reap it here too
+    /// instead of sending it back, once it may be reaped here.
+    fn reap_instead_of_push(
+        &self,
+        key: &[u8],
+        versions: &Siblings,
+    ) -> Result<bool, ExchangeFailure> {
+        if !only_tombstones(versions) || !self.may_reap(&self.ring(), key) {
+            return Ok(false);
+        }
+        Ok(self.reap(key, versions)?)
+    }
+}
+
+/// Bytes of the values a set of versions carries, plus a little per dot.
+fn payload_bytes(versions: &Siblings) -> u64 {
+    versions
+        .values()
+        .map(|value| value.as_ref().map_or(0, |v| v.len() as u64) + 16)
+        .sum()
+}
