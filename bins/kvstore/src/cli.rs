@@ -89,6 +89,22 @@ pub(crate) enum ClientCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Background anti-entropy (replica comparison and repair).
+    Aae {
+        #[command(subcommand)]
+        command: AaeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AaeCommand {
+    /// Per peer: the last exchange, keys repaired, bytes moved; tombstones waiting and reaped.
+    Status {
+        /// Also list every range this node replicates and since when each other replica
+        /// agrees on it.
+        #[arg(long)]
+        ranges: bool,
+    },
 }
 
 impl Cli {

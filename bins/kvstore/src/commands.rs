@@ -7,7 +7,7 @@ use bytes::Bytes;
 use kv_client::{Client, Context, MemberState, ReadResult, WriteOptions};
 use serde_json::{Value, json};
 
-use crate::cli::{ClientArgs, ClientCommand};
+use crate::cli::{AaeCommand, ClientArgs, ClientCommand};
 
 pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(), String> {
     let mut client = Client::connect(&args.addr)
@@ -66,6 +66,15 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
                 format!("{left} leaves the ring\n"),
                 json!({"node_id": left}),
             )
+        }
+        ClientCommand::Aae {
+            command: AaeCommand::Status { ranges },
+        } => {
+            let status = client
+                .anti_entropy(ranges)
+                .await
+                .map_err(|e| e.to_string())?;
+            anti_entropy_output(&status)
         }
         ClientCommand::Health => {
             let health = client.health().await.map_err(|e| e.to_string())?;
@@ -240,6 +249,103 @@ fn ring_output(ring: &kv_client::GetRingResponse) -> (String, Value) {
         })).collect::<Vec<_>>(),
         "key_hash": ring.key_hash,
         "preference_list": ring.preference_list,
+    });
+    (text, json)
+}
+
+fn ago(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "never".to_owned(),
+        |ms| format!("{:.1}s ago", ms as f64 / 1000.0),
+    )
+}
+
+fn anti_entropy_output(status: &kv_client::AntiEntropyResponse) -> (String, Value) {
+    let mut text = if status.enabled {
+        format!(
+            "anti-entropy on {}: a round every {:.1}s\n",
+            status.node_id,
+            status.interval_ms as f64 / 1000.0
+        )
+    } else {
+        format!(
+            "anti-entropy on {}: off (--aae-interval-ms 0)\n",
+            status.node_id
+        )
+    };
+    let _ = writeln!(
+        text,
+        "index:      {} keys (rebuilt at start from {} keys in {} ms)\ntombstones: {} waiting, {} reaped\n",
+        status.tree_items,
+        status.index_rebuild_keys,
+        status.index_rebuild_ms,
+        status.tombstones_pending,
+        status.tombstones_reaped
+    );
+    let _ = writeln!(
+        text,
+        "{:<8} {:>9} {:>10} {:>8} {:>6} {:>9} {:>12} {:>10}  STATUS",
+        "PEER", "EXCHANGES", "LAST", "TOOK", "RANGES", "DIFFERING", "REPAIRED", "MOVED"
+    );
+    for peer in &status.peers {
+        let outcome = if peer.in_progress {
+            "running".to_owned()
+        } else if peer.last_error.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!("failed: {}", peer.last_error)
+        };
+        let _ = writeln!(
+            text,
+            "{:<8} {:>9} {:>10} {:>6}ms {:>6} {:>9} {:>5}/{:<6} {:>9}B  {outcome}",
+            peer.node_id,
+            peer.exchanges,
+            ago(peer.last_started_ago_ms),
+            peer.last_duration_ms,
+            peer.last_ranges,
+            peer.last_keys_differing,
+            peer.last_keys_repaired,
+            peer.keys_repaired,
+            peer.bytes_moved
+        );
+    }
+    if !status.ranges.is_empty() {
+        let _ = writeln!(text, "\n{:<44} {:<16} AGREED", "RANGE", "REPLICAS");
+        for range in &status.ranges {
+            let agreed: Vec<String> = range
+                .agreements
+                .iter()
+                .map(|a| format!("{} {}", a.node_id, ago(a.agreed_ago_ms)))
+                .collect();
+            let _ = writeln!(
+                text,
+                "[{:#018x}, {:#018x}] {:<16} {}",
+                range.first,
+                range.last,
+                range.replicas.join(","),
+                agreed.join(", ")
+            );
+        }
+    }
+    let json = json!({
+        "node_id": status.node_id, "enabled": status.enabled, "interval_ms": status.interval_ms,
+        "tree_items": status.tree_items, "tombstones_pending": status.tombstones_pending,
+        "tombstones_reaped": status.tombstones_reaped,
+        "index_rebuild_keys": status.index_rebuild_keys, "index_rebuild_ms": status.index_rebuild_ms,
+        "peers": status.peers.iter().map(|p| json!({
+            "node_id": p.node_id, "exchanges": p.exchanges, "in_progress": p.in_progress,
+            "keys_repaired": p.keys_repaired, "bytes_moved": p.bytes_moved,
+            "last_started_ago_ms": p.last_started_ago_ms, "last_duration_ms": p.last_duration_ms,
+            "last_ranges": p.last_ranges, "last_ranges_differing": p.last_ranges_differing,
+            "last_keys_differing": p.last_keys_differing, "last_keys_repaired": p.last_keys_repaired,
+            "last_error": p.last_error,
+        })).collect::<Vec<_>>(),
+        "ranges": status.ranges.iter().map(|r| json!({
+            "first": r.first, "last": r.last, "replicas": r.replicas,
+            "agreements": r.agreements.iter().map(|a| json!({
+                "node_id": a.node_id, "agreed_ago_ms": a.agreed_ago_ms,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     });
     (text, json)
 }

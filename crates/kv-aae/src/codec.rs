@@ -37,7 +37,7 @@ pub enum TreeDecodeError {
 /// Serializes `tree`.
 pub fn encode_tree(tree: &DigestTree) -> Vec<u8> {
     let format = tree.format();
-    let mut out = Vec::with_capacity(HEADER_BYTES + LEAF_BYTES * tree.leaves().len());
+    let mut out = Vec::with_capacity(HEADER_BYTES + LEAF_BYTES * tree.format().leaf_count());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[format.version, format.partition_bits, format.leaf_bits]);
     for leaf in tree.leaves() {
@@ -70,14 +70,14 @@ pub fn decode_tree(input: &[u8]) -> Result<DigestTree, TreeDecodeError> {
             expected,
         });
     }
-    let leaves = input[HEADER_BYTES..]
+    let leaves: Vec<Digest> = input[HEADER_BYTES..]
         .chunks_exact(LEAF_BYTES)
         .map(|leaf| Digest {
             hash: u64::from_le_bytes(leaf[..8].try_into().expect("8 bytes")),
             count: u64::from_le_bytes(leaf[8..].try_into().expect("8 bytes")),
         })
         .collect();
-    Ok(DigestTree::from_leaves(format, leaves).expect("the length was checked"))
+    Ok(DigestTree::from_leaves(format, &leaves).expect("the length was checked"))
 }
 
 #[cfg(test)]

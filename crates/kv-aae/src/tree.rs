@@ -102,14 +102,27 @@ impl std::fmt::Display for TreeFormat {
     }
 }
 
-/// A digest tree over the whole hash space.
-#[derive(Clone, PartialEq, Eq)]
+/// A digest tree over the whole hash space. A partition's leaves are allocated when its
+/// first item arrives, so a small store costs kilobytes, not the whole tree.
+#[derive(Clone)]
 pub struct DigestTree {
     format: TreeFormat,
-    leaves: Vec<Digest>,
+    /// Per partition, its leaves (absent while it never held an item).
+    leaves: Vec<Option<Box<[Digest]>>>,
     partitions: Vec<Digest>,
     root: Digest,
 }
+
+impl PartialEq for DigestTree {
+    fn eq(&self, other: &Self) -> bool {
+        self.format == other.format
+            && self.root == other.root
+            && self.partitions == other.partitions
+            && (0..self.format.leaf_count()).all(|leaf| self.leaf(leaf) == other.leaf(leaf))
+    }
+}
+
+impl Eq for DigestTree {}
 
 impl std::fmt::Debug for DigestTree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,12 +149,35 @@ impl DigestTree {
     /// come from [`TreeFormat::CURRENT`] or a decoder that checks them).
     pub fn new(format: TreeFormat) -> Self {
         assert!(format.is_valid(), "unsupported tree format {format}");
+        let partitions = 1 << format.partition_bits;
         Self {
             format,
-            leaves: vec![Digest::EMPTY; format.leaf_count()],
-            partitions: vec![Digest::EMPTY; 1 << format.partition_bits],
+            leaves: vec![None; partitions],
+            partitions: vec![Digest::EMPTY; partitions],
             root: Digest::EMPTY,
         }
+    }
+
+    /// One leaf's digest.
+    fn leaf(&self, leaf: usize) -> Digest {
+        let (partition, within) = self.split_leaf(leaf);
+        self.leaves[partition]
+            .as_ref()
+            .map_or(Digest::EMPTY, |leaves| leaves[within])
+    }
+
+    fn split_leaf(&self, leaf: usize) -> (usize, usize) {
+        let bits = self.format.leaf_bits;
+        (leaf >> bits, leaf & ((1 << bits) - 1))
+    }
+
+    /// The leaf's digest, for changing it (its partition's leaves allocated on first use).
+    fn leaf_mut(&mut self, leaf: usize) -> &mut Digest {
+        let (partition, within) = self.split_leaf(leaf);
+        let per_partition = 1usize << self.format.leaf_bits;
+        let leaves = self.leaves[partition]
+            .get_or_insert_with(|| vec![Digest::EMPTY; per_partition].into_boxed_slice());
+        &mut leaves[within]
     }
 
     /// The tree's format.
@@ -163,7 +199,7 @@ impl DigestTree {
     pub fn insert(&mut self, position: u64, fingerprint: u64) {
         let leaf = self.leaf_of(position);
         let partition = leaf >> self.format.leaf_bits;
-        self.leaves[leaf].add(fingerprint);
+        self.leaf_mut(leaf).add(fingerprint);
         self.partitions[partition].add(fingerprint);
         self.root.add(fingerprint);
     }
@@ -172,7 +208,7 @@ impl DigestTree {
     pub fn remove(&mut self, position: u64, fingerprint: u64) {
         let leaf = self.leaf_of(position);
         let partition = leaf >> self.format.leaf_bits;
-        self.leaves[leaf].remove(fingerprint);
+        self.leaf_mut(leaf).remove(fingerprint);
         self.partitions[partition].remove(fingerprint);
         self.root.remove(fingerprint);
     }
@@ -217,45 +253,50 @@ impl DigestTree {
         }
     }
 
-    /// XOR of leaves `from..to`, using whole partitions where it can.
+    /// XOR of leaves `from..to`, using whole partitions where it can and skipping
+    /// partitions that never held an item.
     fn leaves_digest(&self, from: usize, to: usize) -> Digest {
         let per_partition = 1usize << self.format.leaf_bits;
         let mut digest = Digest::EMPTY;
         let mut leaf = from;
         while leaf < to {
-            if leaf.is_multiple_of(per_partition) && leaf + per_partition <= to {
-                digest = digest.combine(self.partitions[leaf / per_partition]);
-                leaf += per_partition;
-            } else {
-                digest = digest.combine(self.leaves[leaf]);
-                leaf += 1;
+            let partition = leaf / per_partition;
+            let partition_end = (partition + 1) * per_partition;
+            let end = partition_end.min(to);
+            if leaf == partition * per_partition && end == partition_end {
+                digest = digest.combine(self.partitions[partition]);
+            } else if let Some(leaves) = &self.leaves[partition] {
+                let within = leaf - partition * per_partition..end - partition * per_partition;
+                digest = leaves[within]
+                    .iter()
+                    .fold(digest, |d, leaf| d.combine(*leaf));
             }
+            leaf = end;
         }
         digest
     }
 
     /// Every leaf's digest, in position order (for serialization).
-    pub fn leaves(&self) -> &[Digest] {
-        &self.leaves
+    pub fn leaves(&self) -> impl ExactSizeIterator<Item = Digest> + '_ {
+        (0..self.format.leaf_count()).map(|leaf| self.leaf(leaf))
     }
 
     /// A tree of `format` with these leaves; `None` if their number does not fit it.
-    pub fn from_leaves(format: TreeFormat, leaves: Vec<Digest>) -> Option<Self> {
+    pub fn from_leaves(format: TreeFormat, leaves: &[Digest]) -> Option<Self> {
         if !format.is_valid() || leaves.len() != format.leaf_count() {
             return None;
         }
         let per_partition = 1usize << format.leaf_bits;
-        let partitions: Vec<Digest> = leaves
-            .chunks(per_partition)
-            .map(|chunk| chunk.iter().fold(Digest::EMPTY, |d, l| d.combine(*l)))
-            .collect();
-        let root = partitions.iter().fold(Digest::EMPTY, |d, p| d.combine(*p));
-        Some(Self {
-            format,
-            leaves,
-            partitions,
-            root,
-        })
+        let mut tree = Self::new(format);
+        for (partition, chunk) in leaves.chunks(per_partition).enumerate() {
+            let digest = chunk.iter().fold(Digest::EMPTY, |d, l| d.combine(*l));
+            if digest != Digest::EMPTY || chunk.iter().any(|l| *l != Digest::EMPTY) {
+                tree.leaves[partition] = Some(chunk.to_vec().into_boxed_slice());
+            }
+            tree.partitions[partition] = digest;
+            tree.root = tree.root.combine(digest);
+        }
+        Some(tree)
     }
 }
 
@@ -305,8 +346,8 @@ mod tests {
         tree.replace(42, Some(9), Some(11));
         tree.replace(42, Some(11), None);
         assert_eq!(tree, DigestTree::new(SMALL));
-        let rebuilt = DigestTree::from_leaves(SMALL, tree.leaves().to_vec()).unwrap();
+        let rebuilt = DigestTree::from_leaves(SMALL, &tree.leaves().collect::<Vec<_>>()).unwrap();
         assert_eq!(rebuilt, tree);
-        assert!(DigestTree::from_leaves(SMALL, vec![Digest::EMPTY; 3]).is_none());
+        assert!(DigestTree::from_leaves(SMALL, &[Digest::EMPTY; 3]).is_none());
     }
 }

@@ -32,7 +32,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use context::{Context, ContextParseError};
 pub use kv_proto::kvstore::{
-    GetMembershipResponse, GetRingResponse, HealthResponse, MemberState, NodeOwnership,
+    AntiEntropyResponse, GetMembershipResponse, GetRingResponse, HealthResponse, MemberState,
+    NodeOwnership, PeerExchange, RangeAgreement,
 };
 pub use tonic::Code;
 
@@ -293,6 +294,16 @@ impl Client {
         Ok(self
             .membership
             .health(api::HealthRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// The node's background anti-entropy: per peer, the last exchange and keys repaired;
+    /// with `ranges`, since when each range it replicates is known to agree.
+    pub async fn anti_entropy(&mut self, ranges: bool) -> Result<AntiEntropyResponse, ClientError> {
+        Ok(self
+            .membership
+            .anti_entropy(api::AntiEntropyRequest { ranges })
             .await?
             .into_inner())
     }

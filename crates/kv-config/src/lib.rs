@@ -311,6 +311,16 @@ settings! {
     /// Deadline of one call to a peer, ms.
     #[arg(long)]
     peer_timeout_ms: u64 => node.peer_timeout;
+    /// Anti-entropy: time between rounds of exchanges with every peer, ms; 0 turns
+    /// anti-entropy (and tombstone reaping) off.
+    #[arg(long)]
+    aae_interval_ms: u64 => node.anti_entropy.interval;
+    /// Anti-entropy: most keys this node repairs per second.
+    #[arg(long)]
+    aae_max_keys_per_sec: u32 => node.anti_entropy.max_keys_per_sec;
+    /// How long a tombstone is kept once every replica holds it, ms.
+    #[arg(long)]
+    tombstone_grace_ms: u64 => node.anti_entropy.tombstone_grace;
     /// Log format: text or json.
     #[arg(long)]
     log_format: String => serve.log_format;

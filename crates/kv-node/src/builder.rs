@@ -115,20 +115,30 @@ pub enum BuildError {
 /// ```
 /// # use std::sync::Arc;
 /// # use bytes::Bytes;
+/// # use kv_aae::{Digest, HashRange};
 /// # use kv_clock::VersionVector;
-/// # use kv_node::{NodeBuilder, NodeConfig, PeerTransport, StorageChoice, TransportError, WriteCommand};
+/// # use kv_node::{KeyPage, NodeBuilder, NodeConfig, PeerTransport, StorageChoice, TransportError, WriteCommand};
 /// # use kv_storage::Siblings;
 /// /// A one-node cluster never calls a peer.
 /// struct NoPeers;
+/// fn none(peer: &str) -> TransportError {
+///     TransportError::Unreachable { peer: peer.into(), reason: "no peers".into() }
+/// }
 /// impl PeerTransport for NoPeers {
 ///     async fn read(&self, peer: &str, _: Bytes) -> Result<Option<Siblings>, TransportError> {
-///         Err(TransportError::Unreachable { peer: peer.into(), reason: "no peers".into() })
+///         Err(none(peer))
 ///     }
 ///     async fn write(&self, peer: &str, _: Bytes, _: Siblings) -> Result<(), TransportError> {
-///         Err(TransportError::Unreachable { peer: peer.into(), reason: "no peers".into() })
+///         Err(none(peer))
 ///     }
 ///     async fn coordinate_write(&self, peer: &str, _: WriteCommand) -> Result<VersionVector, TransportError> {
-///         Err(TransportError::Unreachable { peer: peer.into(), reason: "no peers".into() })
+///         Err(none(peer))
+///     }
+///     async fn aae_digests(&self, peer: &str, _: Vec<HashRange>) -> Result<Vec<Digest>, TransportError> {
+///         Err(none(peer))
+///     }
+///     async fn aae_keys(&self, peer: &str, _: HashRange, _: Option<Bytes>, _: usize) -> Result<KeyPage, TransportError> {
+///         Err(none(peer))
 ///     }
 /// }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

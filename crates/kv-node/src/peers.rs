@@ -117,6 +117,17 @@ impl PeerTable {
         self.lock().get(peer).cloned()
     }
 
+    /// Whether background work (anti-entropy) should leave `peer` alone for now: gossip
+    /// declared it DEAD or SUSPECT. Under a static membership, where SUSPECT only means a
+    /// call failed, only the attempt itself can tell, so nothing is skipped.
+    pub(crate) fn is_down(&self, peer: &str) -> bool {
+        self.gossip_driven
+            && self
+                .lock()
+                .get(peer)
+                .is_some_and(|s| matches!(s.state, PeerState::Suspect | PeerState::Dead))
+    }
+
     pub(crate) fn is_dead(&self, peer: &str) -> bool {
         self.lock()
             .get(peer)

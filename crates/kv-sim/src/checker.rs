@@ -8,7 +8,10 @@
 //! - **Read-your-writes**: a successful read that starts after a write was acknowledged,
 //!   with R + W > N, sees that write or a successor (its context covers the write's dot);
 //!   skipped once a node lost its memory after the write.
-//! - **Convergence**: after repair every replica of a key holds the same versions.
+//! - **Convergence**: after repair every replica of a key holds the same versions; and
+//!   before any final read ([`check_converged_without_reads`]), once anti-entropy had
+//!   its rounds, the replicas already hold the same versions: anti-entropy alone brought
+//!   every replica up to date, even one that lost its memory.
 //! - **No phantom reads**: a read returns only values some client wrote to that key.
 //! - **Unique dots**: no two writes of a key were minted with the same dot.
 
@@ -60,6 +63,45 @@ pub fn check(input: &CheckInput<'_>) -> Vec<String> {
     violations
 }
 
+/// Every replica of every key holds the same versions. Run on evidence collected after the
+/// faults healed and anti-entropy ran, before any read could repair anything.
+pub fn check_converged_without_reads(keys: &[KeyEvidence]) -> Vec<String> {
+    keys.iter()
+        .filter_map(|evidence| {
+            let merged = merge_replicas(evidence);
+            divergence(evidence, &merged).map(|message| {
+                let key = String::from_utf8_lossy(&evidence.key);
+                format!("key {key}: without reads, after anti-entropy, {message}")
+            })
+        })
+        .collect()
+}
+
+/// Every replica's versions synced together.
+fn merge_replicas(evidence: &KeyEvidence) -> Siblings {
+    let mut merged = Siblings::new();
+    for versions in evidence.replicas.iter().filter_map(|(_, v)| v.as_ref()) {
+        merged.sync(versions);
+    }
+    merged
+}
+
+/// Which replicas hold something other than `merged`, if any.
+fn divergence(evidence: &KeyEvidence, merged: &Siblings) -> Option<String> {
+    let diverged: Vec<String> = evidence
+        .replicas
+        .iter()
+        .filter(|(_, state)| state.as_ref() != Some(merged) && !merged.is_empty())
+        .map(|(id, state)| format!("replica {id} holds {state:?}"))
+        .collect();
+    (!diverged.is_empty()).then(|| {
+        format!(
+            "replicas did not converge to {merged:?}: {}",
+            diverged.join("; ")
+        )
+    })
+}
+
 struct KeyCheck<'a> {
     evidence: &'a KeyEvidence,
     ops: &'a [&'a Op],
@@ -71,10 +113,7 @@ struct KeyCheck<'a> {
 
 impl<'a> KeyCheck<'a> {
     fn new(evidence: &'a KeyEvidence, ops: &'a [&'a Op], violations: &'a mut Vec<String>) -> Self {
-        let mut final_state = Siblings::new();
-        for versions in evidence.replicas.iter().filter_map(|(_, v)| v.as_ref()) {
-            final_state.sync(versions);
-        }
+        let final_state = merge_replicas(evidence);
         let final_clock = final_state.join();
         let mint_by_value = evidence
             .mints
@@ -127,21 +166,7 @@ impl<'a> KeyCheck<'a> {
     }
 
     fn converged(&mut self) {
-        let diverged: Vec<String> = self
-            .evidence
-            .replicas
-            .iter()
-            .filter(|(_, state)| {
-                state.as_ref() != Some(&self.final_state) && !self.final_state.is_empty()
-            })
-            .map(|(id, state)| format!("replica {id} holds {state:?}"))
-            .collect();
-        if !diverged.is_empty() {
-            let message = format!(
-                "replicas did not converge to {:?}: {}",
-                self.final_state,
-                diverged.join("; ")
-            );
+        if let Some(message) = divergence(self.evidence, &self.final_state) {
             self.report(&message);
         }
     }

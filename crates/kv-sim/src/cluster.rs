@@ -20,6 +20,9 @@ use crate::store::{MintLog, RecordingStore};
 
 /// How often convergence is polled.
 const CONVERGENCE_POLL: Duration = Duration::from_millis(50);
+/// Simulated nodes compare their replicas this often (production defaults to 30 s; a
+/// shorter interval lets a 20 s workload see several rounds).
+const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a client needs to call a running node: its API and a signal that fires if the
 /// node crashes while the call is in flight.
@@ -108,6 +111,11 @@ impl SimCluster {
         NodeConfig::new("n", address(0)).replication_factor
     }
 
+    /// How often each node runs an anti-entropy round.
+    pub fn anti_entropy_interval(&self) -> Duration {
+        ANTI_ENTROPY_INTERVAL
+    }
+
     /// Number of nodes (running or not).
     pub fn size(&self) -> usize {
         self.nodes().len()
@@ -143,7 +151,8 @@ impl SimCluster {
             slot.storage = Arc::new(RecordingStore::new(Arc::clone(&self.mints), false));
             slot.lose_memory_on_restart = false;
         }
-        let config = NodeConfig::new(slot.id.clone(), slot.grpc_addr);
+        let mut config = NodeConfig::new(slot.id.clone(), slot.grpc_addr);
+        config.anti_entropy.interval = ANTI_ENTROPY_INTERVAL;
         let storage: Arc<dyn Storage> = Arc::clone(&slot.storage) as Arc<dyn Storage>;
         let transport = self.network.transport(&slot.id, &[], config.peer_timeout);
         let socket = self.datagrams.bind(&slot.id, slot.gossip_addr);

@@ -22,6 +22,9 @@ const CONVERGENCE_LIMIT: Duration = Duration::from_secs(60);
 const FINAL_READ_ATTEMPTS: usize = 10;
 /// Wait after the final reads so read repair (after its late-reply grace) lands.
 const REPAIR_SETTLE: Duration = Duration::from_secs(5);
+/// Anti-entropy rounds every node gets after the faults heal, before the replicas are
+/// compared without any read.
+const AAE_ROUNDS_AFTER_HEAL: u32 = 3;
 
 /// What a run looks like.
 #[derive(Debug, Clone)]
@@ -123,6 +126,10 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     if let Err(message) = cluster.wait_converged(CONVERGENCE_LIMIT).await {
         violations.push(format!("after healing, {message}"));
     }
+    tokio::time::sleep(cluster.anti_entropy_interval() * AAE_ROUNDS_AFTER_HEAL).await;
+    violations.extend(checker::check_converged_without_reads(&collect_evidence(
+        &cluster, config,
+    )));
     final_reads(&cluster, config, &history).await;
     tokio::time::sleep(REPAIR_SETTLE).await;
 

@@ -11,7 +11,7 @@ use kv_repair::reconcile;
 use kv_storage::{Siblings, StorageError};
 use tokio::task::JoinSet;
 
-use super::{MAX_KEY_PAGE, key_page, only_tombstones};
+use super::{MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page, only_tombstones};
 use crate::node::Node;
 use crate::{NodeError, PeerTransport, TransportError};
 
@@ -89,6 +89,7 @@ impl<T: PeerTransport> Node<T> {
     ) -> Result<ExchangeReport, ExchangeFailure> {
         let limits = ExchangeLimits {
             keys_per_list: KEYS_PER_LIST.min(MAX_KEY_PAGE),
+            ranges_per_request: MAX_DIGEST_RANGES,
             ..ExchangeLimits::default()
         };
         let mut exchange: Exchange<Bytes> = Exchange::new(ranges, limits);
@@ -185,16 +186,26 @@ impl<T: PeerTransport> Node<T> {
 
     /// Brings `key` to the same state here and at `peer`; returns the bytes moved (zero
     /// when nothing needed to move after all).
+    ///
+    /// A key that holds only tombstones on one side and nothing on the other is left
+    /// alone when the tombstone is past its grace period (or its age is unknown, on the
+    /// peer): the empty side most likely reaped it already, and an empty replica holds no
+    /// value the tombstone must cover. Moving it would restart its grace period on the
+    /// empty side, and replicas would hand it back and forth forever.
     async fn repair_key(&self, peer: &str, key: Bytes, side: Side) -> Result<u64, ExchangeFailure> {
         let local = self.storage.get(&key)?;
+        if side == Side::OnlyHere
+            && let Some(versions) = &local
+            && only_tombstones(versions)
+            && self.tombstone_past_grace(&key)
+        {
+            return Ok(0);
+        }
         let remote = match side {
             Side::OnlyHere => None,
             Side::Elsewhere => self.transport.read(peer, key.clone()).await?,
         };
-        if side == Side::OnlyHere
-            && let Some(versions) = &local
-            && self.reap_instead_of_push(&key, versions)?
-        {
+        if local.is_none() && remote.as_ref().is_some_and(only_tombstones) {
             return Ok(0);
         }
         let mut moved = 0;
@@ -212,17 +223,12 @@ impl<T: PeerTransport> Node<T> {
         Ok(moved)
     }
 
-    /// A tombstone the peer no longer has because it was reaped there: reap it here too
-    /// instead of sending it back, once it may be reaped here.
-    fn reap_instead_of_push(
-        &self,
-        key: &[u8],
-        versions: &Siblings,
-    ) -> Result<bool, ExchangeFailure> {
-        if !only_tombstones(versions) || !self.may_reap(&self.ring(), key) {
-            return Ok(false);
-        }
-        Ok(self.reap(key, versions)?)
+    /// Whether `key` has held only tombstones here for the whole grace period.
+    fn tombstone_past_grace(&self, key: &[u8]) -> bool {
+        self.aae
+            .index
+            .tombstone_since(key)
+            .is_some_and(|since| since.elapsed() >= self.config().anti_entropy.tombstone_grace)
     }
 }
 

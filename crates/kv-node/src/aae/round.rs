@@ -2,6 +2,7 @@
 //! at a time) the ranges both replicate, skipping peers that are not up; then reap the
 //! tombstones every replica has agreed on for longer than the grace period.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kv_aae::{HashRange, arc, coalesce};
@@ -11,8 +12,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::only_tombstones;
+use crate::PeerTransport;
 use crate::node::Node;
-use crate::{PeerState, PeerTransport};
 
 /// Most tombstones one round reaps.
 const MAX_REAPS_PER_ROUND: usize = 10_000;
@@ -37,46 +38,44 @@ pub(crate) async fn run_anti_entropy<T: PeerTransport>(
     }
 }
 
-/// The ranges whose keys both `a` and `b` replicate in `ring`, joined where they touch.
-pub(crate) fn shared_ranges(ring: &Ring, a: &str, b: &str) -> Vec<HashRange> {
+/// For each other member of `ring`, the ranges whose keys both it and `me` replicate,
+/// joined where they touch (members that share nothing with `me` are absent).
+pub(crate) fn shared_ranges(ring: &Ring, me: &str) -> BTreeMap<Arc<str>, Vec<HashRange>> {
+    let mut shared: BTreeMap<Arc<str>, Vec<HashRange>> = BTreeMap::new();
     let tokens: Vec<u64> = ring.tokens().map(|(token, _)| token).collect();
     let Some(&last) = tokens.last() else {
-        return Vec::new();
+        return shared;
     };
     let mut previous = last;
-    let mut ranges = Vec::new();
     for &token in &tokens {
         let replicas = ring.preference_list_for_hash(token);
-        if replicas.contains(a) && replicas.contains(b) {
-            ranges.extend(arc(previous, token));
+        if replicas.contains(me) {
+            for peer in replicas.iter_shared().filter(|peer| ***peer != *me) {
+                shared
+                    .entry(Arc::clone(peer))
+                    .or_default()
+                    .extend(arc(previous, token));
+            }
         }
         previous = token;
     }
-    coalesce(ranges)
+    shared
+        .into_iter()
+        .map(|(peer, ranges)| (peer, coalesce(ranges)))
+        .collect()
 }
 
 impl<T: PeerTransport> Node<T> {
-    /// One round: an exchange with every peer that is up, then reaping.
-    pub(crate) async fn anti_entropy_round(self: &Arc<Self>) {
+    /// Runs one anti-entropy round now: an exchange with every peer that is up (in node
+    /// order, one at a time), then tombstone reaping. The background task runs one every
+    /// interval; tests and operators may run one at will.
+    pub async fn anti_entropy_round(self: &Arc<Self>) {
         if !self.ring_complete() {
             return;
         }
         let ring = self.ring();
-        let me = self.config().node_id.clone();
-        let peers: Vec<Arc<str>> = ring
-            .members()
-            .filter(|member| *member != me)
-            .map(Arc::from)
-            .collect();
-        for peer in peers {
-            if self
-                .peer_status(&peer)
-                .is_some_and(|p| matches!(p.state, PeerState::Suspect | PeerState::Dead))
-            {
-                continue;
-            }
-            let ranges = shared_ranges(&ring, &me, &peer);
-            if ranges.is_empty() {
+        for (peer, ranges) in shared_ranges(&ring, &self.config().node_id) {
+            if self.peers.is_down(&peer) {
                 continue;
             }
             self.exchange_and_record(&peer, ranges).await;
@@ -179,7 +178,7 @@ mod tests {
     #[test]
     fn shared_ranges_cover_exactly_the_keys_both_replicate() {
         let ring = Ring::new((1..=5).map(|i| Member::with_vnodes(format!("n{i}"), 16)), 3).unwrap();
-        let ranges = shared_ranges(&ring, "n1", "n2");
+        let ranges = shared_ranges(&ring, "n1").remove("n2").unwrap();
         for i in 0..5_000u32 {
             let key = format!("key-{i}");
             let position = kv_ring::key_hash(key.as_bytes());
@@ -189,6 +188,8 @@ mod tests {
             assert_eq!(both, covered, "{key} at {position:#x}");
         }
         let three = Ring::new((1..=3).map(|i| Member::new(format!("n{i}"))), 3).unwrap();
-        assert_eq!(shared_ranges(&three, "n1", "n3"), vec![HashRange::FULL]);
+        let all = shared_ranges(&three, "n1");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all["n3"], vec![HashRange::FULL]);
     }
 }

@@ -261,7 +261,14 @@ impl<T: PeerTransport> Node<T> {
         if self_in_ring {
             members.push(self.config.node_id.clone());
         }
-        let ring = build_ring(&self.config, members)?;
+        members.sort_unstable();
+        // Most views change only liveness: keep the ring when its members are the same.
+        let current = self.ring();
+        let ring = if current.members().eq(members.iter().map(String::as_str)) {
+            current
+        } else {
+            Arc::new(build_ring(&self.config, members)?)
+        };
         let specs: Vec<PeerSpec> = peers
             .iter()
             .map(|p| PeerSpec {
@@ -271,7 +278,7 @@ impl<T: PeerTransport> Node<T> {
             .collect();
         self.transport.update_peers(&specs);
         self.peers.replace(peers);
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
         Ok(())
     }
 }
