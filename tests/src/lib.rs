@@ -159,6 +159,13 @@ impl TestCluster {
         }
     }
 
+    /// Deletes `node`'s data directory (it must be stopped): a lost disk.
+    pub fn wipe(&mut self, node: &str) {
+        let i = self.index(node);
+        assert!(self.nodes[i].child.is_none(), "{node} is still running");
+        let _ = std::fs::remove_dir_all(&self.nodes[i].layout.data_dir);
+    }
+
     /// Starts `node` again with the same arguments and data, and waits until it serves.
     pub async fn restart(&mut self, node: &str) {
         let i = self.index(node);

@@ -275,8 +275,9 @@ fn anti_entropy_output(status: &kv_client::AntiEntropyResponse) -> (String, Valu
     };
     let _ = writeln!(
         text,
-        "index:      {} keys (rebuilt at start from {} keys in {} ms)\ntombstones: {} waiting, {} reaped\n",
+        "index:      {} keys, root {:#018x} (rebuilt at start from {} keys in {} ms)\ntombstones: {} waiting, {} reaped\n",
         status.tree_items,
+        status.tree_root,
         status.index_rebuild_keys,
         status.index_rebuild_ms,
         status.tombstones_pending,
@@ -329,7 +330,8 @@ fn anti_entropy_output(status: &kv_client::AntiEntropyResponse) -> (String, Valu
     }
     let json = json!({
         "node_id": status.node_id, "enabled": status.enabled, "interval_ms": status.interval_ms,
-        "tree_items": status.tree_items, "tombstones_pending": status.tombstones_pending,
+        "tree_items": status.tree_items, "tree_root": status.tree_root,
+        "tombstones_pending": status.tombstones_pending,
         "tombstones_reaped": status.tombstones_reaped,
         "index_rebuild_keys": status.index_rebuild_keys, "index_rebuild_ms": status.index_rebuild_ms,
         "peers": status.peers.iter().map(|p| json!({

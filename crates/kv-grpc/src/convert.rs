@@ -162,6 +162,7 @@ pub(crate) fn anti_entropy(node_id: &str, status: AntiEntropyStatus) -> api::Ant
         enabled: status.enabled,
         interval_ms: millis(status.interval),
         tree_items: status.tree_items,
+        tree_root: status.tree_root,
         tombstones_pending: status.tombstones_pending,
         tombstones_reaped: status.tombstones_reaped,
         index_rebuild_keys: rebuild_keys,

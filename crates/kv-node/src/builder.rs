@@ -97,9 +97,20 @@ pub enum BuildError {
         /// Why.
         source: StorageError,
     },
-    /// The store cannot be read to build the anti-entropy index.
-    #[error("cannot build the anti-entropy index from the store: {0}")]
+    /// The store cannot be read (its actor id, or its keys for the anti-entropy index).
+    #[error("cannot read the store: {0}")]
     Index(StorageError),
+    /// The store was written by another node.
+    #[error(
+        "the store was written by node {actor:?}, not by {node_id:?}: give this node its own \
+         data dir, or start it with the node id the data belongs to"
+    )]
+    ForeignStore {
+        /// The node id asked for.
+        node_id: String,
+        /// The actor id the store recorded.
+        actor: String,
+    },
     /// The gossip socket cannot be bound.
     #[error("cannot bind the gossip socket {address}: {source}")]
     BindGossip {
@@ -148,7 +159,7 @@ pub enum BuildError {
 ///     .start_token(7)
 ///     .build()
 ///     .unwrap();
-/// // Memory forgets on restart, so each start mints under its own actor id.
+/// // A new store gets a new actor id: `<node id>.<start token in base 36>`.
 /// assert_eq!(node.actor().as_str(), "n1.7");
 /// let write = kv_node::ClientWrite { key: "k".into(), value: Some(Bytes::from("v")), ..Default::default() };
 /// node.client_put(write).await.unwrap();
@@ -199,7 +210,7 @@ impl<T: PeerTransport> NodeBuilder<T> {
     }
 
     /// A number that grows from one start of this node to the next: it renews the node's
-    /// gossip identity and, when the store is not durable, its actor id. Defaults to the
+    /// gossip identity and names the actor id of a new store. Defaults to the
     /// wall clock in milliseconds; a simulation passes its own so a seed replays exactly.
     #[must_use]
     pub fn start_token(mut self, token: u64) -> Self {
@@ -305,18 +316,47 @@ impl<T: PeerTransport> NodeBuilder<T> {
     }
 }
 
-/// The actor id a node mints under: its node id when its store survives restarts;
-/// otherwise a new one per start, so it never reuses a dot it minted before it forgot.
+/// The actor id a node mints under: the one its store recorded, or, for a new store
+/// (first start, a wiped disk, memory), `<node id>.<start token in base 36>`, recorded in
+/// the store. A store's dots are thus never minted again by another store.
 fn actor_for(
     node_id: &str,
     storage: &dyn Storage,
     start_token: u64,
-) -> Result<ActorId, ClockError> {
-    if storage.is_durable() {
-        ActorId::new(node_id)
-    } else {
-        ActorId::new(&format!("{node_id}.{start_token}"))
+) -> Result<ActorId, BuildError> {
+    let recorded = storage.actor().map_err(BuildError::Index)?;
+    if let Some(actor) = recorded {
+        let owner = actor
+            .rsplit_once('.')
+            .map_or(actor.as_str(), |(owner, _)| owner);
+        if owner != node_id {
+            return Err(BuildError::ForeignStore {
+                node_id: node_id.to_owned(),
+                actor,
+            });
+        }
+        return Ok(ActorId::new(&actor)?);
     }
+    let actor = ActorId::new(&format!("{node_id}.{}", base36(start_token)))?;
+    storage
+        .set_actor(actor.as_str())
+        .map_err(BuildError::Index)?;
+    Ok(actor)
+}
+
+/// `value` in base 36 (digits, then lowercase letters): a start token in a few characters.
+fn base36(mut value: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut text = Vec::new();
+    loop {
+        text.push(DIGITS[(value % 36) as usize]);
+        value /= 36;
+        if value == 0 {
+            break;
+        }
+    }
+    text.reverse();
+    String::from_utf8(text).expect("ASCII digits")
 }
 
 fn wall_clock_ms() -> u64 {
@@ -353,5 +393,33 @@ impl<T> RunningNode<T> {
         if let Some(task) = self.gossip {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kv_storage::MemoryStore;
+
+    use super::*;
+
+    #[test]
+    fn a_store_keeps_the_actor_it_was_given_and_refuses_another_node() {
+        let store = MemoryStore::new(kv_ring::key_hash);
+        let first = actor_for("n1", &store, 36 * 36).unwrap();
+        assert_eq!(first.as_str(), "n1.100");
+        let again = actor_for("n1", &store, 99).unwrap();
+        assert_eq!(
+            again, first,
+            "a restart with the same store keeps its actor"
+        );
+        let error = actor_for("n2", &store, 99).unwrap_err();
+        assert!(
+            error.to_string().contains("written by node \"n1.100\""),
+            "{error}"
+        );
+        let dotted = MemoryStore::new(kv_ring::key_hash);
+        assert_eq!(actor_for("a.b", &dotted, 1).unwrap().as_str(), "a.b.1");
+        assert_eq!(actor_for("a.b", &dotted, 2).unwrap().as_str(), "a.b.1");
+        assert_eq!(base36(u64::MAX), "3w5e11264sgsf");
     }
 }

@@ -67,7 +67,7 @@ impl SimCluster {
                 id: format!("n{}", i + 1),
                 gossip_addr: address(7946 + i),
                 grpc_addr: address(50051 + i),
-                storage: Arc::new(RecordingStore::new(Arc::clone(&mints), true)),
+                storage: Arc::new(RecordingStore::new(Arc::clone(&mints))),
                 incarnation: 0,
                 lose_memory_on_restart: false,
                 running: None,
@@ -146,9 +146,9 @@ impl SimCluster {
         debug_assert!(slot.running.is_none(), "{} is already running", slot.id);
         slot.incarnation += 1;
         if slot.lose_memory_on_restart {
-            // The disk is gone: the node comes back on an empty store that cannot claim to
-            // remember what it minted, so the builder gives it a new actor id.
-            slot.storage = Arc::new(RecordingStore::new(Arc::clone(&self.mints), false));
+            // The disk is gone: the node comes back on an empty store, which has no actor
+            // id yet, so the builder gives it a new one.
+            slot.storage = Arc::new(RecordingStore::new(Arc::clone(&self.mints)));
             slot.lose_memory_on_restart = false;
         }
         let mut config = NodeConfig::new(slot.id.clone(), slot.grpc_addr);

@@ -72,24 +72,25 @@ impl MintLog {
 pub struct RecordingStore {
     inner: MemoryStore,
     log: Arc<MintLog>,
-    durable: bool,
 }
 
 impl RecordingStore {
-    /// An empty store recording into `log`. `durable`: whether it claims to remember
-    /// everything it minted (a store that replaced a lost disk does not).
-    pub fn new(log: Arc<MintLog>, durable: bool) -> Self {
+    /// An empty store recording into `log`.
+    pub fn new(log: Arc<MintLog>) -> Self {
         Self {
             inner: MemoryStore::new(kv_ring::key_hash),
             log,
-            durable,
         }
     }
 }
 
 impl Storage for RecordingStore {
-    fn is_durable(&self) -> bool {
-        self.durable
+    fn actor(&self) -> Result<Option<String>, StorageError> {
+        self.inner.actor()
+    }
+
+    fn set_actor(&self, actor: &str) -> Result<(), StorageError> {
+        self.inner.set_actor(actor)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError> {

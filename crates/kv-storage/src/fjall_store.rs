@@ -16,6 +16,9 @@ const LOCK_STRIPES: usize = 256;
 /// fjall's key limit minus our 8-byte hash prefix.
 const MAX_KEY_BYTES: usize = 65_536 - 8;
 const KEYSPACE: &str = "kv";
+/// Metadata about the store itself (its actor id), apart from the data.
+const META_KEYSPACE: &str = "meta";
+const ACTOR_KEY: &[u8] = b"actor";
 
 /// How far a write must get before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +45,7 @@ impl std::str::FromStr for Durability {
 pub struct FjallStore {
     db: Database,
     keyspace: Keyspace,
+    meta: Keyspace,
     hasher: KeyHasher,
     durability: Durability,
     stripes: Vec<Mutex<()>>,
@@ -70,9 +74,13 @@ impl FjallStore {
         let keyspace = db
             .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(|e| engine("opening the keyspace", e))?;
+        let meta = db
+            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(|e| engine("opening the metadata keyspace", e))?;
         Ok(Self {
             db,
             keyspace,
+            meta,
             hasher,
             durability,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -222,8 +230,29 @@ impl Storage for FjallStore {
         Ok(items)
     }
 
-    fn is_durable(&self) -> bool {
-        true
+    fn actor(&self) -> Result<Option<String>, StorageError> {
+        let Some(raw) = self
+            .meta
+            .get(ACTOR_KEY)
+            .map_err(|e| engine("reading the store's actor id", e))?
+        else {
+            return Ok(None);
+        };
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|_| StorageError::Corrupt {
+                key: "(store actor id)".into(),
+                reason: "not UTF-8".into(),
+            })
+    }
+
+    fn set_actor(&self, actor: &str) -> Result<(), StorageError> {
+        self.meta
+            .insert(ACTOR_KEY, actor.as_bytes())
+            .map_err(|e| engine("recording the store's actor id", e))?;
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| engine("syncing the store's actor id", e))
     }
 
     fn writes_block(&self) -> bool {

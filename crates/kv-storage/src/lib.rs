@@ -143,8 +143,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
-    /// Whether what this store holds survives a restart of the process. A node whose
-    /// store forgets must mint versions under a new actor id each start, or it would
-    /// reuse dots it minted before and lose writes.
-    fn is_durable(&self) -> bool;
+    /// The actor id this store's versions were minted under, if one was recorded.
+    ///
+    /// A store keeps one actor id for its whole life and no other store ever uses it: a
+    /// replacement store (a wiped disk, a memory store after a restart) starts without
+    /// one, so its node takes a new actor and never mints a dot the old store minted.
+    fn actor(&self) -> Result<Option<String>, StorageError>;
+
+    /// Records the actor id this store's versions are minted under (once, when the store
+    /// is new), as durably as the store keeps anything.
+    fn set_actor(&self, actor: &str) -> Result<(), StorageError>;
 }

@@ -15,6 +15,7 @@ use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write}
 pub struct MemoryStore {
     hasher: KeyHasher,
     map: RwLock<BTreeMap<(u64, Bytes), Siblings>>,
+    actor: RwLock<Option<String>>,
 }
 
 impl MemoryStore {
@@ -23,6 +24,7 @@ impl MemoryStore {
         Self {
             hasher,
             map: RwLock::new(BTreeMap::new()),
+            actor: RwLock::new(None),
         }
     }
 
@@ -46,8 +48,17 @@ impl MemoryStore {
 }
 
 impl Storage for MemoryStore {
-    fn is_durable(&self) -> bool {
-        false
+    fn actor(&self) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .actor
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    fn set_actor(&self, actor: &str) -> Result<(), StorageError> {
+        *self.actor.write().unwrap_or_else(PoisonError::into_inner) = Some(actor.to_owned());
+        Ok(())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError> {

@@ -248,9 +248,18 @@ suite!(fjall_sync, {
 });
 
 #[test]
-fn only_the_persistent_engine_claims_durability() {
-    assert!(!MemoryStore::new(key_hash).is_durable());
+fn a_store_keeps_its_actor_for_life_and_a_new_store_has_none() {
+    let memory = MemoryStore::new(key_hash);
+    assert_eq!(memory.actor().unwrap(), None);
+    memory.set_actor("n1.abc").unwrap();
+    assert_eq!(memory.actor().unwrap().as_deref(), Some("n1.abc"));
     let dir = tempfile::tempdir().unwrap();
-    let fjall = FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap();
-    assert!(fjall.is_durable());
+    {
+        let fjall = FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap();
+        assert_eq!(fjall.actor().unwrap(), None);
+        fjall.set_actor("n1.xyz").unwrap();
+    }
+    let reopened = FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap();
+    assert_eq!(reopened.actor().unwrap().as_deref(), Some("n1.xyz"));
+    assert_eq!(reopened.count().unwrap(), 0, "the actor id is not a key");
 }

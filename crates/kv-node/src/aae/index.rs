@@ -150,6 +150,11 @@ impl Index {
         self.tree().root().count
     }
 
+    /// XOR of every key's fingerprint.
+    pub(crate) fn root_hash(&self) -> u64 {
+        self.tree().root().hash
+    }
+
     /// Keys holding only tombstones.
     pub(crate) fn tombstones_pending(&self) -> u64 {
         self.tombstones().len() as u64

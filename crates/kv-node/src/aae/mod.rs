@@ -184,6 +184,10 @@ pub struct AntiEntropyStatus {
     pub interval: Duration,
     /// Keys the index counts.
     pub tree_items: u64,
+    /// The XOR of every key's fingerprint: replicas holding the same keys in the same
+    /// states have equal roots (a cluster whose nodes all replicate everything, like three
+    /// nodes with N=3, is in agreement exactly when every root is equal).
+    pub tree_root: u64,
     /// Keys holding only tombstones, waiting to be reaped.
     pub tombstones_pending: u64,
     /// Tombstones reaped since the node started.
@@ -235,6 +239,7 @@ impl<T: crate::PeerTransport> crate::Node<T> {
             enabled: config.enabled(),
             interval: config.interval,
             tree_items: self.aae.index.items(),
+            tree_root: self.aae.index.root_hash(),
             tombstones_pending: self.aae.index.tombstones_pending(),
             tombstones_reaped: self.aae.reaped(),
             rebuild: self.aae.rebuild(),
