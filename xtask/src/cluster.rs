@@ -69,6 +69,9 @@ pub(crate) struct UpArgs {
     /// Run the optimised build (for benchmarks).
     #[arg(long)]
     pub(crate) release: bool,
+    /// More `kvstore serve` flags for every node (e.g. `--node-arg=--aae-interval-ms=2000`).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub(crate) node_args: Vec<String>,
 }
 
 impl Default for UpArgs {
@@ -83,6 +86,7 @@ impl Default for UpArgs {
             keep_data: false,
             durability: "buffer".into(),
             release: false,
+            node_args: Vec::new(),
         }
     }
 }
@@ -267,6 +271,12 @@ impl Cluster {
         })
     }
 
+    /// Where `node` keeps its data.
+    pub(crate) fn data_dir(&self, node: &str) -> Result<PathBuf, String> {
+        self.spec(node)?;
+        Ok(self.dir.join("data").join(node))
+    }
+
     pub(crate) fn address(&self, node: &str) -> Result<String, String> {
         Ok(self.spec(node)?.grpc.clone())
     }
@@ -423,6 +433,7 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
                 format!("--storage={}", args.storage),
                 format!("--durability={}", args.durability),
             ]);
+            spec.args.extend(args.node_args.iter().cloned());
             spec
         })
         .collect()
@@ -447,18 +458,17 @@ fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
     }
 }
 
-/// Settings a joining node copies from the cluster's first node.
+/// Whether a joining node copies `arg` from the cluster's first node: every setting but the
+/// node's own identity, addresses and data dir.
 fn keeps_across_nodes(arg: &str) -> bool {
-    [
-        "--n=",
-        "--r=",
-        "--w=",
-        "--vnodes=",
-        "--storage=",
-        "--durability=",
-    ]
-    .iter()
-    .any(|prefix| arg.starts_with(prefix))
+    let own = [
+        "--node-id=",
+        "--listen=",
+        "--gossip-listen=",
+        "--seeds=",
+        "--data-dir=",
+    ];
+    arg != "serve" && !own.iter().any(|prefix| arg.starts_with(prefix))
 }
 
 fn target_dir() -> PathBuf {

@@ -5,11 +5,13 @@
 //! - `demo quorum|conflict|repair|membership`: the original system's demos, checked.
 //! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
 //! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
+//! - `measure aae`: anti-entropy figures on a release cluster of real processes.
 
 mod bench;
 mod ci;
 mod cluster;
 mod demo;
+mod measure;
 mod sim;
 
 use std::path::PathBuf;
@@ -51,6 +53,17 @@ enum Task {
         #[arg(value_enum)]
         name: demo::Demo,
     },
+    /// Measure a mechanism on a fresh release cluster and print its figures.
+    Measure {
+        #[command(subcommand)]
+        what: Measurement,
+    },
+}
+
+#[derive(Subcommand)]
+enum Measurement {
+    /// Anti-entropy: catch-up of a stopped node, refill of a wiped one, reaping.
+    Aae(measure::AaeArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +74,9 @@ fn main() -> ExitCode {
         Task::Demo { name } => block_on(demo::run(name)),
         Task::Bench(args) => block_on(bench::run(args)),
         Task::Sim { args } => sim::run(&args),
+        Task::Measure {
+            what: Measurement::Aae(args),
+        } => block_on(measure::aae(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
