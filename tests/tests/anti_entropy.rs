@@ -103,6 +103,29 @@ async fn a_node_that_missed_writes_catches_up_without_reads() {
     }
     assert!(moved >= KEYS as u64, "only {moved} keys repaired");
     assert_holds_values(&cluster, "n3").await;
+
+    // What an operator sees: per peer and per range, as text and as JSON.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvstore-under-test"))
+            .args(["--addr", &cluster.address("n3")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let text = cli(&["aae", "status", "--ranges"]);
+    for expected in ["anti-entropy on n3", "PEER", "n1", "n2", "RANGE", "AGREED"] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    let json = cli(&["--json", "aae", "status"]);
+    for expected in [
+        "\"keys_repaired\":",
+        "\"tree_root\":",
+        "\"tombstones_pending\":0",
+    ] {
+        assert!(json.contains(expected), "{expected} missing from {json}");
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,6 @@
 //! Only the nodes' anti-entropy status is polled while waiting: no client read repairs
 //! anything.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,9 +73,16 @@ async fn measure(cluster: &mut Cluster, args: &AaeArgs) -> Result<(), String> {
     let before = totals(cluster).await?;
     restart(cluster, "n3").await?;
     let took = wait_equal(cluster).await?;
-    let after = totals(cluster).await?;
+    let after = settled_totals(cluster).await?;
     let differing = args.missed as u64 * (VALUE_BYTES as u64 + 12);
-    report("stopped n3 caught up", args.missed, took, &before, &after, differing);
+    report(
+        "stopped n3 caught up",
+        args.missed,
+        took,
+        &before,
+        &after,
+        differing,
+    );
 
     cluster.kill("n3")?;
     let dir = cluster.data_dir("n3")?;
@@ -84,18 +90,34 @@ async fn measure(cluster: &mut Cluster, args: &AaeArgs) -> Result<(), String> {
     let before = totals(cluster).await?;
     restart(cluster, "n3").await?;
     let took = wait_equal(cluster).await?;
-    let after = totals(cluster).await?;
+    let after = settled_totals(cluster).await?;
     let all = args.keys + args.missed;
-    report("wiped n3 refilled", all, took, &before, &after, all as u64 * (VALUE_BYTES as u64 + 12));
+    report(
+        "wiped n3 refilled",
+        all,
+        took,
+        &before,
+        &after,
+        all as u64 * (VALUE_BYTES as u64 + 12),
+    );
 
     reaping(cluster, args).await
 }
 
+/// n1's store: (keys, bytes its tables take on disk).
+async fn store_size(cluster: &Cluster) -> Result<(u64, u64), String> {
+    let health = client(cluster, "n1")
+        .await?
+        .health()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((health.storage_keys, health.storage_bytes))
+}
+
 async fn reaping(cluster: &mut Cluster, args: &AaeArgs) -> Result<(), String> {
-    let dir = cluster.data_dir("n1")?;
-    let size_before = dir_bytes(&dir);
+    let size_before = store_size(cluster).await?;
     write(cluster, "n1", "doomed", 0..args.deleted, 3).await?;
-    let size_written = dir_bytes(&dir);
+    let size_written = store_size(cluster).await?;
     delete(cluster, "n1", "doomed", 0..args.deleted).await?;
     let deleted_at = Instant::now();
     let limit = Instant::now() + WAIT_LIMIT;
@@ -108,28 +130,40 @@ async fn reaping(cluster: &mut Cluster, args: &AaeArgs) -> Result<(), String> {
             break;
         }
         if Instant::now() > limit {
-            return Err(format!("{pending} tombstones still held after {WAIT_LIMIT:?}"));
+            return Err(format!(
+                "{pending} tombstones still held after {WAIT_LIMIT:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let reaped_in = deleted_at.elapsed();
-    // Let the store's background compaction run on what reaping removed.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let size_after = dir_bytes(&dir);
+    let mut size_after = store_size(cluster).await?;
+    // Space comes back as the store's background compaction runs: watch it for a while.
+    let watch_until = Instant::now() + REAPED_SPACE_WATCH;
+    while Instant::now() < watch_until && size_after.1 > size_before.1 * 11 / 10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        size_after = store_size(cluster).await?;
+    }
     println!(
         "reaping: {} keys deleted, every tombstone reaped {:.1?} after the deletes \
-         (grace {} ms); n1's data dir {:.1} MB before the writes, {:.1} MB with them, \
-         {:.1} MB after reaping ({:+.1}% of before)",
+         (grace {} ms); n1's store: {} keys / {:.1} MB on disk before the writes, {} keys / \
+         {:.1} MB with them, {} keys / {:.1} MB after reaping ({:+.1}% of the bytes before)",
         args.deleted,
         reaped_in,
         args.grace_ms,
-        mb(size_before),
-        mb(size_written),
-        mb(size_after),
-        (size_after as f64 / size_before as f64 - 1.0) * 100.0
+        size_before.0,
+        mb(size_before.1),
+        size_written.0,
+        mb(size_written.1),
+        size_after.0,
+        mb(size_after.1),
+        (size_after.1 as f64 / size_before.1 as f64 - 1.0) * 100.0
     );
     Ok(())
 }
+
+/// How long the store's size is watched for compaction to return reaped space.
+const REAPED_SPACE_WATCH: Duration = Duration::from_secs(60);
 
 fn node_ids(cluster: &Cluster) -> Vec<String> {
     cluster.nodes.iter().map(|n| n.id.clone()).collect()
@@ -174,6 +208,25 @@ async fn totals(cluster: &Cluster) -> Result<Totals, String> {
     Ok(totals)
 }
 
+/// The totals once no exchange is running (a finished exchange reports its counts).
+async fn settled_totals(cluster: &Cluster) -> Result<Totals, String> {
+    let limit = Instant::now() + WAIT_LIMIT;
+    loop {
+        let mut running = false;
+        for node in node_ids(cluster) {
+            running |= status(cluster, &node)
+                .await?
+                .peers
+                .iter()
+                .any(|p| p.in_progress);
+        }
+        if !running || Instant::now() > limit {
+            return totals(cluster).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until every node's tree has the same root and key count.
 async fn wait_equal(cluster: &Cluster) -> Result<Duration, String> {
     let started = Instant::now();
@@ -187,13 +240,22 @@ async fn wait_equal(cluster: &Cluster) -> Result<Duration, String> {
             return Ok(started.elapsed());
         }
         if started.elapsed() > WAIT_LIMIT {
-            return Err(format!("trees still differ after {WAIT_LIMIT:?}: {trees:?}"));
+            return Err(format!(
+                "trees still differ after {WAIT_LIMIT:?}: {trees:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-fn report(what: &str, keys: usize, took: Duration, before: &Totals, after: &Totals, differing: u64) {
+fn report(
+    what: &str,
+    keys: usize,
+    took: Duration,
+    before: &Totals,
+    after: &Totals,
+    differing: u64,
+) {
     let repaired = after.keys - before.keys;
     let moved = after.bytes - before.bytes;
     println!(
@@ -208,21 +270,6 @@ fn report(what: &str, keys: usize, took: Duration, before: &Totals, after: &Tota
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1_000_000.0
-}
-
-/// Bytes of every file under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Puts `prefix-i` for every `i`, `IN_FLIGHT` at a time, with W=`w`.
@@ -290,11 +337,13 @@ where
             call.await
         });
         while let Some(done) = tasks.try_join_next() {
-            done.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            done.map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         }
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        done.map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -79,19 +79,22 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
         ClientCommand::Health => {
             let health = client.health().await.map_err(|e| e.to_string())?;
             let text = format!(
-                "node:     {}\nstatus:   {}\nmembers:  {} alive of {}\nquorum:   N={} R={} W={}\n",
+                "node:     {}\nstatus:   {}\nmembers:  {} alive of {}\nquorum:   N={} R={} W={}\nstorage:  {} keys, {} bytes on disk\n",
                 health.node_id,
                 health.status,
                 health.members_alive,
                 health.members_total,
                 health.replication_factor,
                 health.read_quorum,
-                health.write_quorum
+                health.write_quorum,
+                health.storage_keys,
+                health.storage_bytes
             );
             let json = json!({
                 "node_id": health.node_id, "status": health.status,
                 "members_alive": health.members_alive, "members_total": health.members_total,
                 "n": health.replication_factor, "r": health.read_quorum, "w": health.write_quorum,
+                "storage_keys": health.storage_keys, "storage_bytes": health.storage_bytes,
             });
             (text, json)
         }

@@ -18,8 +18,12 @@ use crate::tree::Digest;
 pub struct ExchangeLimits {
     /// Ranges whose digests one request asks for.
     pub ranges_per_request: usize,
-    /// Keys one key list may hold; a differing range with more keys is split instead.
+    /// Keys one key list may hold when both sides hold keys in the range; a differing
+    /// range with more is split instead.
     pub keys_per_list: usize,
+    /// Keys one key list may hold when only one side holds keys in the range (every key
+    /// differs, so nothing is gained by splitting finer).
+    pub keys_per_page: usize,
     /// Pieces a differing range is split into (at least 2).
     pub fanout: usize,
 }
@@ -29,6 +33,7 @@ impl Default for ExchangeLimits {
         Self {
             ranges_per_request: 64,
             keys_per_list: 256,
+            keys_per_page: 1024,
             fanout: 16,
         }
     }
@@ -40,13 +45,20 @@ pub enum Step<K> {
     /// Compute these ranges' digests locally and ask the peer for its.
     Digests(Vec<HashRange>),
     /// List the keys of `range` (after `after`, if given) with their fingerprints locally
-    /// and ask the peer for its list: at most `keys_per_list` each, in ascending key order
-    /// within a position, saying whether a list was cut short.
+    /// and ask the peer for its list: at most `limit` each, in ascending key order within
+    /// a position, saying whether a list was cut short. A side whose digest counted no key
+    /// in the range need not be asked: its list is empty and complete.
     Keys {
         /// The range.
         range: HashRange,
         /// Only keys greater than this one (a later page of a single crowded position).
         after: Option<K>,
+        /// Most keys per list.
+        limit: usize,
+        /// Keys this side's digest counted in the range.
+        local_count: u64,
+        /// Keys the peer's digest counted in the range.
+        remote_count: u64,
     },
     /// Every range is compared.
     Done,
@@ -145,11 +157,21 @@ pub fn diff_keys<K: Ord>(mut local: Vec<(K, u64)>, mut remote: Vec<(K, u64)>) ->
     diff
 }
 
+/// A range to list: where, from which key, how many per list, and the counts the
+/// digests found on each side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listing<K> {
+    range: HashRange,
+    after: Option<K>,
+    limit: usize,
+    counts: (u64, u64),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending<K> {
     Nothing,
     Digests(Vec<HashRange>),
-    Keys(HashRange, Option<K>),
+    Keys(Listing<K>),
 }
 
 /// One comparison of ranges with one peer; `K` is the key type.
@@ -157,7 +179,7 @@ enum Pending<K> {
 pub struct Exchange<K> {
     limits: ExchangeLimits,
     to_digest: VecDeque<HashRange>,
-    to_list: VecDeque<(HashRange, Option<K>)>,
+    to_list: VecDeque<Listing<K>>,
     pending: Pending<K>,
     stats: ExchangeStats,
 }
@@ -191,9 +213,16 @@ impl<K: Ord + Clone> Exchange<K> {
             matches!(self.pending, Pending::Nothing),
             "the previous step is unanswered"
         );
-        if let Some((range, after)) = self.to_list.pop_front() {
-            self.pending = Pending::Keys(range, after.clone());
-            return Step::Keys { range, after };
+        if let Some(listing) = self.to_list.pop_front() {
+            let step = Step::Keys {
+                range: listing.range,
+                after: listing.after.clone(),
+                limit: listing.limit,
+                local_count: listing.counts.0,
+                remote_count: listing.counts.1,
+            };
+            self.pending = Pending::Keys(listing);
+            return step;
         }
         if self.to_digest.is_empty() {
             return Step::Done;
@@ -226,8 +255,19 @@ impl<K: Ord + Clone> Exchange<K> {
             }
             self.stats.ranges_differing += 1;
             let most = mine.count.max(theirs.count);
-            if most <= self.limits.keys_per_list as u64 || range.len() == 1 {
-                self.to_list.push_back((range, None));
+            let one_sided = mine.count.min(theirs.count) == 0;
+            let limit = if one_sided {
+                self.limits.keys_per_page
+            } else {
+                self.limits.keys_per_list
+            };
+            if most <= limit as u64 || range.len() == 1 {
+                self.to_list.push_back(Listing {
+                    range,
+                    after: None,
+                    limit,
+                    counts: (mine.count, theirs.count),
+                });
             } else {
                 self.to_digest.extend(split(range, self.limits.fanout));
             }
@@ -247,9 +287,10 @@ impl<K: Ord + Clone> Exchange<K> {
         remote: Vec<(K, u64)>,
         remote_complete: bool,
     ) -> Result<KeyDiff<K>, ExchangeError> {
-        let Pending::Keys(range, _) = std::mem::replace(&mut self.pending, Pending::Nothing) else {
+        let Pending::Keys(listing) = std::mem::replace(&mut self.pending, Pending::Nothing) else {
             return Err(ExchangeError::Unexpected("keys"));
         };
+        let range = listing.range;
         if local_complete && remote_complete {
             return Ok(self.compare(local, remote));
         }
@@ -268,7 +309,10 @@ impl<K: Ord + Clone> Exchange<K> {
             list.into_iter().filter(|(k, _)| *k <= cut).collect()
         };
         let diff = self.compare(within(local), within(remote));
-        self.to_list.push_front((range, Some(cut)));
+        self.to_list.push_front(Listing {
+            after: Some(cut),
+            ..listing
+        });
         Ok(diff)
     }
 

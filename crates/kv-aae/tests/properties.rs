@@ -83,9 +83,24 @@ fn exchange(a: &Replica, b: &Replica, limits: ExchangeLimits) -> BTreeSet<String
                 let theirs: Vec<Digest> = ranges.iter().map(|r| b.digest(*r)).collect();
                 exchange.digests(&mine, &theirs).unwrap();
             }
-            Step::Keys { range, after } => {
-                let (mine, mine_complete) = a.keys(range, after.as_ref(), limits.keys_per_list);
-                let (theirs, theirs_complete) = b.keys(range, after.as_ref(), limits.keys_per_list);
+            Step::Keys {
+                range,
+                after,
+                limit,
+                local_count,
+                remote_count,
+            } => {
+                assert!(limit == limits.keys_per_list || limit == limits.keys_per_page);
+                let (mine, mine_complete) = a.keys(range, after.as_ref(), limit);
+                // A side the digests found empty need not be asked; it must be empty.
+                let (theirs, theirs_complete) = if remote_count == 0 {
+                    (Vec::new(), true)
+                } else {
+                    b.keys(range, after.as_ref(), limit)
+                };
+                if local_count == 0 {
+                    assert!(mine.is_empty() && mine_complete);
+                }
                 let diff = exchange
                     .keys(mine, mine_complete, theirs, theirs_complete)
                     .unwrap();
@@ -190,10 +205,13 @@ fn formats() -> impl Strategy<Value = TreeFormat> {
 }
 
 fn limits() -> impl Strategy<Value = ExchangeLimits> {
-    (1usize..8, 1usize..6, 2usize..17).prop_map(|(ranges, keys, fanout)| ExchangeLimits {
-        ranges_per_request: ranges,
-        keys_per_list: keys,
-        fanout,
+    (1usize..8, 1usize..6, 1usize..9, 2usize..17).prop_map(|(ranges, keys, page, fanout)| {
+        ExchangeLimits {
+            ranges_per_request: ranges,
+            keys_per_list: keys,
+            keys_per_page: page,
+            fanout,
+        }
     })
 }
 

@@ -101,9 +101,15 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
     ) -> Result<Response<proto::DigestsResponse>, Status> {
         let (format, ranges) =
             wire::decode_digests_request(request.get_ref()).map_err(|e| wire_status(&e))?;
+        let request = request.into_inner();
+        if request.end {
+            self.node
+                .aae_end(&request.initiator, request.completed, &ranges);
+            return Ok(Response::new(proto::DigestsResponse::default()));
+        }
         let digests = self
             .node
-            .aae_digests(format, &ranges)
+            .aae_digests(format, &request.initiator, &ranges)
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(wire::digests_response(&digests)))
     }
@@ -117,7 +123,13 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
             wire::decode_key_list_request(&request).map_err(|e| wire_status(&e))?;
         let page = self
             .node
-            .aae_keys(format, range, request.after.as_deref(), limit)
+            .aae_keys(
+                format,
+                &request.initiator,
+                range,
+                request.after.as_deref(),
+                limit,
+            )
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(wire::key_list_response(page)))
     }

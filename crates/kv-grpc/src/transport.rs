@@ -151,26 +151,42 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
     async fn aae_digests(
         &self,
         peer: &str,
+        initiator: &str,
         ranges: Vec<HashRange>,
     ) -> Result<Vec<Digest>, TransportError> {
         let reply = self
             .channel(peer)?
-            .digests(wire::digests_request(&ranges))
+            .digests(wire::digests_request(initiator, &ranges))
             .await
             .map_err(|status| classify(peer, &status))?;
         wire::decode_digests_response(&reply, ranges.len()).map_err(|e| bad_reply(peer, &e))
     }
 
+    async fn aae_end(
+        &self,
+        peer: &str,
+        initiator: &str,
+        completed: bool,
+        ranges: Vec<HashRange>,
+    ) -> Result<(), TransportError> {
+        self.channel(peer)?
+            .digests(wire::end_request(initiator, completed, &ranges))
+            .await
+            .map_err(|status| classify(peer, &status))?;
+        Ok(())
+    }
+
     async fn aae_keys(
         &self,
         peer: &str,
+        initiator: &str,
         range: HashRange,
         after: Option<Bytes>,
         limit: usize,
     ) -> Result<KeyPage, TransportError> {
         let reply = self
             .channel(peer)?
-            .key_list(wire::key_list_request(range, after, limit))
+            .key_list(wire::key_list_request(initiator, range, after, limit))
             .await
             .map_err(|status| classify(peer, &status))?;
         wire::decode_key_list_response(reply, limit).map_err(|e| bad_reply(peer, &e))

@@ -204,11 +204,28 @@ fn decode_hash_range(range: Option<&proto::HashRange>) -> Result<HashRange, Wire
         .ok_or(WireError::BadRange)
 }
 
-/// A request for the digests of `ranges`.
-pub fn digests_request(ranges: &[HashRange]) -> proto::DigestsRequest {
+/// A request for the digests of `ranges`, for an exchange `initiator` runs.
+pub fn digests_request(initiator: &str, ranges: &[HashRange]) -> proto::DigestsRequest {
     proto::DigestsRequest {
         format: Some(tree_format(TreeFormat::CURRENT)),
         ranges: ranges.iter().copied().map(hash_range).collect(),
+        initiator: initiator.to_owned(),
+        end: false,
+        completed: false,
+    }
+}
+
+/// The request that ends `initiator`'s exchange (`completed`: every difference on
+/// `ranges` was repaired).
+pub fn end_request(
+    initiator: &str,
+    completed: bool,
+    ranges: &[HashRange],
+) -> proto::DigestsRequest {
+    proto::DigestsRequest {
+        end: true,
+        completed,
+        ..digests_request(initiator, ranges)
     }
 }
 
@@ -262,8 +279,9 @@ pub fn decode_digests_response(
         .collect())
 }
 
-/// A request for a page of `range`'s keys.
+/// A request for a page of `range`'s keys, for an exchange `initiator` runs.
 pub fn key_list_request(
+    initiator: &str,
     range: HashRange,
     after: Option<Bytes>,
     limit: usize,
@@ -273,6 +291,7 @@ pub fn key_list_request(
         range: Some(hash_range(range)),
         after,
         limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        initiator: initiator.to_owned(),
     }
 }
 
@@ -385,7 +404,7 @@ mod tests {
     #[test]
     fn anti_entropy_messages_round_trip_and_are_bounded() {
         let ranges = [HashRange::FULL, HashRange::new(5, 9).unwrap()];
-        let (format, decoded) = decode_digests_request(&digests_request(&ranges)).unwrap();
+        let (format, decoded) = decode_digests_request(&digests_request("n1", &ranges)).unwrap();
         assert_eq!(
             (format, decoded.as_slice()),
             (TreeFormat::CURRENT, &ranges[..])
@@ -399,16 +418,19 @@ mod tests {
         let backwards = proto::DigestsRequest {
             format: Some(tree_format(TreeFormat::CURRENT)),
             ranges: vec![proto::HashRange { first: 9, last: 5 }],
+            initiator: "n1".into(),
+            end: false,
+            completed: false,
         };
         assert_eq!(decode_digests_request(&backwards), Err(WireError::BadRange));
-        let too_many = digests_request(&vec![HashRange::FULL; MAX_DIGEST_RANGES + 1]);
+        let too_many = digests_request("n1", &vec![HashRange::FULL; MAX_DIGEST_RANGES + 1]);
         assert!(matches!(
             decode_digests_request(&too_many),
             Err(WireError::TooManyRanges(_))
         ));
         let no_format = proto::DigestsRequest::default();
         assert_eq!(decode_digests_request(&no_format), Err(WireError::NoFormat));
-        let request = key_list_request(HashRange::FULL, Some(Bytes::from_static(b"k")), 10);
+        let request = key_list_request("n1", HashRange::FULL, Some(Bytes::from_static(b"k")), 10);
         let (_, range, limit) = decode_key_list_request(&request).unwrap();
         assert_eq!((range, limit), (HashRange::FULL, 10));
         let unbounded = proto::KeyListRequest {

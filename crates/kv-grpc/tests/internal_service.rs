@@ -162,6 +162,9 @@ async fn anti_entropy_requests_are_checked_before_they_are_answered() {
             first: 0,
             last: u64::MAX,
         }],
+        initiator: "n2".into(),
+        end: false,
+        completed: false,
     };
     let status = api.digests(Request::new(request)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -174,6 +177,9 @@ async fn anti_entropy_requests_are_checked_before_they_are_answered() {
     let backwards = proto::DigestsRequest {
         format: Some(wire::tree_format(kv_aae::TreeFormat::CURRENT)),
         ranges: vec![proto::HashRange { first: 5, last: 1 }],
+        initiator: "n2".into(),
+        end: false,
+        completed: false,
     };
     let status = api.digests(Request::new(backwards)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -185,14 +191,16 @@ async fn anti_entropy_requests_are_checked_before_they_are_answered() {
         }),
         after: None,
         limit: 1_000_000,
+        initiator: "n2".into(),
     };
     let status = api.key_list(Request::new(unbounded)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("1..=1024"), "{status:?}");
     let empty = api
-        .digests(Request::new(wire::digests_request(&[
-            kv_aae::HashRange::FULL,
-        ])))
+        .digests(Request::new(wire::digests_request(
+            "n2",
+            &[kv_aae::HashRange::FULL],
+        )))
         .await
         .unwrap()
         .into_inner();

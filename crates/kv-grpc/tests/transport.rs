@@ -424,13 +424,13 @@ async fn anti_entropy_answers_that_break_the_protocol_are_refused() {
         kv_aae::HashRange::FULL,
         kv_aae::HashRange::new(1, 2).unwrap(),
     ];
-    let error = transport.aae_digests("p", ranges).await.unwrap_err();
+    let error = transport.aae_digests("p", "n1", ranges).await.unwrap_err();
     assert!(
         matches!(&error, TransportError::Remote { error, .. } if error.message.contains("1 digests answered 2 ranges")),
         "{error:?}"
     );
     let error = transport
-        .aae_keys("p", kv_aae::HashRange::FULL, None, 3)
+        .aae_keys("p", "n1", kv_aae::HashRange::FULL, None, 3)
         .await
         .unwrap_err();
     assert!(

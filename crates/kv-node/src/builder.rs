@@ -145,10 +145,13 @@ pub enum BuildError {
 ///     async fn coordinate_write(&self, peer: &str, _: WriteCommand) -> Result<VersionVector, TransportError> {
 ///         Err(none(peer))
 ///     }
-///     async fn aae_digests(&self, peer: &str, _: Vec<HashRange>) -> Result<Vec<Digest>, TransportError> {
+///     async fn aae_digests(&self, peer: &str, _: &str, _: Vec<HashRange>) -> Result<Vec<Digest>, TransportError> {
 ///         Err(none(peer))
 ///     }
-///     async fn aae_keys(&self, peer: &str, _: HashRange, _: Option<Bytes>, _: usize) -> Result<KeyPage, TransportError> {
+///     async fn aae_end(&self, peer: &str, _: &str, _: bool, _: Vec<HashRange>) -> Result<(), TransportError> {
+///         Err(none(peer))
+///     }
+///     async fn aae_keys(&self, peer: &str, _: &str, _: HashRange, _: Option<Bytes>, _: usize) -> Result<KeyPage, TransportError> {
 ///         Err(none(peer))
 ///     }
 /// }

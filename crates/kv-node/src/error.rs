@@ -191,6 +191,13 @@ pub enum NodeError {
         /// This node's.
         ours: kv_aae::TreeFormat,
     },
+    /// This node takes part in another anti-entropy exchange; the initiator tries again
+    /// in a later round.
+    #[error("busy with an anti-entropy exchange with {partner}")]
+    ExchangeBusy {
+        /// The node it exchanges with.
+        partner: String,
+    },
     /// An anti-entropy request breaks the exchange protocol's limits.
     #[error("invalid anti-entropy request: {0}")]
     BadExchangeRequest(String),
@@ -213,7 +220,8 @@ impl NodeError {
             | Self::NotReplica { .. }
             | Self::QuorumNotMet { .. }
             | Self::NoCoordinator { .. }
-            | Self::GossipStopped => ErrorKind::Unavailable,
+            | Self::GossipStopped
+            | Self::ExchangeBusy { .. } => ErrorKind::Unavailable,
             Self::Timeout { .. } => ErrorKind::DeadlineExceeded,
             Self::ForwardedWriteUncertain { cause, .. } => match cause {
                 TransportError::Timeout { .. } => ErrorKind::DeadlineExceeded,

@@ -113,18 +113,31 @@ pub trait PeerTransport: Send + Sync + 'static {
         command: WriteCommand,
     ) -> impl Future<Output = Result<VersionVector, TransportError>> + Send;
 
-    /// The digests of `ranges` in `peer`'s anti-entropy index, in the same order.
+    /// The digests of `ranges` in `peer`'s anti-entropy index, in the same order, for an
+    /// exchange `initiator` runs.
     fn aae_digests(
         &self,
         peer: &str,
+        initiator: &str,
         ranges: Vec<HashRange>,
     ) -> impl Future<Output = Result<Vec<Digest>, TransportError>> + Send;
 
+    /// Ends `initiator`'s exchange with `peer`, freeing it; with `completed`, tells it that
+    /// every difference on `ranges` was repaired.
+    fn aae_end(
+        &self,
+        peer: &str,
+        initiator: &str,
+        completed: bool,
+        ranges: Vec<HashRange>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
     /// Up to `limit` of `peer`'s keys in `range` (after `after`, at a single position),
-    /// with their fingerprints.
+    /// with their fingerprints, for an exchange `initiator` runs.
     fn aae_keys(
         &self,
         peer: &str,
+        initiator: &str,
         range: HashRange,
         after: Option<Bytes>,
         limit: usize,

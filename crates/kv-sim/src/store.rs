@@ -134,6 +134,10 @@ impl Storage for RecordingStore {
         self.inner.scan(hashes, start_after, limit)
     }
 
+    fn disk_bytes(&self) -> u64 {
+        self.inner.disk_bytes()
+    }
+
     fn count(&self) -> Result<u64, StorageError> {
         self.inner.count()
     }

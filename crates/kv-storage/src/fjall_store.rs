@@ -259,6 +259,11 @@ impl Storage for FjallStore {
         self.durability == Durability::Sync
     }
 
+    fn disk_bytes(&self) -> u64 {
+        // Journal and tables: recent writes live in the journal until a flush.
+        self.db.disk_space().unwrap_or(0)
+    }
+
     fn count(&self) -> Result<u64, StorageError> {
         let len = self
             .keyspace

@@ -137,6 +137,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Number of keys stored, tombstoned ones included.
     fn count(&self) -> Result<u64, StorageError>;
 
+    /// Bytes the engine takes on disk, its log included (0 for an engine that keeps
+    /// nothing on disk). Space freed by removals comes back as the engine compacts.
+    fn disk_bytes(&self) -> u64;
+
     /// Whether a write may block for long (e.g. an fsync), so an async caller should move
     /// it off its event loop. Writes that only touch memory or the page cache do not.
     fn writes_block(&self) -> bool {

@@ -108,6 +108,10 @@ impl Storage for MemoryStore {
             .collect())
     }
 
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+
     fn count(&self) -> Result<u64, StorageError> {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
         Ok(map.len() as u64)

@@ -11,14 +11,17 @@ use kv_repair::reconcile;
 use kv_storage::{Siblings, StorageError};
 use tokio::task::JoinSet;
 
-use super::{MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page, only_tombstones};
+use super::{KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page, only_tombstones};
 use crate::node::Node;
 use crate::{NodeError, PeerTransport, TransportError};
 
 /// Keys repaired at once within one exchange.
 const CONCURRENT_REPAIRS: usize = 32;
-/// Keys one key list carries.
-const KEYS_PER_LIST: usize = 256;
+/// Keys one key list carries when both sides hold keys in its range. Small lists cost
+/// more digests but list fewer keys that agree (`cargo xtask measure aae`).
+const KEYS_PER_LIST: usize = 8;
+/// Pieces a differing range splits into.
+const FANOUT: usize = 4;
 
 /// What one successful exchange did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,6 +76,15 @@ impl From<ExchangeError> for ExchangeFailure {
     }
 }
 
+/// What repairing one key did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Repaired {
+    /// Whether either side changed.
+    changed: bool,
+    /// Bytes moved to find out and to repair.
+    bytes: u64,
+}
+
 /// Which side lacks a key, or whether both hold it differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -88,9 +100,10 @@ impl<T: PeerTransport> Node<T> {
         ranges: Vec<HashRange>,
     ) -> Result<ExchangeReport, ExchangeFailure> {
         let limits = ExchangeLimits {
-            keys_per_list: KEYS_PER_LIST.min(MAX_KEY_PAGE),
+            keys_per_list: KEYS_PER_LIST,
+            keys_per_page: MAX_KEY_PAGE,
             ranges_per_request: MAX_DIGEST_RANGES,
-            ..ExchangeLimits::default()
+            fanout: FANOUT,
         };
         let mut exchange: Exchange<Bytes> = Exchange::new(ranges, limits);
         let mut report = ExchangeReport::default();
@@ -98,26 +111,41 @@ impl<T: PeerTransport> Node<T> {
             match exchange.next_step() {
                 Step::Digests(ranges) => {
                     let local = self.aae.index.digests(self.storage.as_ref(), &ranges)?;
-                    let remote = self.transport.aae_digests(peer, ranges).await?;
-                    report.bytes_moved += 16 * remote.len() as u64;
-                    exchange.digests(&local, &remote)?;
-                }
-                Step::Keys { range, after } => {
-                    let local = key_page(
-                        self.storage.as_ref(),
-                        range,
-                        after.as_deref(),
-                        limits.keys_per_list,
-                    )?;
+                    let asked = ranges.len() as u64;
                     let remote = self
                         .transport
-                        .aae_keys(peer, range, after, limits.keys_per_list)
+                        .aae_digests(peer, &self.config().node_id, ranges)
                         .await?;
-                    report.bytes_moved += remote
-                        .keys
-                        .iter()
-                        .map(|(key, _)| key.len() as u64 + 8)
-                        .sum::<u64>();
+                    // 16 bytes per range asked, 16 per digest answered.
+                    report.bytes_moved += 16 * asked + 16 * remote.len() as u64;
+                    exchange.digests(&local, &remote)?;
+                }
+                Step::Keys {
+                    range,
+                    after,
+                    limit,
+                    remote_count,
+                    ..
+                } => {
+                    let local = key_page(self.storage.as_ref(), range, after.as_deref(), limit)?;
+                    let remote = if remote_count == 0 {
+                        KeyPage {
+                            keys: Vec::new(),
+                            complete: true,
+                        }
+                    } else {
+                        let page = self
+                            .transport
+                            .aae_keys(peer, &self.config().node_id, range, after, limit)
+                            .await?;
+                        report.bytes_moved += 16
+                            + page
+                                .keys
+                                .iter()
+                                .map(|(key, _)| key.len() as u64 + 8)
+                                .sum::<u64>();
+                        page
+                    };
                     let diff =
                         exchange.keys(local.keys, local.complete, remote.keys, remote.complete)?;
                     self.repair_all(peer, diff, &mut report).await?;
@@ -162,15 +190,13 @@ impl<T: PeerTransport> Node<T> {
     }
 
     async fn collect_one(
-        running: &mut JoinSet<Result<u64, ExchangeFailure>>,
+        running: &mut JoinSet<Result<Repaired, ExchangeFailure>>,
         report: &mut ExchangeReport,
     ) -> Result<(), ExchangeFailure> {
         match running.join_next().await {
-            Some(Ok(Ok(moved))) => {
-                if moved > 0 {
-                    report.keys_repaired += 1;
-                    report.bytes_moved += moved;
-                }
+            Some(Ok(Ok(repaired))) => {
+                report.keys_repaired += u64::from(repaired.changed);
+                report.bytes_moved += repaired.bytes;
                 Ok(())
             }
             Some(Ok(Err(failure))) => Err(failure),
@@ -192,35 +218,45 @@ impl<T: PeerTransport> Node<T> {
     /// peer): the empty side most likely reaped it already, and an empty replica holds no
     /// value the tombstone must cover. Moving it would restart its grace period on the
     /// empty side, and replicas would hand it back and forth forever.
-    async fn repair_key(&self, peer: &str, key: Bytes, side: Side) -> Result<u64, ExchangeFailure> {
+    async fn repair_key(
+        &self,
+        peer: &str,
+        key: Bytes,
+        side: Side,
+    ) -> Result<Repaired, ExchangeFailure> {
         let local = self.storage.get(&key)?;
+        let mut done = Repaired::default();
         if side == Side::OnlyHere
             && let Some(versions) = &local
             && only_tombstones(versions)
             && self.tombstone_past_grace(&key)
         {
-            return Ok(0);
+            return Ok(done);
         }
         let remote = match side {
             Side::OnlyHere => None,
-            Side::Elsewhere => self.transport.read(peer, key.clone()).await?,
+            Side::Elsewhere => {
+                let remote = self.transport.read(peer, key.clone()).await?;
+                done.bytes += key.len() as u64 + remote.as_ref().map_or(0, payload_bytes);
+                remote
+            }
         };
         if local.is_none() && remote.as_ref().is_some_and(only_tombstones) {
-            return Ok(0);
+            return Ok(done);
         }
-        let mut moved = 0;
         let plan = reconcile(&[(true, local), (false, remote)]);
         for repair in plan.repairs {
-            moved += key.len() as u64 + payload_bytes(&repair.versions);
+            done.changed = true;
             if repair.replica {
                 self.replica_write(key.clone(), repair.versions).await?;
             } else {
+                done.bytes += key.len() as u64 + payload_bytes(&repair.versions);
                 self.transport
                     .write(peer, key.clone(), repair.versions)
                     .await?;
             }
         }
-        Ok(moved)
+        Ok(done)
     }
 
     /// Whether `key` has held only tombstones here for the whole grace period.

@@ -30,6 +30,13 @@ pub use index::{KeyPage, fingerprint_of};
 pub(crate) use rate::RateLimiter;
 pub(crate) use round::run_anti_entropy;
 
+/// How long a node stays reserved for a peer's exchange after its last request, unless
+/// the initiator frees it sooner (it does when the exchange ends): long enough for the
+/// repairs between two requests (a one-sided range pushes a whole page of keys).
+const RESPONDER_LEASE: Duration = Duration::from_secs(60);
+/// Longest an exchange this node runs may hold it.
+const INITIATOR_LEASE: Duration = Duration::from_secs(600);
+
 /// Most ranges one digest request may ask for.
 pub const MAX_DIGEST_RANGES: usize = 256;
 /// Most keys one key-list request may ask for.
@@ -56,10 +63,22 @@ struct LastExchange {
     outcome: Result<ExchangeReport, String>,
 }
 
+/// Which exchange this node takes part in now. One at a time: two peers repairing the
+/// same node at once would move the same keys twice.
+#[derive(Debug, Clone)]
+struct Slot {
+    partner: String,
+    initiator: bool,
+    /// When this node first answered or started the exchange.
+    since: Instant,
+    until: Instant,
+}
+
 /// The node's anti-entropy state.
 #[derive(Debug)]
 pub(crate) struct AntiEntropy {
     pub(crate) index: Index,
+    slot: Mutex<Option<Slot>>,
     peers: Mutex<BTreeMap<String, PeerRecord>>,
     limiter: tokio::sync::Mutex<RateLimiter>,
     reaped: std::sync::atomic::AtomicU64,
@@ -70,6 +89,7 @@ impl AntiEntropy {
     pub(crate) fn new(max_keys_per_sec: u32) -> Self {
         Self {
             index: Index::new(),
+            slot: Mutex::new(None),
             peers: Mutex::new(BTreeMap::new()),
             limiter: tokio::sync::Mutex::new(RateLimiter::new(max_keys_per_sec)),
             reaped: std::sync::atomic::AtomicU64::new(0),
@@ -93,6 +113,74 @@ impl AntiEntropy {
         *self.rebuild.lock().unwrap_or_else(PoisonError::into_inner) = Some((items, took));
     }
 
+    fn slot(&self) -> MutexGuard<'_, Option<Slot>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves this node for an exchange it runs with `partner`; false if it takes part
+    /// in another exchange.
+    pub(crate) fn start_exchange(&self, partner: &str) -> bool {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|s| s.until > Instant::now()) {
+            return false;
+        }
+        *slot = Some(Slot {
+            partner: partner.to_owned(),
+            initiator: true,
+            since: Instant::now(),
+            until: Instant::now() + INITIATOR_LEASE,
+        });
+        true
+    }
+
+    /// Frees this node after an exchange it ran.
+    pub(crate) fn end_exchange(&self) {
+        *self.slot() = None;
+    }
+
+    /// Frees this node after `initiator`'s exchange, if it holds it. When the exchange
+    /// repaired every difference, records the agreement on `ranges` here too, as of when
+    /// this node first answered it (any state it held then took part in the comparison).
+    pub(crate) fn release_exchange(&self, initiator: &str, completed: bool, ranges: &[HashRange]) {
+        let held = {
+            let mut slot = self.slot();
+            match slot.as_ref() {
+                Some(s) if s.partner == initiator && !s.initiator => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some(held) = held
+            && completed
+        {
+            self.peers().entry(initiator.to_owned()).or_default().agreed =
+                agreements(ranges, held.since);
+        }
+    }
+
+    /// Reserves this node (again) for `initiator`'s exchange, or names the exchange it
+    /// takes part in instead.
+    pub(crate) fn answer_exchange(&self, initiator: &str) -> Result<(), String> {
+        let now = Instant::now();
+        let mut slot = self.slot();
+        if let Some(held) = slot.as_ref()
+            && held.until > now
+            && (held.partner != initiator || held.initiator)
+        {
+            return Err(held.partner.clone());
+        }
+        let since = match slot.as_ref() {
+            Some(held) if held.until > now => held.since,
+            _ => now,
+        };
+        *slot = Some(Slot {
+            partner: initiator.to_owned(),
+            initiator: false,
+            since,
+            until: now + RESPONDER_LEASE,
+        });
+        Ok(())
+    }
+
     fn started(&self, peer: &str) {
         self.peers().entry(peer.to_owned()).or_default().in_progress = true;
     }
@@ -111,10 +199,7 @@ impl AntiEntropy {
         if let Ok(report) = &outcome {
             record.keys_repaired += report.keys_repaired;
             record.bytes_moved += report.bytes_moved;
-            record.agreed = ranges
-                .iter()
-                .map(|r| (r.first(), (r.last(), started)))
-                .collect();
+            record.agreed = agreements(ranges, started);
         }
         record.last = Some(LastExchange {
             started,
@@ -135,6 +220,11 @@ impl AntiEntropy {
         self.reaped
             .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Agreement on each of `ranges` as of `at`, by first position.
+fn agreements(ranges: &[HashRange], at: Instant) -> BTreeMap<u64, (u64, Instant)> {
+    ranges.iter().map(|r| (r.first(), (r.last(), at))).collect()
 }
 
 /// What operators see of one peer's exchanges.

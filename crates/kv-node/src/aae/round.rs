@@ -86,9 +86,24 @@ impl<T: PeerTransport> Node<T> {
     }
 
     async fn exchange_and_record(self: &Arc<Self>, peer: &Arc<str>, ranges: Vec<HashRange>) {
+        if !self.aae.start_exchange(peer) {
+            tracing::debug!(%peer, "anti-entropy: this node is busy with another exchange");
+            return;
+        }
         let started = Instant::now();
         self.aae.started(peer);
         let outcome = self.exchange(peer, ranges.clone()).await;
+        // Free the peer at once (best effort: its reservation expires by itself).
+        let _ = self
+            .transport
+            .aae_end(
+                peer,
+                &self.config().node_id,
+                outcome.is_ok(),
+                ranges.clone(),
+            )
+            .await;
+        self.aae.end_exchange();
         match &outcome {
             Ok(report) if report.keys_repaired > 0 => tracing::info!(
                 %peer,

@@ -31,13 +31,16 @@ impl<T> Node<T> {
         Ok(())
     }
 
-    /// The digests of `ranges` in this node's anti-entropy index (a peer's exchange).
+    /// The digests of `ranges` in this node's anti-entropy index, for `initiator`'s
+    /// exchange (refused while this node takes part in another).
     pub fn aae_digests(
         &self,
         format: TreeFormat,
+        initiator: &str,
         ranges: &[HashRange],
     ) -> Result<Vec<Digest>, NodeError> {
         check_format(format)?;
+        self.answer_exchange(initiator)?;
         if ranges.len() > MAX_DIGEST_RANGES {
             return Err(NodeError::BadExchangeRequest(format!(
                 "{} ranges asked at once; at most {MAX_DIGEST_RANGES}",
@@ -47,16 +50,24 @@ impl<T> Node<T> {
         Ok(self.aae.index.digests(self.storage.as_ref(), ranges)?)
     }
 
-    /// Up to `limit` keys of `range` (after `after`) with their fingerprints (a peer's
-    /// exchange).
+    /// Ends `initiator`'s exchange: this node is free again; with `completed`, it records
+    /// that it agrees with the initiator on `ranges`.
+    pub fn aae_end(&self, initiator: &str, completed: bool, ranges: &[HashRange]) {
+        self.aae.release_exchange(initiator, completed, ranges);
+    }
+
+    /// Up to `limit` keys of `range` (after `after`) with their fingerprints, for
+    /// `initiator`'s exchange (refused while this node takes part in another).
     pub fn aae_keys(
         &self,
         format: TreeFormat,
+        initiator: &str,
         range: HashRange,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<KeyPage, NodeError> {
         check_format(format)?;
+        self.answer_exchange(initiator)?;
         if !(1..=MAX_KEY_PAGE).contains(&limit) {
             return Err(NodeError::BadExchangeRequest(format!(
                 "a key list of {limit} keys asked; the limit is 1..={MAX_KEY_PAGE}"
@@ -89,6 +100,12 @@ impl<T> Node<T> {
             })
             .await?;
         Ok(update.after)
+    }
+
+    fn answer_exchange(&self, initiator: &str) -> Result<(), NodeError> {
+        self.aae
+            .answer_exchange(initiator)
+            .map_err(|partner| NodeError::ExchangeBusy { partner })
     }
 
     /// Runs a storage write of `key`, then moves the key in the anti-entropy index. The
