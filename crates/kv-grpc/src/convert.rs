@@ -127,7 +127,7 @@ pub(crate) fn health(health: Health) -> api::HealthResponse {
         replication_factor: health.replication_factor as u32,
         read_quorum: health.read_quorum as u32,
         write_quorum: health.write_quorum as u32,
-        storage_keys: health.storage_keys.unwrap_or_default(),
+        storage_keys: health.storage_keys,
         storage_bytes: health.storage_bytes,
     }
 }

@@ -134,7 +134,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<ScanItem>, StorageError>;
 
-    /// Number of keys stored, tombstoned ones included.
+    /// Number of keys stored, tombstoned ones included. An engine may scan every key to
+    /// count them (fjall does): for tests and tools, not for a request path.
     fn count(&self) -> Result<u64, StorageError>;
 
     /// Bytes the engine takes on disk, its log included (0 for an engine that keeps

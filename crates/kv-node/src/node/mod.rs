@@ -48,9 +48,9 @@ pub struct Health {
     pub read_quorum: usize,
     /// Default W.
     pub write_quorum: usize,
-    /// Keys in this node's store, tombstoned ones included (None if the store failed to
-    /// count them).
-    pub storage_keys: Option<u64>,
+    /// Keys in this node's store, tombstoned ones included (as its anti-entropy index
+    /// counts them: no scan of the store).
+    pub storage_keys: u64,
     /// Bytes the store's tables take on disk.
     pub storage_bytes: u64,
 }
@@ -214,7 +214,7 @@ impl<T> Node<T> {
             replication_factor: self.ring().replicas(),
             read_quorum: self.config.read_quorum,
             write_quorum: self.config.write_quorum,
-            storage_keys: self.storage.count().ok(),
+            storage_keys: self.aae.index.items(),
             storage_bytes: self.storage.disk_bytes(),
         }
     }
