@@ -40,9 +40,11 @@ fn steps(skip_deny: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         ("tests", vec!["test", "--workspace"]),
+        // The benches compile in the test profile, on the artifacts the tests built: a
+        // release build here would compile the whole workspace a second time.
         (
             "bench build",
-            vec!["bench", "--package", "kv-benches", "--no-run"],
+            vec!["test", "--package", "kv-benches", "--benches", "--no-run"],
         ),
     ];
     if !skip_deny {
