@@ -30,7 +30,7 @@ fn main() {
             let write = Write::new(&context, Some(value.clone()), &actor);
             store.put(key.as_bytes(), &write).unwrap();
         }
-        store.set_actor("n1.0").unwrap();
+        store.set_meta("actor", b"n1.0").unwrap();
     }
     println!("wrote {keys} keys in {:.1?}", started.elapsed());
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -319,6 +319,9 @@ impl<T: PeerTransport> NodeBuilder<T> {
     }
 }
 
+/// The store metadata holding the node's actor id.
+const ACTOR_META: &str = "actor";
+
 /// The actor id a node mints under: the one its store recorded, or, for a new store
 /// (first start, a wiped disk, memory), `<node id>.<start token in base 36>`, recorded in
 /// the store. A store's dots are thus never minted again by another store.
@@ -327,8 +330,9 @@ fn actor_for(
     storage: &dyn Storage,
     start_token: u64,
 ) -> Result<ActorId, BuildError> {
-    let recorded = storage.actor().map_err(BuildError::Index)?;
+    let recorded = storage.meta(ACTOR_META).map_err(BuildError::Index)?;
     if let Some(actor) = recorded {
+        let actor = String::from_utf8_lossy(&actor).into_owned();
         let owner = actor
             .rsplit_once('.')
             .map_or(actor.as_str(), |(owner, _)| owner);
@@ -342,7 +346,7 @@ fn actor_for(
     }
     let actor = ActorId::new(&format!("{node_id}.{}", base36(start_token)))?;
     storage
-        .set_actor(actor.as_str())
+        .set_meta(ACTOR_META, actor.as_str().as_bytes())
         .map_err(BuildError::Index)?;
     Ok(actor)
 }

@@ -6,7 +6,11 @@ use std::future::Future;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::{Progress, QuorumError, QuorumTracker};
+use std::collections::HashMap;
+
+use tokio::task::Id;
+
+use crate::{GroupQuorum, Progress, QuorumError};
 
 /// One replica's answer. `replica` is the call's index in the order calls were given.
 #[derive(Debug)]
@@ -35,7 +39,9 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Fanout<T, E> {
     calls: JoinSet<Reply<T, E>>,
-    tracker: QuorumTracker,
+    /// Which replica each running call is for (a call that panics still counts).
+    call_replica: HashMap<Id, usize>,
+    quorum: GroupQuorum,
     replies: Vec<Reply<T, E>>,
 }
 
@@ -50,32 +56,44 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let tracker = QuorumTracker::new(required, total)?;
+        Ok(Self::start_grouped(
+            calls,
+            GroupQuorum::single(required, total)?,
+        ))
+    }
+
+    /// Starts `calls` (replica indices below `quorum.replicas()`) and waits on `quorum`:
+    /// every group must reach its own count of successes.
+    pub fn start_grouped<F>(
+        calls: impl IntoIterator<Item = (usize, F)>,
+        quorum: GroupQuorum,
+    ) -> Self
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+    {
         let mut set = JoinSet::new();
-        let mut started = 0;
+        let mut call_replica = HashMap::new();
         for (replica, call) in calls {
-            started += 1;
-            set.spawn(async move {
+            debug_assert!(replica < quorum.replicas(), "a call for an unknown replica");
+            let handle = set.spawn(async move {
                 Reply {
                     replica,
                     result: call.await,
                 }
             });
+            call_replica.insert(handle.id(), replica);
         }
-        debug_assert!(started <= total, "more calls than replicas");
-        Ok(Self {
+        Self {
             calls: set,
-            tracker,
-            replies: Vec::with_capacity(total),
-        })
+            call_replica,
+            replies: Vec::with_capacity(quorum.replicas()),
+            quorum,
+        }
     }
 
     /// Adds an answer obtained without a call (e.g. the coordinator's own local write).
     pub fn record(&mut self, reply: Reply<T, E>) -> Progress {
-        let progress = match reply.result {
-            Ok(_) => self.tracker.record_success(),
-            Err(_) => self.tracker.record_failure(),
-        };
+        let progress = self.quorum.record(reply.replica, reply.result.is_ok());
         self.replies.push(reply);
         progress
     }
@@ -83,20 +101,22 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
     /// Waits until the quorum is reached or impossible, or `deadline` passes.
     pub async fn wait(&mut self, deadline: Instant) -> Outcome {
         loop {
-            match self.tracker.progress() {
+            match self.quorum.progress() {
                 Progress::Reached => return Outcome::Reached,
                 Progress::Impossible => return Outcome::Impossible,
                 Progress::Pending => {}
             }
-            match tokio::time::timeout_at(deadline, self.calls.join_next()).await {
+            match tokio::time::timeout_at(deadline, self.calls.join_next_with_id()).await {
                 Err(_elapsed) => return Outcome::DeadlineExceeded,
                 Ok(None) => return Outcome::Impossible, // no calls left and still pending
-                Ok(Some(joined)) => {
-                    if let Ok(reply) = joined {
-                        self.record(reply);
-                    } else {
-                        // The call panicked or was aborted: that replica failed.
-                        self.tracker.record_failure();
+                Ok(Some(Ok((id, reply)))) => {
+                    self.call_replica.remove(&id);
+                    self.record(reply);
+                }
+                Ok(Some(Err(error))) => {
+                    // The call panicked or was aborted: that replica failed.
+                    if let Some(replica) = self.call_replica.remove(&error.id()) {
+                        self.quorum.record(replica, false);
                     }
                 }
             }
@@ -109,8 +129,8 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
     }
 
     /// The quorum counts so far.
-    pub fn tracker(&self) -> &QuorumTracker {
-        &self.tracker
+    pub fn quorum(&self) -> &GroupQuorum {
+        &self.quorum
     }
 
     /// Lets the remaining calls finish (until `deadline`) and returns every answer,

@@ -18,7 +18,9 @@
 #![warn(missing_docs)]
 
 mod fanout;
+mod groups;
 mod tracker;
 
 pub use fanout::{Fanout, Outcome, Reply};
+pub use groups::GroupQuorum;
 pub use tracker::{Progress, QuorumError, QuorumTracker};

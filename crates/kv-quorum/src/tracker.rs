@@ -24,6 +24,17 @@ pub enum QuorumError {
         /// Replicas available.
         total: usize,
     },
+    /// A group names a replica beyond those asked.
+    #[error("a quorum group names replica {replica}, but only {replicas} are asked")]
+    UnknownReplica {
+        /// The index named.
+        replica: usize,
+        /// Replicas asked.
+        replicas: usize,
+    },
+    /// A replica asked belongs to no group (or there is no group at all).
+    #[error("every replica asked must count toward some quorum group")]
+    UngroupedReplica,
 }
 
 /// Counts successes and failures among `total` replicas against a quorum of `required`.

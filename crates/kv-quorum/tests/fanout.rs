@@ -57,7 +57,7 @@ fn run(answers: &[(u64, bool)], required: usize, deadline_ms: u64) -> (Outcome, 
             .wait(start + Duration::from_millis(deadline_ms))
             .await;
         let elapsed_ms = start.elapsed().as_millis() as u64;
-        let tracker = fanout.tracker().clone();
+        let tracker = fanout.quorum().groups()[0].clone();
         let everything = fanout.finish(start + Duration::from_secs(10)).await;
         assert_eq!(everything.len(), answers.len(), "late replies were lost");
         (outcome, elapsed_ms, tracker.successes(), tracker.failures())

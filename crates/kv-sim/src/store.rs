@@ -85,12 +85,12 @@ impl RecordingStore {
 }
 
 impl Storage for RecordingStore {
-    fn actor(&self) -> Result<Option<String>, StorageError> {
-        self.inner.actor()
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.meta(name)
     }
 
-    fn set_actor(&self, actor: &str) -> Result<(), StorageError> {
-        self.inner.set_actor(actor)
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.inner.set_meta(name, value)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError> {

@@ -16,9 +16,8 @@ const LOCK_STRIPES: usize = 256;
 /// fjall's key limit minus our 8-byte hash prefix.
 const MAX_KEY_BYTES: usize = 65_536 - 8;
 const KEYSPACE: &str = "kv";
-/// Metadata about the store itself (its actor id), apart from the data.
+/// Metadata about the store itself (its actor id, the ring history), apart from the data.
 const META_KEYSPACE: &str = "meta";
-const ACTOR_KEY: &[u8] = b"actor";
 
 /// How far a write must get before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -230,29 +229,21 @@ impl Storage for FjallStore {
         Ok(items)
     }
 
-    fn actor(&self) -> Result<Option<String>, StorageError> {
-        let Some(raw) = self
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
             .meta
-            .get(ACTOR_KEY)
-            .map_err(|e| engine("reading the store's actor id", e))?
-        else {
-            return Ok(None);
-        };
-        String::from_utf8(raw.to_vec())
-            .map(Some)
-            .map_err(|_| StorageError::Corrupt {
-                key: "(store actor id)".into(),
-                reason: "not UTF-8".into(),
-            })
+            .get(name.as_bytes())
+            .map_err(|e| engine("reading the store's metadata", e))?
+            .map(|raw| raw.to_vec()))
     }
 
-    fn set_actor(&self, actor: &str) -> Result<(), StorageError> {
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
         self.meta
-            .insert(ACTOR_KEY, actor.as_bytes())
-            .map_err(|e| engine("recording the store's actor id", e))?;
+            .insert(name.as_bytes(), value)
+            .map_err(|e| engine("recording the store's metadata", e))?;
         self.db
             .persist(PersistMode::SyncAll)
-            .map_err(|e| engine("syncing the store's actor id", e))
+            .map_err(|e| engine("syncing the store's metadata", e))
     }
 
     fn writes_block(&self) -> bool {

@@ -148,14 +148,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
-    /// The actor id this store's versions were minted under, if one was recorded.
-    ///
-    /// A store keeps one actor id for its whole life and no other store ever uses it: a
-    /// replacement store (a wiped disk, a memory store after a restart) starts without
-    /// one, so its node takes a new actor and never mints a dot the old store minted.
-    fn actor(&self) -> Result<Option<String>, StorageError>;
+    /// A named piece of the store's own metadata (its node's actor id, the cluster's ring
+    /// history), apart from the keys: `None` if never set. A new store (a wiped disk, a
+    /// memory store after a restart) has none, so its node knows it starts afresh.
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// Records the actor id this store's versions are minted under (once, when the store
-    /// is new), as durably as the store keeps anything.
-    fn set_actor(&self, actor: &str) -> Result<(), StorageError>;
+    /// Sets a named piece of metadata, synced to the device whatever the durability (it
+    /// changes rarely, and a node must not forget it).
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError>;
 }

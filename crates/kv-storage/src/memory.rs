@@ -15,7 +15,7 @@ use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write}
 pub struct MemoryStore {
     hasher: KeyHasher,
     map: RwLock<BTreeMap<(u64, Bytes), Siblings>>,
-    actor: RwLock<Option<String>>,
+    meta: RwLock<BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -24,7 +24,7 @@ impl MemoryStore {
         Self {
             hasher,
             map: RwLock::new(BTreeMap::new()),
-            actor: RwLock::new(None),
+            meta: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -48,16 +48,20 @@ impl MemoryStore {
 }
 
 impl Storage for MemoryStore {
-    fn actor(&self) -> Result<Option<String>, StorageError> {
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self
-            .actor
+            .meta
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone())
+            .get(name)
+            .cloned())
     }
 
-    fn set_actor(&self, actor: &str) -> Result<(), StorageError> {
-        *self.actor.write().unwrap_or_else(PoisonError::into_inner) = Some(actor.to_owned());
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.meta
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), value.to_vec());
         Ok(())
     }
 

@@ -248,18 +248,30 @@ suite!(fjall_sync, {
 });
 
 #[test]
-fn a_store_keeps_its_actor_for_life_and_a_new_store_has_none() {
+fn metadata_lasts_as_long_as_the_store_and_a_new_store_has_none() {
     let memory = MemoryStore::new(key_hash);
-    assert_eq!(memory.actor().unwrap(), None);
-    memory.set_actor("n1.abc").unwrap();
-    assert_eq!(memory.actor().unwrap().as_deref(), Some("n1.abc"));
+    assert_eq!(memory.meta("actor").unwrap(), None);
+    memory.set_meta("actor", b"n1.abc").unwrap();
+    assert_eq!(
+        memory.meta("actor").unwrap().as_deref(),
+        Some(&b"n1.abc"[..])
+    );
     let dir = tempfile::tempdir().unwrap();
     {
         let fjall = FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap();
-        assert_eq!(fjall.actor().unwrap(), None);
-        fjall.set_actor("n1.xyz").unwrap();
+        assert_eq!(fjall.meta("actor").unwrap(), None);
+        fjall.set_meta("actor", b"n1.xyz").unwrap();
+        fjall.set_meta("layout", b"v1").unwrap();
+        fjall.set_meta("layout", b"v2").unwrap();
     }
     let reopened = FjallStore::open(dir.path(), key_hash, kv_storage::Durability::Buffer).unwrap();
-    assert_eq!(reopened.actor().unwrap().as_deref(), Some("n1.xyz"));
-    assert_eq!(reopened.count().unwrap(), 0, "the actor id is not a key");
+    assert_eq!(
+        reopened.meta("actor").unwrap().as_deref(),
+        Some(&b"n1.xyz"[..])
+    );
+    assert_eq!(
+        reopened.meta("layout").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert_eq!(reopened.count().unwrap(), 0, "metadata is not keys");
 }

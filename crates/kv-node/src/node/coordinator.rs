@@ -99,7 +99,7 @@ impl<T: PeerTransport> Node<T> {
         });
         let outcome = fanout.wait(deadline).await;
         self.observe_replies(&placement, fanout.replies());
-        let acked = fanout.tracker().successes();
+        let acked = fanout.quorum().successes();
         let failures = failures(fanout.replies());
         self.finish_in_background(fanout, placement.clone());
         self.decide(
@@ -190,7 +190,7 @@ impl<T: PeerTransport> Node<T> {
         }
         let outcome = fanout.wait(deadline).await;
         self.observe_replies(&placement, fanout.replies());
-        let answered = fanout.tracker().successes();
+        let answered = fanout.quorum().successes();
         self.decide(
             Operation::Read,
             outcome,
