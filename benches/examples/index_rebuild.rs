@@ -39,7 +39,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let store = FjallStore::open(dir.path(), kv_ring::key_hash, Durability::Buffer).unwrap();
-        let config = NodeConfig::new("n1", "127.0.0.1:1".parse().unwrap());
+        let config = NodeConfig::standalone("n1", "127.0.0.1:1".parse().unwrap());
         let transport = GrpcTransport::new(&[], Duration::from_secs(1));
         let built = Instant::now();
         let node = NodeBuilder::new(config, transport)

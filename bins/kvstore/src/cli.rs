@@ -81,19 +81,44 @@ pub(crate) enum ClientCommand {
     Ring {
         #[arg(long)]
         key: Option<String>,
+        /// Show the live ring versions, every node's acks and syncs, and this node's
+        /// transfers (per source: share copied, keys and bytes moved, rate, ETA).
+        #[arg(long, conflicts_with = "key")]
+        transfers: bool,
     },
     /// Show the node's health.
     Health,
-    /// Remove a node from the ring (the node at --addr unless --node is given).
-    Leave {
+    /// Add running nodes (started with --seeds, seen ALIVE) to the ring; they copy the
+    /// ranges they gain from the current owners. Send it to a member (--addr).
+    Join(ChangeArgs),
+    /// Take nodes out of the ring once they handed their data off; they keep serving
+    /// until then.
+    Leave(ChangeArgs),
+    /// Take dead nodes out of the ring; the surviving replicas re-replicate their ranges.
+    Remove(ChangeArgs),
+    /// Put NEW (running, not a member) in OLD's place.
+    Replace {
+        old: String,
+        new: String,
+        /// Show the plan without changing anything.
         #[arg(long)]
-        node: Option<String>,
+        dry_run: bool,
     },
     /// Background anti-entropy (replica comparison and repair).
     Aae {
         #[command(subcommand)]
         command: AaeCommand,
     },
+}
+
+/// The nodes a ring change names.
+#[derive(Debug, Args)]
+pub(crate) struct ChangeArgs {
+    #[arg(required = true)]
+    pub(crate) nodes: Vec<String>,
+    /// Show the plan without changing anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

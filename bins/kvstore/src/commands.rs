@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kv_client::{Client, Context, MemberState, ReadResult, WriteOptions};
+use kv_client::{Client, Context, MemberState, ReadResult, RingChangeKind as Kind, WriteOptions};
 use serde_json::{Value, json};
 
 use crate::cli::{AaeCommand, ClientArgs, ClientCommand};
+use crate::ring_commands;
 
 pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(), String> {
     let mut client = Client::connect(&args.addr)
@@ -50,22 +51,34 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
             let view = client.membership().await.map_err(|e| e.to_string())?;
             membership_output(&view)
         }
-        ClientCommand::Ring { key } => {
+        ClientCommand::Ring {
+            transfers: true, ..
+        } => {
+            let view = client.ring_transfers().await.map_err(|e| e.to_string())?;
+            ring_commands::transfers_output(&view)
+        }
+        ClientCommand::Ring { key, .. } => {
             let ring = client
                 .ring(key.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
             ring_output(&ring)
         }
-        ClientCommand::Leave { node } => {
-            let left = client
-                .leave(node.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            (
-                format!("{left} leaves the ring\n"),
-                json!({"node_id": left}),
-            )
+        ClientCommand::Join(change) => {
+            ring_commands::change(&mut client, Kind::Join, change).await?
+        }
+        ClientCommand::Leave(change) => {
+            ring_commands::change(&mut client, Kind::Leave, change).await?
+        }
+        ClientCommand::Remove(change) => {
+            ring_commands::change(&mut client, Kind::Remove, change).await?
+        }
+        ClientCommand::Replace { old, new, dry_run } => {
+            let change = crate::cli::ChangeArgs {
+                nodes: vec![old, new],
+                dry_run,
+            };
+            ring_commands::change(&mut client, Kind::Replace, change).await?
         }
         ClientCommand::Aae {
             command: AaeCommand::Status { ranges },
@@ -78,25 +91,7 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
         }
         ClientCommand::Health => {
             let health = client.health().await.map_err(|e| e.to_string())?;
-            let text = format!(
-                "node:     {}\nstatus:   {}\nmembers:  {} alive of {}\nquorum:   N={} R={} W={}\nstorage:  {} keys, {} bytes on disk\n",
-                health.node_id,
-                health.status,
-                health.members_alive,
-                health.members_total,
-                health.replication_factor,
-                health.read_quorum,
-                health.write_quorum,
-                health.storage_keys,
-                health.storage_bytes
-            );
-            let json = json!({
-                "node_id": health.node_id, "status": health.status,
-                "members_alive": health.members_alive, "members_total": health.members_total,
-                "n": health.replication_factor, "r": health.read_quorum, "w": health.write_quorum,
-                "storage_keys": health.storage_keys, "storage_bytes": health.storage_bytes,
-            });
-            (text, json)
+            ring_commands::health_output(&health)
         }
     };
     if args.json {
@@ -195,7 +190,7 @@ fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value)
             let ago = at.elapsed().map_or(0, |d| d.as_secs());
             format!("{ago}s ago")
         };
-        let ring = if member.in_ring { "yes" } else { "left" };
+        let ring = if member.in_ring { "yes" } else { "no" };
         let gossip = if member.gossip_address.is_empty() {
             "-"
         } else {
@@ -222,9 +217,17 @@ fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value)
 }
 
 fn ring_output(ring: &kv_client::GetRingResponse) -> (String, Value) {
+    let moving = if ring.live_versions > 1 {
+        format!(
+            " ({} versions live: data is moving, see kvstore ring --transfers)",
+            ring.live_versions
+        )
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "N={}\n{:<10} {:>6} {:>9} {:>9}\n",
-        ring.replication_factor, "NODE", "VNODES", "PRIMARY", "STORED"
+        "ring version {}{moving}, N={}\n{:<10} {:>6} {:>9} {:>9}\n",
+        ring.version, ring.replication_factor, "NODE", "VNODES", "PRIMARY", "STORED"
     );
     for node in &ring.nodes {
         let _ = writeln!(
@@ -245,6 +248,7 @@ fn ring_output(ring: &kv_client::GetRingResponse) -> (String, Value) {
         );
     }
     let json = json!({
+        "version": ring.version, "live_versions": ring.live_versions,
         "replication_factor": ring.replication_factor,
         "nodes": ring.nodes.iter().map(|n| json!({
             "node_id": n.node_id, "vnodes": n.vnodes,

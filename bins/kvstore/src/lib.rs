@@ -1,5 +1,6 @@
 //! The `kvstore` command: `kvstore serve` runs a node; `put`, `get`, `delete`,
-//! `membership`, `ring`, `health` and `leave` talk to one. This crate only parses,
+//! `membership`, `ring`, `health`, `aae`, and the ring changes `join`, `leave`, `remove`
+//! and `replace` talk to one. This crate only parses,
 //! configures and wires: the node is composed by `kv_node::NodeBuilder` and served by
 //! `kv-grpc`; the client commands use `kv-client`.
 
@@ -7,6 +8,7 @@
 
 mod cli;
 mod commands;
+mod ring_commands;
 mod serve;
 
 use std::process::ExitCode;

@@ -23,21 +23,27 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     init_logging(&resolved.serve.log_format)?;
     let plan = resolved.plan().map_err(|e| e.to_string())?;
     let transport = GrpcTransport::new(&plan.node.peers, plan.node.peer_timeout);
-    let address = plan.node.grpc_address;
+    let address = plan.listen;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let mut builder = NodeBuilder::new(plan.node, transport)
         .storage(plan.storage.open().map_err(|e| e.to_string())?);
     if let Some(gossip) = plan.gossip {
-        tracing::info!(gossip = %gossip.listen, seeds = ?gossip.seeds, "gossip on");
+        tracing::info!(
+            gossip = %gossip.listen,
+            advertised = %gossip.advertise,
+            seeds = ?gossip.seeds,
+            "gossip on"
+        );
         builder = builder.gossip(gossip);
     }
     let running = builder.start().await.map_err(|e| e.to_string())?;
     let config = running.node().config();
     tracing::info!(
         node_id = %config.node_id,
-        listen = %config.grpc_address,
+        listen = %address,
+        advertised = %config.grpc_address,
         peers = config.peers.len(),
         n = config.replication_factor,
         r = config.read_quorum,

@@ -32,8 +32,9 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use context::{Context, ContextParseError};
 pub use kv_proto::kvstore::{
-    AntiEntropyResponse, GetMembershipResponse, GetRingResponse, HealthResponse, MemberState,
-    NodeOwnership, PeerExchange, RangeAgreement,
+    AntiEntropyResponse, ChangeRingResponse, GetMembershipResponse, GetRingResponse,
+    HealthResponse, MemberState, NodeOwnership, PeerExchange, RangeAgreement, RingChangeKind,
+    RingTransfersResponse, Transfer,
 };
 pub use tonic::Code;
 
@@ -281,12 +282,31 @@ impl Client {
         Ok(self.membership.get_ring(request).await?.into_inner())
     }
 
-    /// Removes `node` (the connected node when `None`) from the ring; returns its id.
-    pub async fn leave(&mut self, node: Option<&str>) -> Result<String, ClientError> {
-        let request = api::LeaveRequest {
-            node_id: node.unwrap_or_default().to_owned(),
+    /// Asks the connected node (a member of the ring) to change the ring: `kind` with
+    /// `nodes` (for a replacement, the old node then the new one). With `dry_run`, only
+    /// the plan comes back.
+    pub async fn change_ring(
+        &mut self,
+        kind: RingChangeKind,
+        nodes: &[String],
+        dry_run: bool,
+    ) -> Result<ChangeRingResponse, ClientError> {
+        let request = api::ChangeRingRequest {
+            kind: kind.into(),
+            nodes: nodes.to_vec(),
+            dry_run,
         };
-        Ok(self.membership.leave(request).await?.into_inner().node_id)
+        Ok(self.membership.change_ring(request).await?.into_inner())
+    }
+
+    /// The live ring versions, every node's acks and syncs, and the connected node's
+    /// transfers.
+    pub async fn ring_transfers(&mut self) -> Result<RingTransfersResponse, ClientError> {
+        Ok(self
+            .membership
+            .ring_transfers(api::RingTransfersRequest {})
+            .await?
+            .into_inner())
     }
 
     /// The node's health summary.

@@ -62,6 +62,21 @@ pub enum SettingsError {
     /// Two settings exclude each other, or one needs another.
     #[error("{0}")]
     Conflict(&'static str),
+    /// Peers could not reach this node at the address it would announce.
+    #[error(
+        "peers cannot reach this node at {address}: --{listen_flag} binds to all interfaces \
+         (or port 0); add --{advertise_flag} with the address peers should use \
+         (e.g. 10.0.0.5:{port})",
+        port = address.port()
+    )]
+    NotAdvertisable {
+        /// The listen flag.
+        listen_flag: &'static str,
+        /// The flag to add.
+        advertise_flag: &'static str,
+        /// The address that cannot be announced.
+        address: SocketAddr,
+    },
     /// A choice among names got an unknown one.
     #[error("unknown {setting} {given:?}; use {allowed}")]
     Unknown {
@@ -145,8 +160,10 @@ impl<T> Knob<Vec<T>> for Vec<T> {
 pub struct ServeOptions {
     node_id: Option<String>,
     listen: Option<SocketAddr>,
+    advertise_addr: Option<SocketAddr>,
     peers: Vec<String>,
     gossip_listen: Option<SocketAddr>,
+    gossip_advertise_addr: Option<SocketAddr>,
     seeds: Vec<SocketAddr>,
     bootstrap: bool,
     storage: String,
@@ -161,8 +178,10 @@ impl Default for ServeOptions {
         Self {
             node_id: None,
             listen: None,
+            advertise_addr: None,
             peers: Vec::new(),
             gossip_listen: None,
+            gossip_advertise_addr: None,
             seeds: Vec::new(),
             bootstrap: false,
             storage: "fjall".into(),
@@ -249,21 +268,30 @@ settings! {
     /// This node's id (e.g. n1); required.
     #[arg(long)]
     node_id: String => serve.node_id;
-    /// Address to serve gRPC on (e.g. 127.0.0.1:50051); required.
+    /// Address to serve gRPC on (e.g. 127.0.0.1:50051, or 0.0.0.0:50051 with
+    /// --advertise-addr); required.
     #[arg(long)]
     listen: SocketAddr => serve.listen;
+    /// The gRPC address other nodes reach this one at, when it is not --listen (needed
+    /// when --listen binds to all interfaces, e.g. 10.0.0.5:50051).
+    #[arg(long)]
+    advertise_addr: SocketAddr => serve.advertise_addr;
     /// Other members as id=host:port, comma-separated (static membership).
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String> => serve.peers;
     /// Gossip (UDP) address; turns on SWIM membership instead of a static --peers list.
     #[arg(long)]
     gossip_listen: SocketAddr => serve.gossip_listen;
+    /// The gossip address other nodes reach this one at, when it is not --gossip-listen
+    /// (needed when --gossip-listen binds to all interfaces).
+    #[arg(long)]
+    gossip_advertise_addr: SocketAddr => serve.gossip_advertise_addr;
     /// Gossip addresses of nodes to join through, comma-separated.
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<SocketAddr> => serve.seeds;
-    /// Found a new cluster: serve with the ring this node sees instead of waiting for a
-    /// synced member's ring. Give it to one node when creating a cluster, or to one node
-    /// after every node was restarted; never to a node rejoining a running cluster.
+    /// Found a new cluster whose ring holds this node alone (others join it with
+    /// `kvstore join`). Refused if the store belongs to a cluster already: a restarted
+    /// node comes back with the ring its store holds, no flag needed.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     bootstrap: bool => serve.bootstrap;
     /// Gossip: how often each node probes another, ms.
@@ -321,6 +349,10 @@ settings! {
     /// How long a tombstone is kept once every replica holds it, ms.
     #[arg(long)]
     tombstone_grace_ms: u64 => node.anti_entropy.tombstone_grace;
+    /// How often the ring layout is exchanged with a peer (and acks and transfers move
+    /// on), ms.
+    #[arg(long)]
+    layout_interval_ms: u64 => node.layout_interval;
     /// Log format: text or json.
     #[arg(long)]
     log_format: String => serve.log_format;
@@ -329,6 +361,9 @@ settings! {
 /// What a node is built from.
 #[derive(Debug)]
 pub struct Plan {
+    /// Where the gRPC server binds (the node's configuration holds the address peers
+    /// reach it at).
+    pub listen: SocketAddr,
     /// The node's configuration.
     pub node: NodeConfig,
     /// Its gossip, unless its peers are a static list.
@@ -368,10 +403,11 @@ impl Resolved {
             flag: "node-id",
             example: " (e.g. n1)",
         })?;
-        node.grpc_address = serve.listen.ok_or(SettingsError::Missing {
+        let listen = serve.listen.ok_or(SettingsError::Missing {
             flag: "listen",
             example: " (e.g. 127.0.0.1:50051)",
         })?;
+        node.grpc_address = advertised(listen, serve.advertise_addr, "listen", "advertise-addr")?;
         node.peers = serve
             .peers
             .iter()
@@ -381,11 +417,31 @@ impl Resolved {
         let storage = storage_choice(&serve, &node.node_id)?;
         let gossip = gossip_settings(&serve, gossip)?;
         Ok(Plan {
+            listen,
             node,
             gossip,
             storage,
         })
     }
+}
+
+/// The address peers reach a socket bound to `listen` at: `advertise` if given, else
+/// `listen` itself, which must then name one interface.
+fn advertised(
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    listen_flag: &'static str,
+    advertise_flag: &'static str,
+) -> Result<SocketAddr, SettingsError> {
+    let address = advertise.unwrap_or(listen);
+    if address.ip().is_unspecified() || address.port() == 0 {
+        return Err(SettingsError::NotAdvertisable {
+            listen_flag,
+            advertise_flag,
+            address,
+        });
+    }
+    Ok(address)
 }
 
 fn storage_choice(serve: &ServeOptions, node_id: &str) -> Result<StorageChoice, SettingsError> {
@@ -421,6 +477,11 @@ fn gossip_settings(
         if serve.bootstrap {
             return Err(SettingsError::Conflict("--bootstrap needs --gossip-listen"));
         }
+        if serve.gossip_advertise_addr.is_some() {
+            return Err(SettingsError::Conflict(
+                "--gossip-advertise-addr needs --gossip-listen",
+            ));
+        }
         return Ok(None);
     };
     if !serve.peers.is_empty() {
@@ -429,8 +490,15 @@ fn gossip_settings(
         ));
     }
     config.validate()?;
+    let advertise = advertised(
+        listen,
+        serve.gossip_advertise_addr,
+        "gossip-listen",
+        "gossip-advertise-addr",
+    )?;
     Ok(Some(GossipSettings {
         listen,
+        advertise,
         seeds: serve.seeds.clone(),
         config,
         bootstrap: serve.bootstrap,
@@ -560,5 +628,38 @@ mod tests {
             storage.contains("unknown durability \"fast\"; use buffer or sync"),
             "{storage}"
         );
+    }
+
+    #[test]
+    fn all_interfaces_need_an_advertised_address() {
+        let everywhere = ServeSettings {
+            listen: Some("0.0.0.0:50051".parse().unwrap()),
+            ..named("n1")
+        };
+        let message = plan_error(everywhere.clone());
+        assert!(message.contains("add --advertise-addr"), "{message}");
+        let advertised = ServeSettings {
+            advertise_addr: Some("10.0.0.5:50051".parse().unwrap()),
+            ..everywhere
+        };
+        let plan = advertised.clone().resolve().plan().unwrap();
+        assert_eq!(plan.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(plan.node.grpc_address, "10.0.0.5:50051".parse().unwrap());
+        let gossip = ServeSettings {
+            gossip_listen: Some("0.0.0.0:7946".parse().unwrap()),
+            ..advertised
+        };
+        let message = plan_error(gossip.clone());
+        assert!(message.contains("add --gossip-advertise-addr"), "{message}");
+        let plan = ServeSettings {
+            gossip_advertise_addr: Some("10.0.0.5:7946".parse().unwrap()),
+            ..gossip
+        }
+        .resolve()
+        .plan()
+        .unwrap();
+        let gossip = plan.gossip.unwrap();
+        assert_eq!(gossip.advertise, "10.0.0.5:7946".parse().unwrap());
+        assert_eq!(gossip.listen, "0.0.0.0:7946".parse().unwrap());
     }
 }

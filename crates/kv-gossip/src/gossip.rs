@@ -8,17 +8,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use crate::config::GossipConfigError;
-use crate::ring_changes::{LeftTable, RingChanges, RingLeave, has_left};
-use crate::ring_sync::{
-    FRAME_FOCA, FRAME_RING_REQUEST, FRAME_RING_STATE, RingEntry, RingRequest, RingStatePart,
-    RingSync, answer_parts, frame,
-};
 use crate::{GossipConfig, NodeIdentity};
+
+/// First byte of every datagram: what follows. Only foca's packets exist today; the tag
+/// leaves room for other messages on the same socket.
+const FRAME_FOCA: u8 = 0;
 
 /// Most datagrams queued for sending; beyond it new ones are dropped and counted.
 pub const MAX_OUTGOING: usize = 4096;
@@ -32,7 +31,8 @@ pub enum MemberState {
     Alive,
     /// Missed a probe; will be declared dead unless it refutes the suspicion in time.
     Suspect,
-    /// Declared down by the cluster. Still in the ring unless it left.
+    /// Declared down by the cluster. Liveness never changes the ring: only an explicit
+    /// ring change does.
     Dead,
 }
 
@@ -47,8 +47,6 @@ pub struct MemberView {
     pub incarnation: u16,
     /// When `state` last changed, on the caller's clock.
     pub since: Duration,
-    /// Whether it left the ring explicitly.
-    pub left_ring: bool,
 }
 
 /// A change worth reacting to.
@@ -61,18 +59,11 @@ pub enum GossipEvent {
         /// Its new state.
         state: MemberState,
     },
-    /// A node left the ring explicitly.
-    LeftRing {
-        /// The node.
-        node_id: String,
-    },
     /// This node was declared down and rejoined under a renewed identity.
     Rejoined {
         /// The new identity.
         identity: NodeIdentity,
     },
-    /// This node received a live member's complete ring: it may route requests now.
-    RingSynced,
 }
 
 /// Counters for operators and tests.
@@ -95,12 +86,11 @@ pub struct GossipStats {
     pub idle_rejoins: u64,
 }
 
-type Inner = Foca<NodeIdentity, PostcardCodec, SmallRng, RingChanges>;
+type Inner = Foca<NodeIdentity, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
 /// One node's SWIM state machine.
 pub struct Gossip {
     foca: Inner,
-    left: LeftTable,
     runtime: AccumulatingRuntime<NodeIdentity>,
     config: GossipConfig,
     now: Duration,
@@ -111,7 +101,6 @@ pub struct Gossip {
     outgoing: VecDeque<(SocketAddr, Bytes)>,
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
-    ring_sync: RingSync,
     /// When to announce to every known member again while foca is not probing.
     rejoin_at: Option<Duration>,
 }
@@ -134,18 +123,14 @@ impl Gossip {
         seed: u64,
     ) -> Result<Self, GossipConfigError> {
         config.validate()?;
-        let ring_changes = RingChanges::default();
-        let left = ring_changes.table();
-        let foca = Foca::with_custom_broadcast(
+        let foca = Foca::new(
             identity,
             config.to_foca(),
             SmallRng::seed_from_u64(seed),
             PostcardCodec,
-            ring_changes,
         );
         Ok(Self {
             foca,
-            left,
             runtime: AccumulatingRuntime::new(),
             config,
             now: Duration::ZERO,
@@ -156,7 +141,6 @@ impl Gossip {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: GossipStats::default(),
-            ring_sync: RingSync::default(),
             rejoin_at: None,
         })
     }
@@ -190,8 +174,6 @@ impl Gossip {
         }
         let accepted = match data.split_first() {
             Some((&FRAME_FOCA, packet)) => self.foca.handle_data(packet, &mut self.runtime).is_ok(),
-            Some((&FRAME_RING_REQUEST, message)) => self.answer_ring_request(message),
-            Some((&FRAME_RING_STATE, message)) => self.receive_ring_state(message),
             _ => false,
         };
         if !accepted {
@@ -199,7 +181,6 @@ impl Gossip {
         }
         self.drain_runtime();
         self.rejoin_if_idle();
-        self.request_ring_if_due();
     }
 
     /// Fires every timer due at `now`, in deadline order.
@@ -219,27 +200,12 @@ impl Gossip {
         self.refresh_members();
         self.expire_stuck_suspicions();
         self.rejoin_if_idle();
-        self.request_ring_if_due();
     }
 
     /// When the next timer is due, if any.
     pub fn next_deadline(&self) -> Option<Duration> {
         let foca = self.timers.peek().map(|Reverse((deadline, _))| *deadline);
-        let retry = self.ring_sync.retry_at.filter(|_| !self.ring_sync.synced);
-        [foca, retry, self.rejoin_at].into_iter().flatten().min()
-    }
-
-    /// Declares this node the founder of a new cluster: its ring is complete as it stands.
-    /// The caller decides (an operator's `--bootstrap`, or a node without seeds); no
-    /// heuristic can tell a new cluster from a restart among unreachable members.
-    pub fn found_cluster(&mut self) {
-        self.ring_sync.synced = true;
-    }
-
-    /// Whether this node knows the complete ring (it founded the cluster or received a
-    /// live member's ring). Until then it must not coordinate requests.
-    pub fn ring_synced(&self) -> bool {
-        self.ring_sync.synced
+        [foca, self.rejoin_at].into_iter().flatten().min()
     }
 
     /// Takes the datagrams waiting to be sent.
@@ -257,26 +223,9 @@ impl Gossip {
         self.members.values()
     }
 
-    /// Whether this node's own identity has left the ring.
-    pub fn self_left_ring(&self) -> bool {
-        has_left(&self.left, self.identity())
-    }
-
     /// Counters.
     pub fn stats(&self) -> &GossipStats {
         &self.stats
-    }
-
-    /// Announces that `node_id` (this node or another) leaves the ring, as of identity
-    /// bump `bump`, and spreads it.
-    pub fn leave_ring(&mut self, node_id: &str, bump: u64) {
-        let leave = RingLeave {
-            node_id: node_id.to_owned(),
-            bump,
-        };
-        let result = self.foca.add_broadcast(&RingChanges::encode(&leave));
-        self.count_error(result.is_err());
-        self.drain_runtime();
     }
 
     /// Leaves the cluster gracefully (peers mark this node down at once).
@@ -338,7 +287,6 @@ impl Gossip {
         }
         let mut changes = Vec::new();
         for (node_id, (identity, state, incarnation)) in current {
-            let left_ring = has_left(&self.left, &identity);
             let view = self.members.entry(node_id.clone());
             let entry = view.or_insert_with(|| {
                 changes.push(GossipEvent::StateChanged {
@@ -350,7 +298,6 @@ impl Gossip {
                     state,
                     incarnation,
                     since: self.now,
-                    left_ring,
                 }
             });
             if entry.state != state || entry.identity != identity {
@@ -360,13 +307,9 @@ impl Gossip {
                 });
                 entry.since = self.now;
             }
-            if left_ring && !entry.left_ring {
-                changes.push(GossipEvent::LeftRing { node_id });
-            }
             entry.identity = identity;
             entry.state = state;
             entry.incarnation = incarnation;
-            entry.left_ring = left_ring;
         }
         for event in changes {
             self.push_event(event);
@@ -433,111 +376,6 @@ impl Gossip {
             self.stats.suspicions_expired += 1;
             self.drain_runtime();
         }
-    }
-
-    /// Asks a live member for its ring, if this node is not synced and the last request
-    /// is unanswered for a probe period.
-    fn request_ring_if_due(&mut self) {
-        if self.ring_sync.synced || self.ring_sync.retry_at.is_some_and(|at| at > self.now) {
-            return;
-        }
-        let alive: Vec<SocketAddr> = self
-            .members
-            .values()
-            .filter(|m| m.state == MemberState::Alive)
-            .map(|m| m.identity.gossip_addr)
-            .collect();
-        if alive.is_empty() {
-            self.ring_sync.retry_at = None;
-            return;
-        }
-        let request_id = self.ring_sync.next_request();
-        let target = alive[(request_id as usize) % alive.len()];
-        let request = RingRequest {
-            from: self.identity().clone(),
-            request_id,
-        };
-        self.send(target, frame(FRAME_RING_REQUEST, &request));
-        self.ring_sync.retry_at = Some(self.now + self.config.probe_period);
-    }
-
-    fn answer_ring_request(&mut self, message: &[u8]) -> bool {
-        let Ok(request) = postcard::from_bytes::<RingRequest>(message) else {
-            return false;
-        };
-        let me = RingEntry {
-            identity: self.identity().clone(),
-            state: MemberState::Alive,
-            left_ring: self.self_left_ring(),
-        };
-        let others = self.members.values().map(|m| RingEntry {
-            identity: m.identity.clone(),
-            state: m.state,
-            left_ring: m.left_ring,
-        });
-        let entries = std::iter::once(me).chain(others).collect();
-        let (id, synced) = (request.request_id, self.ring_sync.synced);
-        for part in answer_parts(id, synced, entries, self.config.max_packet_bytes) {
-            self.send(request.from.gossip_addr, part);
-        }
-        true
-    }
-
-    fn receive_ring_state(&mut self, message: &[u8]) -> bool {
-        let Ok(part) = postcard::from_bytes::<RingStatePart>(message) else {
-            return false;
-        };
-        if part.request_id != self.ring_sync.request_id || self.ring_sync.synced {
-            return true;
-        }
-        for entry in &part.entries {
-            self.learn_ring_member(entry);
-        }
-        if self.ring_sync.receive(&part) {
-            self.push_event(GossipEvent::RingSynced);
-        }
-        true
-    }
-
-    /// Adds a member another node reported, unless foca already knows as new an identity.
-    fn learn_ring_member(&mut self, entry: &RingEntry) {
-        let identity = &entry.identity;
-        if identity.node_id.is_empty() || identity.node_id == self.identity().node_id {
-            return;
-        }
-        let known = self
-            .members
-            .get(&identity.node_id)
-            .is_some_and(|m| m.identity.bump >= identity.bump);
-        if known {
-            return;
-        }
-        if entry.left_ring {
-            self.left
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(identity.node_id.clone(), identity.bump);
-        }
-        let view = MemberView {
-            identity: identity.clone(),
-            state: entry.state,
-            incarnation: 0,
-            since: self.now,
-            left_ring: entry.left_ring,
-        };
-        self.members.insert(identity.node_id.clone(), view);
-        self.push_event(GossipEvent::StateChanged {
-            identity: identity.clone(),
-            state: entry.state,
-        });
-    }
-
-    fn send(&mut self, to: SocketAddr, data: Vec<u8>) {
-        if data.len() > self.config.max_packet_bytes || self.outgoing.len() >= MAX_OUTGOING {
-            self.stats.outgoing_dropped += 1;
-            return;
-        }
-        self.outgoing.push_back((to, Bytes::from(data)));
     }
 
     fn count_error(&mut self, failed: bool) {

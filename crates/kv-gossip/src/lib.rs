@@ -9,10 +9,9 @@
 //! Identities carry the node id, gossip and gRPC addresses and a `bump`: a restarted node
 //! uses a higher bump and wins the address conflict, so peers see it ALIVE again at once.
 //! Members are ALIVE, SUSPECT (read from foca's state; foca has no event for it) or DEAD.
-//! Leaving the ring is separate from liveness: [`Gossip::leave_ring`] spreads a versioned
-//! custom broadcast. A joining node also asks a live member for its complete ring (dead
-//! members included) and reports [`Gossip::ring_synced`] once it has it: routing with a
-//! partial ring would break quorum intersection.
+//! Liveness only: who is in the ring is the business of the ring's own history
+//! (`kv-layout`), which nodes exchange over their RPC channel. A DEAD member stays in the
+//! ring until an operator removes it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -43,13 +42,9 @@
 mod config;
 mod gossip;
 mod identity;
-mod ring_changes;
-mod ring_sync;
 
 pub use config::{GossipConfig, GossipConfigError};
 pub use gossip::{
     Gossip, GossipEvent, GossipStats, MAX_EVENTS, MAX_OUTGOING, MemberState, MemberView,
 };
 pub use identity::NodeIdentity;
-pub use ring_changes::RingLeave;
-pub use ring_sync::MAX_RING_ENTRIES;

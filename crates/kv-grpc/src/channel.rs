@@ -43,6 +43,12 @@ pub trait ReplicaChannel: Clone + Send + Sync + 'static {
         &self,
         request: proto::KeyListRequest,
     ) -> impl Future<Output = Result<proto::KeyListResponse, Status>> + Send;
+
+    /// `Replica/ExchangeLayout`.
+    fn exchange_layout(
+        &self,
+        request: proto::LayoutMessage,
+    ) -> impl Future<Output = Result<proto::LayoutMessage, Status>> + Send;
 }
 
 /// Opens channels to peers.
@@ -120,6 +126,16 @@ impl ReplicaChannel for ReplicaClient<Channel> {
     ) -> Result<proto::KeyListResponse, Status> {
         let mut client = self.clone();
         ReplicaClient::key_list(&mut client, request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn exchange_layout(
+        &self,
+        request: proto::LayoutMessage,
+    ) -> Result<proto::LayoutMessage, Status> {
+        let mut client = self.clone();
+        ReplicaClient::exchange_layout(&mut client, request)
             .await
             .map(tonic::Response::into_inner)
     }

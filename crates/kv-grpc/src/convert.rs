@@ -1,12 +1,11 @@
 //! Conversions between the public API's messages and the node's types: versions, Get
-//! answers, members, health and the ring.
+//! answers, members, health and anti-entropy (the ring's are in `convert_ring.rs`).
 
 use std::time::UNIX_EPOCH;
 
 use kv_clock::{ClockError, Dot, VersionVector};
 use kv_node::{AntiEntropyStatus, Health, PeerState, PeerStatus, RangeAgreement};
 use kv_proto::kvstore as api;
-use kv_ring::Ring;
 use kv_storage::Siblings;
 
 /// A version vector as the API spells it.
@@ -92,7 +91,7 @@ pub fn get_response(merged: Option<&Siblings>) -> api::GetResponse {
 }
 
 /// A peer as the Membership service lists it.
-pub(crate) fn member(peer: PeerStatus) -> api::Member {
+pub(crate) fn member(peer: PeerStatus, in_ring: bool) -> api::Member {
     let state = match peer.state {
         PeerState::Alive => api::MemberState::Alive,
         PeerState::Suspect => api::MemberState::Suspect,
@@ -113,7 +112,7 @@ pub(crate) fn member(peer: PeerStatus) -> api::Member {
             .map(|a| a.to_string())
             .unwrap_or_default(),
         last_change_unix_ms: since_ms,
-        in_ring: peer.in_ring,
+        in_ring,
     }
 }
 
@@ -129,28 +128,24 @@ pub(crate) fn health(health: Health) -> api::HealthResponse {
         write_quorum: health.write_quorum as u32,
         storage_keys: health.storage_keys,
         storage_bytes: health.storage_bytes,
+        ring_version: health.ring_version,
+        ring_members: health.ring_members as u32,
+        ring_member: health.ring_member,
+        live_versions: health.live_versions as u32,
+        cluster_id: cluster_id(health.cluster_id),
     }
 }
 
-/// Each node's share of `ring`.
-pub(crate) fn ring(ring: &Ring) -> api::GetRingResponse {
-    api::GetRingResponse {
-        replication_factor: ring.replicas() as u32,
-        nodes: ring
-            .ownership()
-            .into_iter()
-            .map(|o| api::NodeOwnership {
-                node_id: o.node,
-                vnodes: o.vnodes,
-                primary_share: o.primary_share,
-                replica_share: o.replica_share,
-            })
-            .collect(),
-        ..api::GetRingResponse::default()
+/// A cluster id as the API shows it: 16 hex digits, empty for none.
+pub(crate) fn cluster_id(id: u64) -> String {
+    if id == 0 {
+        String::new()
+    } else {
+        format!("{id:016x}")
     }
 }
 
-fn millis(duration: std::time::Duration) -> u64 {
+pub(crate) fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -19,6 +19,7 @@
 mod batcher;
 mod channel;
 pub mod convert;
+mod convert_ring;
 mod server;
 mod service_internal;
 mod service_public;

@@ -134,6 +134,17 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         Ok(Response::new(wire::key_list_response(page)))
     }
 
+    async fn exchange_layout(
+        &self,
+        request: Request<proto::LayoutMessage>,
+    ) -> Result<Response<proto::LayoutMessage>, Status> {
+        let layout = self
+            .node
+            .receive_layout(&request.into_inner().layout)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(proto::LayoutMessage { layout }))
+    }
+
     async fn batch(
         &self,
         request: Request<proto::BatchRequest>,

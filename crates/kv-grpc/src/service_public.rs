@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::convert::{self, get_response, version_entries, version_to_api};
+use crate::convert_ring;
 use crate::status::status_of;
 
 /// Serves `kvstore.KVStore` and `kvstore.Membership` for one node.
@@ -136,17 +137,26 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         }))
     }
 
-    async fn leave(
+    async fn change_ring(
         &self,
-        request: Request<api::LeaveRequest>,
-    ) -> Result<Response<api::LeaveResponse>, Status> {
-        let node_id = self
-            .node
-            .leave_ring(&request.into_inner().node_id)
-            .await
+        request: Request<api::ChangeRingRequest>,
+    ) -> Result<Response<api::ChangeRingResponse>, Status> {
+        let request = request.into_inner();
+        let plan = convert_ring::change(&request)
+            .and_then(|change| self.node.change_ring(change, request.dry_run))
             .map_err(|e| status_of(&e))?;
-        tracing::info!(%node_id, "node leaves the ring");
-        Ok(Response::new(api::LeaveResponse { node_id }))
+        Ok(Response::new(convert_ring::plan(plan)))
+    }
+
+    async fn ring_transfers(
+        &self,
+        _request: Request<api::RingTransfersRequest>,
+    ) -> Result<Response<api::RingTransfersResponse>, Status> {
+        Ok(Response::new(convert_ring::transfers(
+            &self.node.config().node_id,
+            self.node.routing().as_deref(),
+            self.node.transfers(),
+        )))
     }
 
     async fn get_ring(
@@ -154,7 +164,7 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         request: Request<api::GetRingRequest>,
     ) -> Result<Response<api::GetRingResponse>, Status> {
         let key = request.into_inner().key;
-        let mut response = convert::ring(&self.node.ring());
+        let mut response = convert_ring::ring(self.node.routing().as_deref());
         if !key.is_empty() {
             let placement = self
                 .node
@@ -195,14 +205,23 @@ impl<T> PublicApi<T> {
     /// This node (always ALIVE) and every peer it knows, with their liveness.
     fn members(&self) -> Vec<api::Member> {
         let config = self.node.config();
+        let routing = self.node.routing();
+        let in_ring = |node: &str| {
+            routing
+                .as_ref()
+                .is_some_and(|r| r.layout().newest().has(node))
+        };
         let me = api::Member {
             node_id: config.node_id.clone(),
             grpc_address: config.grpc_address.to_string(),
             state: api::MemberState::Alive.into(),
-            in_ring: self.node.in_ring(),
+            in_ring: in_ring(&config.node_id),
             ..api::Member::default()
         };
-        let peers = self.node.peer_statuses().into_iter().map(convert::member);
+        let peers = self.node.peer_statuses().into_iter().map(|peer| {
+            let member = in_ring(&peer.node_id);
+            convert::member(peer, member)
+        });
         std::iter::once(me).chain(peers).collect()
     }
 }

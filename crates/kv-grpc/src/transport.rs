@@ -191,4 +191,13 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
             .map_err(|status| classify(peer, &status))?;
         wire::decode_key_list_response(reply, limit).map_err(|e| bad_reply(peer, &e))
     }
+
+    async fn exchange_layout(&self, peer: &str, layout: Bytes) -> Result<Bytes, TransportError> {
+        let reply = self
+            .channel(peer)?
+            .exchange_layout(proto::LayoutMessage { layout })
+            .await
+            .map_err(|status| classify(peer, &status))?;
+        Ok(reply.layout)
+    }
 }

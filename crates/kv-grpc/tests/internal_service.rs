@@ -16,7 +16,7 @@ use tonic::{Code, Request};
 use wire::Outcome;
 
 fn api() -> InternalApi<GrpcTransport> {
-    let config = NodeConfig::new("n1", "127.0.0.1:50051".parse().unwrap());
+    let config = NodeConfig::standalone("n1", "127.0.0.1:50051".parse().unwrap());
     let node = NodeBuilder::new(config, GrpcTransport::new(&[], Duration::from_secs(1)))
         .storage(StorageChoice::Memory.open().unwrap())
         .start_token(1)

@@ -98,6 +98,14 @@ impl Replica for ScriptedPeer {
         }))
     }
 
+    async fn exchange_layout(
+        &self,
+        request: Request<proto::LayoutMessage>,
+    ) -> Result<Response<proto::LayoutMessage>, Status> {
+        // Echoes the layout: the transport must carry the bytes unchanged both ways.
+        Ok(Response::new(request.into_inner()))
+    }
+
     async fn batch(
         &self,
         request: Request<proto::BatchRequest>,

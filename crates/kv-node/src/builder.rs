@@ -1,6 +1,7 @@
 //! `NodeBuilder`: the one place that composes a node from its parts (configuration,
-//! storage, transport, membership) and starts what runs beside it (the gossip driver).
-//! The server binary and the simulation both build their nodes here.
+//! storage, transport, membership) and starts what runs beside it (gossip, layout
+//! exchanges, ring transfers, anti-entropy). The server binary and the simulation both
+//! build their nodes here.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kv_clock::{ActorId, ClockError};
 use kv_gossip::GossipConfigError;
+use kv_layout::Layout;
 use kv_ring::RingError;
 use kv_storage::{Durability, FjallStore, MemoryStore, Storage, StorageError};
 use thiserror::Error;
@@ -18,8 +20,11 @@ use tokio::task::JoinHandle;
 
 use crate::aae::run_anti_entropy;
 use crate::gossip_driver::{Datagrams, GossipSettings, run_gossip};
+use crate::membership::{
+    Origin, RingState, persist_layout, run_layout_gossip, run_transfers, stored_layout,
+};
 use crate::peers::PeerTable;
-use crate::{ConfigError, Node, NodeConfig, PeerTransport};
+use crate::{ConfigError, Node, NodeConfig, NodeError, PeerTransport};
 
 /// Which store a node keeps its data in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +116,29 @@ pub enum BuildError {
         /// The actor id the store recorded.
         actor: String,
     },
+    /// `--bootstrap` was given for a store that belongs to a cluster already.
+    #[error(
+        "this node's store already belongs to cluster {cluster_id:016x}: drop --bootstrap to \
+         restart the node in it, or give it an empty --data-dir to found a new cluster"
+    )]
+    AlreadyFounded {
+        /// The cluster the store belongs to.
+        cluster_id: u64,
+    },
+    /// The ring layout in the store cannot be used.
+    #[error("cannot use the ring layout in the store: {0}")]
+    StoredLayout(NodeError),
+    /// A static peer list with fewer members than N.
+    #[error(
+        "the peer list makes a cluster of {members} member(s) but N={replicas}: add peers, \
+         or pass --n {members}"
+    )]
+    TooFewMembers {
+        /// This node and its peers.
+        members: usize,
+        /// N.
+        replicas: usize,
+    },
     /// The gossip socket cannot be bound.
     #[error("cannot bind the gossip socket {address}: {source}")]
     BindGossip {
@@ -154,9 +182,12 @@ pub enum BuildError {
 ///     async fn aae_keys(&self, peer: &str, _: &str, _: HashRange, _: Option<Bytes>, _: usize) -> Result<KeyPage, TransportError> {
 ///         Err(none(peer))
 ///     }
+///     async fn exchange_layout(&self, peer: &str, _: Bytes) -> Result<Bytes, TransportError> {
+///         Err(none(peer))
+///     }
 /// }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let config = NodeConfig::new("n1", "127.0.0.1:50051".parse().unwrap());
+/// let config = NodeConfig::standalone("n1", "127.0.0.1:50051".parse().unwrap());
 /// let node = NodeBuilder::new(config, NoPeers)
 ///     .storage(StorageChoice::Memory.open().unwrap())
 ///     .start_token(7)
@@ -168,6 +199,8 @@ pub enum BuildError {
 /// node.client_put(write).await.unwrap();
 /// # });
 /// ```
+///
+/// A static peer list (here, none) needs at least N members: a node alone has N=1.
 #[derive(Debug)]
 pub struct NodeBuilder<T> {
     config: NodeConfig,
@@ -189,7 +222,8 @@ struct Assembled<T> {
 pub struct RunningNode<T> {
     node: Arc<Node<T>>,
     gossip: Option<JoinHandle<()>>,
-    anti_entropy: JoinHandle<()>,
+    /// Anti-entropy, and with gossip, layout exchanges and ring transfers.
+    background: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -229,7 +263,7 @@ impl<T: PeerTransport> NodeBuilder<T> {
     }
 
     /// Builds the node without starting anything beside it (a gossip-driven node built
-    /// this way stays JOINING: use [`NodeBuilder::start`] to run its gossip).
+    /// this way learns nothing from its peers: use [`NodeBuilder::start`]).
     pub fn build(self) -> Result<Arc<Node<T>>, BuildError> {
         self.assemble().map(|assembled| assembled.node)
     }
@@ -255,22 +289,24 @@ impl<T: PeerTransport> NodeBuilder<T> {
             gossip,
         } = self.assemble()?;
         let (stop, stopped) = watch::channel(false);
+        let mut background = vec![tokio::spawn(run_anti_entropy(
+            Arc::clone(&node),
+            stop.subscribe(),
+        ))];
         let gossip = match (gossip, socket) {
             (Some(settings), Some(socket)) => {
-                let commands = node
-                    .attach_membership()
-                    .expect("a new node has no gossip driver yet");
+                background.push(tokio::spawn(run_layout_gossip(
+                    Arc::clone(&node),
+                    stop.subscribe(),
+                )));
+                background.push(tokio::spawn(run_transfers(
+                    Arc::clone(&node),
+                    stop.subscribe(),
+                )));
                 let driver_node = Arc::clone(&node);
                 Some(tokio::spawn(async move {
                     let shutdown = wait_for_stop(stopped);
-                    let run = run_gossip(
-                        driver_node,
-                        socket,
-                        settings,
-                        start_token,
-                        commands,
-                        shutdown,
-                    );
+                    let run = run_gossip(driver_node, socket, settings, start_token, shutdown);
                     if let Err(error) = run.await {
                         tracing::error!(%error, "gossip stopped");
                     }
@@ -278,11 +314,10 @@ impl<T: PeerTransport> NodeBuilder<T> {
             }
             _ => None,
         };
-        let anti_entropy = tokio::spawn(run_anti_entropy(Arc::clone(&node), stop.subscribe()));
         Ok(RunningNode {
             node,
             gossip,
-            anti_entropy,
+            background,
             stop,
         })
     }
@@ -298,18 +333,28 @@ impl<T: PeerTransport> NodeBuilder<T> {
         let storage = self.storage.ok_or(BuildError::NoStorage)?;
         let start_token = self.start_token.unwrap_or_else(wall_clock_ms);
         let actor = actor_for(&self.config.node_id, storage.as_ref(), start_token)?;
-        let (peers, ring_complete) = match &self.gossip {
-            Some(_) => (PeerTable::gossip_driven(), false),
-            None => (PeerTable::fixed(&self.config.peers), true),
+        let origin = origin(
+            &self.config,
+            self.gossip.as_ref(),
+            storage.as_ref(),
+            start_token,
+        )?;
+        let peers = match &self.gossip {
+            Some(_) => PeerTable::gossip_driven(),
+            None => PeerTable::fixed(&self.config.peers),
         };
+        let (membership, founded) = RingState::new(origin)?;
+        if let Some(layout) = founded {
+            persist_layout(storage.as_ref(), &layout).map_err(BuildError::StoredLayout)?;
+        }
         let node = Node::new(
             self.config,
             actor,
             storage,
             self.transport,
             peers,
-            ring_complete,
-        )?;
+            membership,
+        );
         node.rebuild_index().map_err(BuildError::Index)?;
         Ok(Assembled {
             node: Arc::new(node),
@@ -317,6 +362,63 @@ impl<T: PeerTransport> NodeBuilder<T> {
             gossip: self.gossip,
         })
     }
+}
+
+/// Where the node's layout comes from: its static peer list, the store, a new cluster it
+/// founds, or (none yet) the first member it reaches.
+fn origin(
+    config: &NodeConfig,
+    gossip: Option<&GossipSettings>,
+    storage: &dyn Storage,
+    start_token: u64,
+) -> Result<Origin, BuildError> {
+    let Some(settings) = gossip else {
+        let members = config.peers.len() + 1;
+        if members < config.replication_factor {
+            return Err(BuildError::TooFewMembers {
+                members,
+                replicas: config.replication_factor,
+            });
+        }
+        let members = std::iter::once(config.node_id.clone())
+            .chain(config.peers.iter().map(|p| p.node_id.clone()))
+            .map(|id| (id, config.vnodes));
+        return Ok(Origin::Fixed(Layout::fixed(
+            config.replication_factor,
+            members,
+        )));
+    };
+    let stored = stored_layout(storage).map_err(BuildError::StoredLayout)?;
+    if let Some(layout) = stored {
+        if settings.bootstrap {
+            return Err(BuildError::AlreadyFounded {
+                cluster_id: layout.cluster_id(),
+            });
+        }
+        if layout.replicas() != config.replication_factor {
+            return Err(BuildError::StoredLayout(NodeError::ReplicasMismatch {
+                cluster: layout.replicas(),
+                configured: config.replication_factor,
+            }));
+        }
+        return Ok(Origin::Stored(layout));
+    }
+    let alone = settings
+        .seeds
+        .iter()
+        .all(|seed| *seed == settings.listen || *seed == settings.advertise);
+    if settings.bootstrap || alone {
+        let cluster_id = kv_ring::key_hash(format!("{}/{start_token}", config.node_id).as_bytes());
+        let layout = Layout::found(
+            cluster_id,
+            config.replication_factor,
+            &config.node_id,
+            config.vnodes,
+        );
+        tracing::info!(cluster = %format_args!("{cluster_id:016x}"), "founded a new cluster");
+        return Ok(Origin::Founded(layout));
+    }
+    Ok(Origin::Joining)
 }
 
 /// The store metadata holding the node's actor id.
@@ -386,7 +488,9 @@ impl<T> RunningNode<T> {
     /// node is leaving and ends (waiting at most `grace`).
     pub async fn shut_down(self, grace: Duration) {
         let _ = self.stop.send(true);
-        self.anti_entropy.abort();
+        for task in &self.background {
+            task.abort();
+        }
         if let Some(task) = self.gossip
             && tokio::time::timeout(grace, task).await.is_err()
         {
@@ -396,7 +500,9 @@ impl<T> RunningNode<T> {
 
     /// Stops everything at once, without telling anyone (a crash, in a simulation).
     pub fn abort(self) {
-        self.anti_entropy.abort();
+        for task in &self.background {
+            task.abort();
+        }
         if let Some(task) = self.gossip {
             task.abort();
         }

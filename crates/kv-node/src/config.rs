@@ -110,6 +110,9 @@ pub struct NodeConfig {
     pub max_concurrent_repairs: usize,
     /// Background anti-entropy.
     pub anti_entropy: AntiEntropyConfig,
+    /// How often a gossip-driven node exchanges its ring layout with a peer (and checks
+    /// its acks and transfers). A change made here is pushed to every peer at once.
+    pub layout_interval: Duration,
 }
 
 impl NodeConfig {
@@ -128,6 +131,18 @@ impl NodeConfig {
             peer_timeout: Duration::from_secs(2),
             max_concurrent_repairs: 64,
             anti_entropy: AntiEntropyConfig::default(),
+            layout_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// A node without peers: a cluster of one, so N=R=W=1 (a static peer list needs at
+    /// least N members).
+    pub fn standalone(node_id: impl Into<String>, grpc_address: SocketAddr) -> Self {
+        Self {
+            replication_factor: 1,
+            read_quorum: 1,
+            write_quorum: 1,
+            ..Self::new(node_id, grpc_address)
         }
     }
 
@@ -158,6 +173,9 @@ impl NodeConfig {
         }
         if self.anti_entropy.enabled() && self.anti_entropy.max_keys_per_sec == 0 {
             return Err(ConfigError::AntiEntropyRate);
+        }
+        if self.layout_interval.is_zero() {
+            return Err(ConfigError::LayoutInterval);
         }
         if let Some(peer) = self.peers.iter().find(|p| p.node_id == self.node_id) {
             return Err(ConfigError::PeerIsSelf(peer.node_id.clone()));
@@ -197,6 +215,9 @@ pub enum ConfigError {
         "anti-entropy max keys per second must be at least 1 (or set the interval to 0 to turn it off)"
     )]
     AntiEntropyRate,
+    /// Layouts would be exchanged in a busy loop.
+    #[error("the layout exchange interval must be above zero")]
+    LayoutInterval,
     /// The peer list contains this node.
     #[error("peer list contains this node's own id {0:?}")]
     PeerIsSelf(String),

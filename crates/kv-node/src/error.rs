@@ -86,14 +86,27 @@ pub enum NodeError {
     /// A field of the request is malformed or over a limit.
     #[error(transparent)]
     InvalidRequest(#[from] InvalidRequest),
-    /// This node has not synced the ring yet and must not route with a partial one.
+    /// This node has no ring layout it can trust yet (it is new and no member sent it
+    /// the layout, or it restarted and no member confirmed its layout).
     #[error(
-        "node {node} is joining the cluster and does not know the whole ring yet; retry \
+        "node {node} is joining the cluster and has no confirmed ring layout yet; retry \
          shortly or send the request to another node"
     )]
     Joining {
         /// This node.
         node: String,
+    },
+    /// The newest ring version has fewer members than N: no key can have N distinct
+    /// replicas, so nothing is stored or read until more nodes join.
+    #[error(
+        "the ring has {members} member(s) but N={replicas}: no key can have {replicas} \
+         distinct replicas; join more nodes (kvstore join) before reading or writing"
+    )]
+    UnderReplicated {
+        /// Members of the newest ring version.
+        members: usize,
+        /// N.
+        replicas: usize,
     },
     /// A peer asked this node to coordinate a key it does not replicate (the two rings
     /// disagree, e.g. during a membership change).
@@ -177,9 +190,40 @@ pub enum NodeError {
     /// A ring change was asked of a node whose peers are a static list.
     #[error("this node has a static peer list; change --peers on every node instead")]
     StaticMembership,
-    /// The gossip driver is not running (shut down or failed).
-    #[error("gossip is not running on this node")]
-    GossipStopped,
+    /// A ring change was sent to a node outside the newest ring version.
+    #[error(
+        "{node} is not a member of the ring; send ring changes to a member ({})",
+        members.join(", ")
+    )]
+    NotAMember {
+        /// This node.
+        node: String,
+        /// The members of the newest version.
+        members: Vec<String>,
+    },
+    /// A ring change request is malformed (no node, a bad or repeated node id).
+    #[error("invalid ring change: {0}")]
+    BadRingChange(String),
+    /// A ring change is not possible as asked.
+    #[error("ring change refused: {0}")]
+    ChangeRefused(String),
+    /// A ring change or a layout merge was refused by the layout's own rules.
+    #[error(transparent)]
+    Layout(#[from] kv_layout::LayoutError),
+    /// A layout could not be read (from a peer or the store).
+    #[error("unreadable ring layout: {0}")]
+    BadLayout(String),
+    /// The cluster's layout has another N than this node was configured with.
+    #[error(
+        "the cluster replicates each key {cluster} times but this node was started with \
+         --n {configured}; start it with --n {cluster}"
+    )]
+    ReplicasMismatch {
+        /// The cluster's N.
+        cluster: usize,
+        /// This node's configured N.
+        configured: usize,
+    },
     /// A peer compares anti-entropy trees of another format.
     #[error(
         "anti-entropy tree format {theirs} does not match this node's {ours}; upgrade the \
@@ -202,7 +246,10 @@ pub enum NodeError {
     #[error("invalid anti-entropy request: {0}")]
     BadExchangeRequest(String),
     /// A membership command named a node gossip does not know.
-    #[error("no member {node:?} is known to this node")]
+    #[error(
+        "no node {node:?} is known to this node: start it with --seeds pointing at a member, \
+         and wait until `kvstore membership` lists it ALIVE"
+    )]
     UnknownMember {
         /// The name given.
         node: String,
@@ -213,15 +260,21 @@ impl NodeError {
     /// The class of this error, for clients and for the RPC status code.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidRequest(_) | Self::UnknownMember { .. } | Self::BadExchangeRequest(_) => {
-                ErrorKind::InvalidArgument
-            }
+            Self::InvalidRequest(_)
+            | Self::UnknownMember { .. }
+            | Self::BadExchangeRequest(_)
+            | Self::BadLayout(_)
+            | Self::BadRingChange(_) => ErrorKind::InvalidArgument,
             Self::Joining { .. }
+            | Self::UnderReplicated { .. }
             | Self::NotReplica { .. }
             | Self::QuorumNotMet { .. }
             | Self::NoCoordinator { .. }
-            | Self::GossipStopped
             | Self::ExchangeBusy { .. } => ErrorKind::Unavailable,
+            Self::NotAMember { .. } | Self::ChangeRefused(_) | Self::ReplicasMismatch { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            Self::Layout(error) => layout_kind(error),
             Self::Timeout { .. } => ErrorKind::DeadlineExceeded,
             Self::ForwardedWriteUncertain { cause, .. } => match cause {
                 TransportError::Timeout { .. } => ErrorKind::DeadlineExceeded,
@@ -230,6 +283,20 @@ impl NodeError {
             Self::StaticMembership | Self::TreeFormat { .. } => ErrorKind::FailedPrecondition,
             Self::Remote { kind, .. } => *kind,
             Self::Storage(error) => storage_kind(error),
+        }
+    }
+}
+
+fn layout_kind(error: &kv_layout::LayoutError) -> ErrorKind {
+    use kv_layout::LayoutError;
+    match error {
+        LayoutError::AlreadyMember(_)
+        | LayoutError::NotMember(_)
+        | LayoutError::Empty
+        | LayoutError::NothingToDo => ErrorKind::InvalidArgument,
+        LayoutError::TooManyLive(_) => ErrorKind::Unavailable,
+        LayoutError::ForeignCluster { .. } | LayoutError::Replicas { .. } | LayoutError::Fixed => {
+            ErrorKind::FailedPrecondition
         }
     }
 }

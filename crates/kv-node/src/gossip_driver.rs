@@ -1,6 +1,7 @@
 //! The gossip driver: owns a [`Gossip`] state machine and a datagram socket, feeds it
 //! datagrams and timer ticks, sends what it produces, and installs each new membership
-//! view into the node (ring and peer liveness). Also serves ring-leave commands.
+//! view into the node (peer liveness and addresses; the ring changes only by explicit
+//! ring changes, see `membership/`).
 
 use std::future::Future;
 use std::io;
@@ -9,17 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kv_gossip::{Gossip, GossipConfig, GossipConfigError, MemberState, MemberView, NodeIdentity};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::{Node, NodeError, PeerState, PeerStatus, PeerTransport};
+use crate::{Node, PeerState, PeerStatus, PeerTransport};
 
 /// Largest datagram read; gossip rejects anything above its own limit anyway.
 const RECEIVE_BUFFER_BYTES: usize = 65_536;
 /// How often a node that sees no live member re-announces itself to its seeds.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
-/// Commands queued for the driver.
-pub(crate) const MEMBERSHIP_COMMAND_QUEUE: usize = 16;
 
 /// Datagram I/O for gossip: UDP in production; anything that moves bytes in tests.
 pub trait Datagrams: Send + Sync + 'static {
@@ -52,30 +50,22 @@ impl Datagrams for tokio::net::UdpSocket {
     }
 }
 
-/// A request to the driver.
-#[derive(Debug)]
-pub(crate) enum MembershipCommand {
-    /// Remove `node_id` (this node if empty) from the ring; answers with the node removed.
-    LeaveRing {
-        /// The node.
-        node_id: String,
-        /// Where the outcome goes.
-        reply: oneshot::Sender<Result<String, NodeError>>,
-    },
-}
-
 /// How a node gossips.
 #[derive(Debug, Clone)]
 pub struct GossipSettings {
-    /// Where this node's gossip socket listens (its address as peers see it).
+    /// Where this node's gossip socket listens.
     pub listen: SocketAddr,
+    /// The gossip address peers reach this node at (`listen` unless it binds to an
+    /// unspecified address or sits behind a NAT).
+    pub advertise: SocketAddr,
     /// Nodes to announce to when starting (and when alone).
     pub seeds: Vec<SocketAddr>,
     /// Failure-detector timing.
     pub config: GossipConfig,
-    /// Found a new cluster: the ring this node sees is complete by decree. Otherwise the
-    /// node serves only after a synced member sent it the whole ring (a node with no seed
-    /// but itself is a cluster of one and founds it too).
+    /// Found a new cluster on an empty store (refused if the store belongs to a cluster
+    /// already). Without it, a node with a stored layout restarts with it, and a new node
+    /// waits for a member to send it the layout (a node with no seed but itself on an
+    /// empty store founds a cluster of one).
     pub bootstrap: bool,
 }
 
@@ -87,22 +77,18 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
     socket: D,
     settings: GossipSettings,
     bump: u64,
-    mut commands: mpsc::Receiver<MembershipCommand>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GossipConfigError> {
     let started = Instant::now();
     let config = node.config();
     let identity = NodeIdentity {
         node_id: config.node_id.clone(),
-        gossip_addr: settings.listen,
+        gossip_addr: settings.advertise,
         grpc_addr: config.grpc_address,
         bump,
     };
     let rng_seed = bump ^ kv_ring::key_hash(config.node_id.as_bytes());
     let mut gossip = Gossip::new(identity, settings.config.clone(), rng_seed)?;
-    if settings.bootstrap || settings.seeds.iter().all(|seed| *seed == settings.listen) {
-        gossip.found_cluster();
-    }
     for seed in &settings.seeds {
         gossip.announce(*seed, started.elapsed());
     }
@@ -129,7 +115,6 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
             biased;
             () = &mut shutdown => break,
             () = tokio::time::sleep_until(next_timer) => gossip.advance(started.elapsed()),
-            Some(command) = commands.recv() => handle_command(&mut gossip, command),
             received = socket.recv_from(&mut buffer) => match received {
                 Ok((len, _from)) => gossip.handle_datagram(&buffer[..len], started.elapsed()),
                 Err(error) => tracing::warn!(%error, "gossip receive failed"),
@@ -158,30 +143,6 @@ async fn flush<D: Datagrams>(gossip: &mut Gossip, socket: &D) {
     }
 }
 
-fn handle_command(gossip: &mut Gossip, command: MembershipCommand) {
-    match command {
-        MembershipCommand::LeaveRing { node_id, reply } => {
-            let me = gossip.identity().clone();
-            let target = if node_id.is_empty() || node_id == me.node_id {
-                Some((me.node_id.clone(), me.bump))
-            } else {
-                gossip
-                    .members()
-                    .find(|m| m.identity.node_id == node_id)
-                    .map(|m| (node_id.clone(), m.identity.bump))
-            };
-            let outcome = match target {
-                Some((node_id, bump)) => {
-                    gossip.leave_ring(&node_id, bump);
-                    Ok(node_id)
-                }
-                None => Err(NodeError::UnknownMember { node: node_id }),
-            };
-            let _ = reply.send(outcome);
-        }
-    }
-}
-
 /// Installs gossip's current view into the node.
 fn install<T: PeerTransport>(node: &Node<T>, gossip: &Gossip, now: Duration) {
     let wall_now = SystemTime::now();
@@ -189,13 +150,7 @@ fn install<T: PeerTransport>(node: &Node<T>, gossip: &Gossip, now: Duration) {
         .members()
         .map(|member| peer_status(member, wall_now, now))
         .collect();
-    if let Err(error) = node.apply_membership(peers, !gossip.self_left_ring()) {
-        tracing::error!(%error, "cannot build the ring of this membership view; keeping the last one");
-    }
-    if gossip.ring_synced() && !node.ring_complete() {
-        tracing::info!(members = node.ring().len(), "ring synced; serving requests");
-    }
-    node.set_ring_complete(gossip.ring_synced());
+    node.apply_peers(peers);
 }
 
 fn peer_status(member: &MemberView, wall_now: SystemTime, now: Duration) -> PeerStatus {
@@ -211,6 +166,5 @@ fn peer_status(member: &MemberView, wall_now: SystemTime, now: Duration) -> Peer
         },
         incarnation: u64::from(member.incarnation),
         since: wall_now.checked_sub(age).unwrap_or(wall_now),
-        in_ring: !member.left_ring,
     }
 }

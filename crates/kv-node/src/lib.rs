@@ -9,7 +9,11 @@
 //! - [`PeerTransport`] is how nodes call each other. The gRPC implementation lives in
 //!   `kv-grpc`; a simulation plugs in its own network.
 //! - The gossip driver runs kv-gossip's SWIM state machine over any [`Datagrams`]
-//!   socket (UDP in production) and installs each membership view into the node.
+//!   socket (UDP in production) and installs each liveness view into the node.
+//! - Who owns which keys is the ring layout (`kv-layout`): numbered ring versions that
+//!   explicit changes ([`RingChange`]) make, that nodes persist and exchange, and that
+//!   move forward as nodes ack them and copy the ranges they gain ([`Routing`] picks
+//!   where each read and write goes while versions overlap).
 //! - [`NodeBuilder`] is the only place a node is composed: storage (and the actor-id
 //!   rule that follows from it), transport, membership, and the tasks beside the node.
 //! - [`NodeError`] says what failed with the facts to act on; [`ErrorKind`] sorts errors
@@ -22,6 +26,7 @@ mod builder;
 mod config;
 mod error;
 mod gossip_driver;
+mod membership;
 mod node;
 mod peers;
 mod placement;
@@ -40,6 +45,11 @@ pub use config::{
 pub use error::{ErrorKind, Failures, NodeError, Operation};
 pub use gossip_driver::{Datagrams, GossipSettings};
 pub use kv_gossip::{GossipConfig, GossipConfigError};
+pub use kv_layout::{Layout, RingVersion};
+pub use membership::{
+    ChangePlan, MAX_CHANGE_NODES, MAX_LAYOUT_BYTES, PlannedMove, RingChange, Routing,
+    SourceProgress, TransferProgress, TransferState,
+};
 pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
 pub use request::{ClientRead, ClientWrite, InvalidRequest};

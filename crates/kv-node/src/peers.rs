@@ -37,8 +37,6 @@ pub struct PeerStatus {
     pub incarnation: u64,
     /// When `state` last changed.
     pub since: SystemTime,
-    /// Whether the peer owns part of the ring (false once it left explicitly).
-    pub in_ring: bool,
 }
 
 /// Per-peer state, shared by the coordinator and the membership views.
@@ -63,7 +61,6 @@ impl PeerTable {
                     state: PeerState::Unknown,
                     incarnation: 0,
                     since: now,
-                    in_ring: true,
                 };
                 (node_id, status)
             })
@@ -104,13 +101,21 @@ impl PeerTable {
         }
     }
 
-    /// Replaces the table with gossip's view.
-    pub(crate) fn replace(&self, statuses: Vec<PeerStatus>) {
-        let table = statuses
+    /// Replaces the table with gossip's view; returns whether a peer became ALIVE.
+    pub(crate) fn replace(&self, statuses: Vec<PeerStatus>) -> bool {
+        let table: BTreeMap<String, PeerStatus> = statuses
             .into_iter()
             .map(|s| (s.node_id.clone(), s))
             .collect();
-        *self.lock() = table;
+        let mut current = self.lock();
+        let newly_alive = table.values().any(|status| {
+            status.state == PeerState::Alive
+                && current
+                    .get(&status.node_id)
+                    .is_none_or(|before| before.state != PeerState::Alive)
+        });
+        *current = table;
+        newly_alive
     }
 
     pub(crate) fn status(&self, peer: &str) -> Option<PeerStatus> {

@@ -142,4 +142,12 @@ pub trait PeerTransport: Send + Sync + 'static {
         after: Option<Bytes>,
         limit: usize,
     ) -> impl Future<Output = Result<KeyPage, TransportError>> + Send;
+
+    /// Sends this node's encoded ring layout to `peer` (empty: this node has none yet)
+    /// and returns the peer's, after it merged ours (empty if it has none).
+    fn exchange_layout(
+        &self,
+        peer: &str,
+        layout: Bytes,
+    ) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
 }

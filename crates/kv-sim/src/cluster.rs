@@ -1,7 +1,9 @@
 //! A simulated cluster: real `kv_node::Node`s with their gossip drivers, wired through
 //! the in-process transport and datagram network, and the operations a fault schedule
 //! needs (crash, restart with or without memory, partitions, loss, delay, slow nodes).
+//! Forming the ring and changing it are in `ring_changes.rs`.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -37,27 +39,34 @@ pub struct SimCluster {
     nodes: Mutex<Vec<Slot>>,
     rng: Mutex<SimRng>,
     origin: Instant,
+    /// Nodes kept down until the end of the run (crashed to be removed from the ring).
+    pub(crate) held_down: Mutex<BTreeSet<usize>>,
+    /// Nodes that were members and left the ring (never joined again in a run).
+    pub(crate) retired: Mutex<BTreeSet<String>>,
+    /// What each ring change did, in order.
+    pub(crate) change_log: Mutex<Vec<String>>,
 }
 
 #[derive(Debug)]
-struct Slot {
-    id: String,
+pub(crate) struct Slot {
+    pub(crate) id: String,
     gossip_addr: SocketAddr,
     grpc_addr: SocketAddr,
     storage: Arc<RecordingStore>,
     incarnation: u64,
     lose_memory_on_restart: bool,
-    running: Option<Running>,
+    pub(crate) running: Option<Running>,
 }
 
 #[derive(Debug)]
-struct Running {
-    node: RunningNode<SimTransport>,
+pub(crate) struct Running {
+    pub(crate) node: RunningNode<SimTransport>,
     crashed: watch::Sender<bool>,
 }
 
 impl SimCluster {
-    /// Starts `size` nodes, all seeded with the first two, and their gossip.
+    /// Starts `size` nodes, all seeded with the first two, and their gossip. The first
+    /// founds a cluster whose ring holds it alone: [`SimCluster::form`] joins the others.
     pub fn start(seed: u64, size: usize) -> Arc<Self> {
         let origin = Instant::now();
         let network = SimNetwork::new(SimRng::fork(seed, 1).next_u64());
@@ -80,6 +89,9 @@ impl SimCluster {
             nodes: Mutex::new(nodes),
             rng: Mutex::new(SimRng::fork(seed, 2)),
             origin,
+            held_down: Mutex::new(BTreeSet::new()),
+            retired: Mutex::new(BTreeSet::new()),
+            change_log: Mutex::new(Vec::new()),
         });
         for index in 0..size {
             cluster.boot(index);
@@ -87,7 +99,7 @@ impl SimCluster {
         cluster
     }
 
-    fn nodes(&self) -> MutexGuard<'_, Vec<Slot>> {
+    pub(crate) fn nodes(&self) -> MutexGuard<'_, Vec<Slot>> {
         self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -135,13 +147,10 @@ impl SimCluster {
             .filter(|n| n.id != nodes[index].id)
             .map(|n| n.gossip_addr)
             .collect();
-        // The operator's rule: `--bootstrap` on one node when the cluster is created, and
-        // on one node when it starts while no running node knows the ring.
-        let bootstrap = nodes.iter().all(|n| {
-            n.running
-                .as_ref()
-                .is_none_or(|r| !r.node.node().ring_complete())
-        }) && (nodes[index].incarnation > 0 || index == 0);
+        // The operator's rule: `--bootstrap` on one node, once, when the cluster is
+        // created. Every later start comes back with the ring its store holds (or, after
+        // losing its disk, learns it from a peer).
+        let bootstrap = index == 0 && nodes[index].incarnation == 0;
         let slot = &mut nodes[index];
         debug_assert!(slot.running.is_none(), "{} is already running", slot.id);
         slot.incarnation += 1;
@@ -158,6 +167,7 @@ impl SimCluster {
         let socket = self.datagrams.bind(&slot.id, slot.gossip_addr);
         let settings = GossipSettings {
             listen: slot.gossip_addr,
+            advertise: slot.gossip_addr,
             seeds,
             config: GossipConfig::lan(),
             bootstrap,
@@ -193,10 +203,26 @@ impl SimCluster {
         self.datagrams.unbind(slot.gossip_addr);
     }
 
-    /// Restarts node `index` if it is down.
+    /// Restarts node `index` if it is down (and not held down for a removal).
     pub fn restart(&self, index: usize) {
-        if self.nodes()[index].running.is_none() {
+        let held = self
+            .held_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&index);
+        if !held && self.nodes()[index].running.is_none() {
             self.boot(index);
+        }
+    }
+
+    /// Restarts every node that is down, held down or not (the end of the run).
+    pub fn restart_all(&self) {
+        self.held_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        for index in 0..self.size() {
+            self.restart(index);
         }
     }
 
@@ -245,7 +271,7 @@ impl SimCluster {
                 FaultKind::Slow { node, extra_ms } => {
                     slow_ms[*node] = slow_ms[*node].max(*extra_ms);
                 }
-                FaultKind::Crash { .. } => {}
+                FaultKind::Crash { .. } | FaultKind::RingChange { .. } => {}
             }
         }
         network.set_drop_per_mille(loss);
@@ -255,17 +281,24 @@ impl SimCluster {
         }
     }
 
-    /// Whether every running node has every node in its ring and sees every other running
-    /// node ALIVE.
+    /// Whether every running node serves with the same settled ring (one live version:
+    /// no data moving) and sees every other running node ALIVE.
     pub fn converged(&self) -> bool {
         let nodes = self.nodes();
         let running: Vec<&SimNode> = nodes
             .iter()
             .filter_map(|n| n.running.as_ref().map(|r| &**r.node.node()))
             .collect();
+        let newest = running
+            .first()
+            .and_then(|node| node.routing())
+            .map(|r| r.newest_number());
         running.iter().all(|node| {
-            node.ring_complete()
-                && node.ring().len() == nodes.len()
+            let settled = node
+                .routing()
+                .is_some_and(|r| r.settled() && Some(r.newest_number()) == newest);
+            node.serving()
+                && settled
                 && nodes.iter().filter(|n| n.running.is_some()).all(|other| {
                     other.id == node.config().node_id
                         || node
@@ -291,7 +324,7 @@ impl SimCluster {
         Ok(started.elapsed())
     }
 
-    /// Each running node's view: ring size, whether it synced the ring, peers' states.
+    /// Each running node's view: ring versions, whether it serves, peers' states.
     pub fn describe_views(&self) -> String {
         let nodes = self.nodes();
         let views: Vec<String> = nodes
@@ -303,11 +336,28 @@ impl SimCluster {
                     .iter()
                     .map(|p| format!("{}={:?}@{}", p.node_id, p.state, p.incarnation))
                     .collect();
+                let ring = node.routing().map_or_else(
+                    || "no layout".to_owned(),
+                    |r| {
+                        let layout = r.layout();
+                        let marks: Vec<String> = layout
+                            .nodes()
+                            .into_iter()
+                            .map(|m| format!("{m}:{}/{}", layout.acked(m), layout.synced(m)))
+                            .collect();
+                        format!(
+                            "v{}..v{} members {:?} acked/synced [{}]",
+                            layout.oldest_live(),
+                            r.newest_number(),
+                            layout.newest().members.keys().collect::<Vec<_>>(),
+                            marks.join(" ")
+                        )
+                    },
+                );
                 format!(
-                    "{} (ring {}, complete {}) sees [{}]",
+                    "{} ({ring}, serving {}) sees [{}]",
                     n.id,
-                    node.ring().len(),
-                    node.ring_complete(),
+                    node.serving(),
                     peers.join(" ")
                 )
             })

@@ -46,6 +46,28 @@ pub enum FaultKind {
         /// Extra delay.
         extra_ms: u64,
     },
+    /// An operator changes the ring at the fault's start (the nodes are picked then, from
+    /// the cluster's state, with `pick`); the duration only labels the requests that
+    /// overlap the data transfer that follows.
+    RingChange {
+        /// Which change.
+        change: ChangeKind,
+        /// Chooses among the candidate nodes.
+        pick: u64,
+    },
+}
+
+/// A ring change the simulated operator makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A spare node joins.
+    Join,
+    /// A member leaves (handing its data off).
+    Leave,
+    /// A member crashes, stays down, and is removed once declared DEAD.
+    Remove,
+    /// A spare takes a member's place.
+    Replace,
 }
 
 impl FaultKind {
@@ -63,11 +85,17 @@ impl FaultKind {
             FaultKind::Loss { .. } => "loss",
             FaultKind::Reorder { .. } => "reorder",
             FaultKind::Slow { .. } => "slow",
+            FaultKind::RingChange { change, .. } => match change {
+                ChangeKind::Join => "join",
+                ChangeKind::Leave => "leave",
+                ChangeKind::Remove => "remove",
+                ChangeKind::Replace => "replace",
+            },
         }
     }
 
     /// Every label, in summary order.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 11] = [
         "crash",
         "crash-amnesia",
         "partition",
@@ -75,6 +103,10 @@ impl FaultKind {
         "loss",
         "reorder",
         "slow",
+        "join",
+        "leave",
+        "remove",
+        "replace",
     ];
 }
 
@@ -127,8 +159,9 @@ pub struct ScheduleLimits {
 }
 
 /// A seeded schedule. About one run in eight has no faults at all (a calm baseline);
-/// at most one crash per run loses memory, so an acknowledged write (W ≥ 2 in such runs)
-/// always keeps a surviving copy.
+/// at most one crash per run loses memory (or one removal or replacement drops a member's
+/// copies), so an acknowledged write (W ≥ 2 in such runs) always keeps a surviving copy.
+/// About one fault in four is a ring change.
 pub fn generate(rng: &mut SimRng, limits: &ScheduleLimits) -> Vec<Fault> {
     if rng.chance(125) {
         return Vec::new();
@@ -158,7 +191,7 @@ pub fn generate(rng: &mut SimRng, limits: &ScheduleLimits) -> Vec<Fault> {
 
 fn fault_kind(rng: &mut SimRng, nodes: usize, amnesia_used: &mut bool) -> FaultKind {
     let node = rng.below(nodes as u64) as usize;
-    match rng.below(6) {
+    match rng.below(8) {
         0 => {
             let lose_memory = !*amnesia_used && rng.chance(300);
             *amnesia_used |= lose_memory;
@@ -178,11 +211,34 @@ fn fault_kind(rng: &mut SimRng, nodes: usize, amnesia_used: &mut bool) -> FaultK
         4 => FaultKind::Reorder {
             jitter_ms: rng.between(5, 400),
         },
-        _ => FaultKind::Slow {
+        5 => FaultKind::Slow {
             node,
             extra_ms: rng.between(50, 2_500),
         },
+        _ => FaultKind::RingChange {
+            change: ring_change(rng, amnesia_used),
+            pick: rng.next_u64(),
+        },
     }
+}
+
+/// A ring change. A removal or a replacement may drop a dead member's copies, like a
+/// crash that loses memory: at most one of those per run, so an acknowledged write (W ≥ 2
+/// in such runs) always keeps a copy.
+fn ring_change(rng: &mut SimRng, copy_loss_used: &mut bool) -> ChangeKind {
+    let kinds: &[ChangeKind] = if *copy_loss_used {
+        &[ChangeKind::Join, ChangeKind::Leave]
+    } else {
+        &[
+            ChangeKind::Join,
+            ChangeKind::Leave,
+            ChangeKind::Remove,
+            ChangeKind::Replace,
+        ]
+    };
+    let change = kinds[rng.below(kinds.len() as u64) as usize];
+    *copy_loss_used |= matches!(change, ChangeKind::Remove | ChangeKind::Replace);
+    change
 }
 
 /// A non-empty proper subset of `0..nodes`, at most half of them (the minority side).

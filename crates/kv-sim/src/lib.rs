@@ -6,9 +6,11 @@
 //! wired through [`net::SimNetwork`] instead of sockets. A fault
 //! schedule generated from the seed crashes and restarts nodes (with or without their
 //! memory), partitions the network (both ways or one way), loses, delays and reorders
-//! messages, and slows nodes down, while simulated clients put, get and delete. When the
-//! faults stop, the run heals the cluster, reads every key with R=N to repair it, and
-//! [`checker`] judges the recorded history against the replicas' final state.
+//! messages, slows nodes down, and changes the ring as an operator would (a spare joins, a
+//! member leaves, a crashed member is removed, a spare replaces a member), while simulated
+//! clients put, get and delete. When the faults stop, the run heals the cluster, waits for
+//! the ring to settle, reads every key with R=N to repair it, and [`checker`] judges the
+//! recorded history against the replicas' final state.
 //!
 //! ```
 //! let report = kv_sim::run_seed(3, &kv_sim::SimConfig::default());
@@ -26,6 +28,7 @@ pub mod faults;
 pub mod history;
 pub mod net;
 mod report;
+mod ring_changes;
 pub mod rng;
 mod run;
 pub mod store;

@@ -145,6 +145,7 @@ fn run_guarded(seed: u64, config: &SimConfig) -> SeedReport {
             reads_with_siblings: 0,
             faults: Vec::new(),
             schedule: Vec::new(),
+            ring_changes: Vec::new(),
             availability: kv_sim::Availability::default(),
             violations: vec![format!("the simulation panicked: {message}")],
         }
@@ -162,6 +163,9 @@ fn print_seed(report: &SeedReport, config: &SimConfig) {
     );
     for fault in &report.schedule {
         println!("  fault: {fault}");
+    }
+    for change in &report.ring_changes {
+        println!("  ring change: {change}");
     }
     for violation in report.violations.iter().take(VIOLATIONS_SHOWN) {
         println!("  VIOLATION {violation}");

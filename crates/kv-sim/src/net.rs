@@ -287,6 +287,16 @@ impl ReplicaChannel for SimChannel {
         .await
     }
 
+    async fn exchange_layout(
+        &self,
+        request: proto::LayoutMessage,
+    ) -> Result<proto::LayoutMessage, Status> {
+        self.unary(request, |api, request| async move {
+            api.exchange_layout(request).await
+        })
+        .await
+    }
+
     async fn coordinate_write(
         &self,
         request: proto::CoordinateWriteRequest,

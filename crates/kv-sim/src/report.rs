@@ -57,6 +57,8 @@ pub struct SeedReport {
     pub faults: Vec<&'static str>,
     /// The schedule, readable.
     pub schedule: Vec<String>,
+    /// What each scheduled ring change did (made, or skipped and why).
+    pub ring_changes: Vec<String>,
     /// Success rates by fault.
     pub availability: Availability,
     /// Broken promises; empty when the run passed.
@@ -78,6 +80,8 @@ pub struct Summary {
     pub reads_with_siblings: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// Ring changes made (the others were skipped: no candidate, or refused).
+    pub ring_changes_made: u64,
     /// Success rates by fault.
     pub availability: Availability,
     /// Seeds with violations, with their first violation.
@@ -97,6 +101,11 @@ impl Summary {
         for fault in &report.faults {
             *self.faults.entry(fault).or_default() += 1;
         }
+        self.ring_changes_made += report
+            .ring_changes
+            .iter()
+            .filter(|line| !line.contains("skipped"))
+            .count() as u64;
         self.availability.merge(&report.availability);
         self.violations += report.violations.len() as u64;
         if let Some(first) = report.violations.first() {
@@ -122,6 +131,7 @@ impl fmt::Display for Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "faults injected:     {}", faults.join(", "))?;
+        writeln!(f, "ring changes made:   {}", self.ring_changes_made)?;
         writeln!(
             f,
             "availability (requests succeeded while the fault was active):"

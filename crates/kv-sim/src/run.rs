@@ -1,5 +1,6 @@
-//! One simulated run: start the cluster, converge, run clients under the seed's fault
-//! schedule, heal, repair every key, collect the evidence and check it.
+//! One simulated run: start the cluster, form its ring, run clients under the seed's
+//! fault schedule (ring changes included), heal, let the ring settle, repair every key,
+//! collect the evidence and check it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use kv_storage::Siblings;
 
 use crate::checker::{self, CheckInput, KeyEvidence};
 use crate::cluster::SimCluster;
-use crate::faults::{self, Fault, FaultKind, ScheduleLimits};
+use crate::faults::{self, ChangeKind, Fault, FaultKind, ScheduleLimits};
 use crate::history::{Op, OpKind, Outcome, TraceHasher};
 use crate::report::{Availability, SeedReport};
 use crate::rng::SimRng;
@@ -29,7 +30,8 @@ const AAE_ROUNDS_AFTER_HEAL: u32 = 3;
 /// What a run looks like.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Nodes in the cluster (3..=7 is the intended range).
+    /// Nodes in the cluster (3..=7 is the intended range). With more nodes than N, the
+    /// last one starts outside the ring, a spare for joins and replacements.
     pub nodes: usize,
     /// Concurrent clients.
     pub clients: usize,
@@ -78,10 +80,22 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> SeedReport {
     runtime.block_on(simulate(seed, config))
 }
 
+impl SimConfig {
+    /// Nodes in the ring when the workload starts.
+    pub fn initial_members(&self, replicas: usize) -> usize {
+        if self.nodes > replicas {
+            self.nodes - 1
+        } else {
+            self.nodes
+        }
+    }
+}
+
 async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     let cluster = SimCluster::start(seed, config.nodes);
     let mut violations = Vec::new();
-    if let Err(message) = cluster.wait_converged(CONVERGENCE_LIMIT).await {
+    let members = config.initial_members(cluster.replication_factor());
+    if let Err(message) = cluster.form(members, CONVERGENCE_LIMIT).await {
         violations.push(format!("initial {message}"));
     }
     let workload_start = cluster.now();
@@ -101,7 +115,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
         clients: config.clients,
         keys: config.keys,
         end: workload_end,
-        allow_w1: !schedule.iter().any(is_amnesia),
+        allow_w1: !schedule.iter().any(loses_a_copy),
         max_think: Duration::from_millis(250),
     };
     let clients: Vec<_> = (0..config.clients)
@@ -122,7 +136,8 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     }
     faults_task.await.expect("the fault task does not panic");
 
-    heal_everything(&cluster);
+    cluster.apply_network_faults(&[]);
+    cluster.restart_all();
     if let Err(message) = cluster.wait_converged(CONVERGENCE_LIMIT).await {
         violations.push(format!("after healing, {message}"));
     }
@@ -140,7 +155,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     }
     let amnesia_at: Vec<Duration> = schedule
         .iter()
-        .filter(|f| is_amnesia(f))
+        .filter(|f| loses_a_copy(f))
         .map(|f| f.start)
         .collect();
     violations.extend(checker::check(&CheckInput {
@@ -150,28 +165,47 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
         amnesia_at: &amnesia_at,
     }));
     let simulated = cluster.now();
+    let ring_changes = cluster.ring_changes();
     cluster.shut_down();
-    report(seed, &schedule, &history, violations, simulated)
+    let mut report = report(seed, &schedule, &history, violations, simulated);
+    report.ring_changes = ring_changes;
+    report
 }
 
-fn is_amnesia(fault: &Fault) -> bool {
+/// Whether `fault` may take a replica's copies out of the cluster: a crash that loses
+/// memory, or a ring change that can drop a dead member (its disk leaves with it). A
+/// write acknowledged by that replica alone (W=1) is then lost, as Dynamo allows.
+fn loses_a_copy(fault: &Fault) -> bool {
     matches!(
         fault.kind,
         FaultKind::Crash {
             lose_memory: true,
+            ..
+        } | FaultKind::RingChange {
+            change: ChangeKind::Remove | ChangeKind::Replace,
             ..
         }
     )
 }
 
 /// Applies `schedule`: at every start or end of a fault, installs the network faults
-/// active from then on, and crashes or restarts nodes.
+/// active from then on, crashes or restarts nodes, and starts the ring changes due; then
+/// waits for the ring changes to be made (or given up).
 async fn run_faults(cluster: Arc<SimCluster>, schedule: Vec<Fault>) {
     let mut moments: Vec<Duration> = schedule.iter().flat_map(|f| [f.start, f.end()]).collect();
     moments.sort_unstable();
     moments.dedup();
+    let mut changes = Vec::new();
     for moment in moments {
         tokio::time::sleep_until(cluster.origin() + moment).await;
+        for fault in schedule.iter().filter(|f| f.start == moment) {
+            if let FaultKind::RingChange { change, pick } = fault.kind {
+                let cluster = Arc::clone(&cluster);
+                changes.push(tokio::spawn(async move {
+                    cluster.change_ring(change, pick).await;
+                }));
+            }
+        }
         let active: Vec<&Fault> = schedule.iter().filter(|f| f.active_at(moment)).collect();
         cluster.apply_network_faults(&active);
         for node in 0..cluster.size() {
@@ -188,12 +222,8 @@ async fn run_faults(cluster: Arc<SimCluster>, schedule: Vec<Fault>) {
             }
         }
     }
-}
-
-fn heal_everything(cluster: &SimCluster) {
-    cluster.apply_network_faults(&[]);
-    for node in 0..cluster.size() {
-        cluster.restart(node);
+    for change in changes {
+        change.await.expect("a ring change task does not panic");
     }
 }
 
@@ -285,6 +315,7 @@ fn report(
             .count() as u64,
         faults: schedule.iter().map(|f| f.kind.label()).collect(),
         schedule: schedule.iter().map(ToString::to_string).collect(),
+        ring_changes: Vec::new(),
         availability,
         violations,
     }

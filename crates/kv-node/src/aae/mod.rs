@@ -340,7 +340,10 @@ impl<T: crate::PeerTransport> crate::Node<T> {
     /// Every range this node replicates, grouped by replica set, with how long ago each
     /// other replica agreed on it.
     pub fn range_agreements(&self) -> Vec<RangeAgreement> {
-        let ring = self.ring();
+        let Some(routing) = self.routing() else {
+            return Vec::new();
+        };
+        let ring = routing.newest();
         let me = self.config().node_id.clone();
         let mut groups: Vec<(HashRange, Vec<String>)> = Vec::new();
         let tokens: Vec<u64> = ring.tokens().map(|(token, _)| token).collect();

@@ -88,19 +88,19 @@ impl<T: PeerTransport> Node<T> {
         placement: &Placement,
         replies: &[Reply<V, TransportError>],
     ) {
-        let replicas = placement.replicas();
         for reply in replies {
-            let Some(peer) = replicas.get(reply.replica) else {
+            if reply.replica >= placement.len() {
                 continue;
-            };
-            if **peer == *self.config.node_id {
+            }
+            let peer = placement.replica(reply.replica);
+            if *peer == *self.config.node_id {
                 continue;
             }
             let answered = reply
                 .result
                 .as_ref()
                 .map_or_else(|e| !e.is_silence(), |_| true);
-            self.peers.observe(peer, answered);
+            self.peers.observe(&peer, answered);
         }
     }
 }

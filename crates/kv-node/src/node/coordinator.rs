@@ -1,38 +1,40 @@
 //! The coordinator side: client requests through this node. A write is coordinated by a
 //! replica of its key (a non-replica forwards it), which mints the version and waits for
-//! W acknowledgements; a read asks every replica and answers after R.
+//! W acknowledgements (in every live ring version's list while the ring changes); a read
+//! asks every replica in one version's list and answers after R.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kv_clock::VersionVector;
-use kv_quorum::{Fanout, Outcome, Reply};
+use kv_quorum::{Fanout, GroupQuorum, Outcome, Reply};
 use kv_repair::reconcile;
 use kv_storage::Siblings;
 use tokio::time::Instant;
 
 use super::Node;
 use crate::error::{Failures, Operation};
+use crate::membership::Routing;
 use crate::placement::Placement;
 use crate::request::{self, ClientRead, ClientWrite, InvalidRequest};
 use crate::transport::RemoteError;
 use crate::{NodeError, PeerTransport, TransportError, WriteCommand};
 
 impl<T: PeerTransport> Node<T> {
-    /// A client Put or Delete through this node: validated against one ring snapshot,
-    /// then coordinated here or forwarded to a replica of the key.
+    /// A client Put or Delete through this node: validated against one routing
+    /// snapshot, then coordinated here or forwarded to a replica of the key.
     pub async fn client_put(
         self: &Arc<Self>,
         write: ClientWrite,
     ) -> Result<VersionVector, NodeError> {
-        let ring = self.routing_ring()?;
+        let routing = self.request_routing()?;
         let command = write.validate(
             &self.config.limits,
-            ring.replicas(),
+            routing.replicas(),
             self.config.write_quorum,
         )?;
-        let placement = Placement::of(ring, &command.key);
+        let placement = routing.write_placement(kv_ring::key_hash(&command.key));
         match placement.position(&self.config.node_id) {
             Some(own) => self.coordinate(placement, own, command).await,
             None => self.forward_write(&placement, command).await,
@@ -45,26 +47,40 @@ impl<T: PeerTransport> Node<T> {
         self: &Arc<Self>,
         read: ClientRead,
     ) -> Result<Option<Siblings>, NodeError> {
-        let ring = self.routing_ring()?;
+        let routing = self.request_routing()?;
         let command = read.validate(
             &self.config.limits,
-            ring.replicas(),
+            routing.replicas(),
             self.config.read_quorum,
         )?;
-        let placement = Placement::of(ring, &command.key);
-        self.read_quorum(placement, command.key, command.read_quorum)
-            .await
+        let placement = routing.read_placement(kv_ring::key_hash(&command.key));
+        // Only a list from before the ring held N members is shorter than R.
+        let needed = command.read_quorum.min(placement.len());
+        self.read_quorum(placement, command.key, needed).await
+    }
+
+    /// The routing for a client request: refused while this node may not route, and
+    /// while the ring has fewer members than N (no key could have N distinct replicas).
+    fn request_routing(&self) -> Result<Arc<Routing>, NodeError> {
+        let routing = self.serving_routing()?;
+        if let Some(members) = routing.under_replicated() {
+            return Err(NodeError::UnderReplicated {
+                members,
+                replicas: routing.replicas(),
+            });
+        }
+        Ok(routing)
     }
 
     /// Coordinates a write a peer forwarded: this node must be a replica of the key in its
-    /// own ring, and W must fit that ring.
+    /// own routing, and W must fit N.
     pub async fn coordinate_write(
         self: &Arc<Self>,
         command: WriteCommand,
     ) -> Result<VersionVector, NodeError> {
-        let ring = self.routing_ring()?;
-        request::forwarded_quorum(command.write_quorum, ring.replicas())?;
-        let placement = Placement::of(ring, &command.key);
+        let routing = self.request_routing()?;
+        request::forwarded_quorum(command.write_quorum, routing.replicas())?;
+        let placement = routing.write_placement(kv_ring::key_hash(&command.key));
         let Some(own) = placement.position(&self.config.node_id) else {
             return Err(NodeError::NotReplica {
                 node: self.config.node_id.clone(),
@@ -123,7 +139,8 @@ impl<T: PeerTransport> Node<T> {
     ) -> Result<VersionVector, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut tried = Vec::new();
-        for replica in placement.replicas().iter() {
+        for index in 0..placement.len() {
+            let replica = &*placement.replica(index);
             if self.peers.is_dead(replica) {
                 tried.push(declared_dead(replica));
                 continue;
@@ -205,8 +222,9 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// Starts `call` toward every replica of `placement` but `skip` (this node), needing
-    /// `needed` successes among all of them. A replica gossip declared DEAD fails at once
-    /// without a call, so the quorum is decided without waiting for its timeout.
+    /// `needed` successes (in every version's list, for a write while the ring changes).
+    /// A replica gossip declared DEAD fails at once without a call, so the quorum is
+    /// decided without waiting for its timeout.
     fn fan_out<V, C, F>(
         &self,
         placement: &Placement,
@@ -232,15 +250,14 @@ impl<T: PeerTransport> Node<T> {
                     pending.await
                 })
             });
-        let total = placement.len();
-        Fanout::start(calls, needed, total).map_err(|_| {
-            InvalidRequest::QuorumOutOfRange {
+        let quorum: GroupQuorum = placement.quorum(needed).map_err(|_| {
+            NodeError::from(InvalidRequest::QuorumOutOfRange {
                 field: "quorum",
                 requested: u32::try_from(needed).unwrap_or(u32::MAX),
-                replicas: total,
-            }
-            .into()
-        })
+                replicas: placement.len(),
+            })
+        })?;
+        Ok(Fanout::start_grouped(calls, quorum))
     }
 
     /// Turns a quorum outcome into the client's answer.

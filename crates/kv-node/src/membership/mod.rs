@@ -1,0 +1,295 @@
+//! Who owns which keys: the layout (kv-layout's ring history) this node holds, how it is
+//! kept (persisted in the store on every change, exchanged with peers), when the node may
+//! route with it, and the work that moves a ring change forward (`driver.rs`: layout
+//! exchanges and acks; `transfer.rs`: copying the ranges this node gains; `change.rs`:
+//! the changes operators ask for, with their plan).
+//!
+//! A node serves once its layout is trustworthy: it founded the cluster at this start, or
+//! its peers are a static list, or it exchanged layouts with a member of its cluster since
+//! it started (a node back from a crash may have missed changes), or it is the only member
+//! of every live version (nobody can tell it anything new).
+
+mod change;
+mod driver;
+mod routing;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use bytes::Bytes;
+use kv_layout::{Layout, decode_layout, encode_layout};
+use kv_storage::Storage;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use change::{ChangePlan, MAX_CHANGE_NODES, PlannedMove, RingChange};
+pub(crate) use driver::run_layout_gossip;
+pub use routing::Routing;
+pub(crate) use transfer::run_transfers;
+pub use transfer::{SourceProgress, TransferProgress, TransferState};
+
+use crate::node::Node;
+use crate::{NodeError, PeerTransport};
+
+/// The store metadata holding the layout.
+pub(crate) const LAYOUT_META: &str = "layout";
+/// Largest encoded layout accepted from a peer or a store.
+pub const MAX_LAYOUT_BYTES: usize = 1024 * 1024;
+
+/// How a node's layout came to be at start.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    /// A static peer list: never changes, never persisted.
+    Fixed(Layout),
+    /// Founded now (`--bootstrap`, or a gossip node without seeds on an empty store).
+    Founded(Layout),
+    /// Read from the store: trusted once a peer confirms it (or the node is alone).
+    Stored(Layout),
+    /// None yet: a new node learns its cluster's layout from the first peer it reaches.
+    Joining,
+}
+
+/// The layout this node routes with, and what follows from it.
+#[derive(Debug)]
+pub(crate) struct RingState {
+    routing: RwLock<Option<Arc<Routing>>>,
+    /// Serialises read-modify-write updates of the layout (and their persistence).
+    update: Mutex<()>,
+    /// Whether the layout is known to be current enough to route with.
+    confirmed: AtomicBool,
+    /// Whether layouts are written to the store (not for a static peer list).
+    persist: bool,
+    /// When this node first routed with each version it knows (acks wait for in-flight
+    /// requests of the older routing to end).
+    installed: Mutex<BTreeMap<u64, Instant>>,
+    /// This node's transfers, for operators.
+    pub(crate) transfers: Mutex<transfer::TransferLog>,
+    /// Woken when the layout changed here, so the driver pushes it to every peer.
+    pub(crate) changed: Notify,
+}
+
+impl RingState {
+    /// The state for a node starting from `origin`.
+    pub(crate) fn new(origin: Origin) -> Result<(Self, Option<Layout>), kv_ring::RingError> {
+        let (layout, confirmed, persist) = match origin {
+            Origin::Fixed(layout) => (Some(layout), true, false),
+            Origin::Founded(layout) => (Some(layout), true, true),
+            Origin::Stored(layout) => (Some(layout), false, true),
+            Origin::Joining => (None, false, true),
+        };
+        let routing = layout.clone().map(Routing::new).transpose()?.map(Arc::new);
+        let installed = routing
+            .iter()
+            .flat_map(|r| r.versions().iter().map(|v| (v.number, Instant::now())))
+            .collect();
+        let state = Self {
+            routing: RwLock::new(routing),
+            update: Mutex::new(()),
+            confirmed: AtomicBool::new(confirmed),
+            persist,
+            installed: Mutex::new(installed),
+            transfers: Mutex::new(transfer::TransferLog::default()),
+            changed: Notify::new(),
+        };
+        Ok((state, layout.filter(|_| persist)))
+    }
+
+    pub(crate) fn routing(&self) -> Option<Arc<Routing>> {
+        self.routing
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn lock_update(&self) -> MutexGuard<'_, ()> {
+        self.update.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn installed_at(&self, version: u64) -> Option<Instant> {
+        self.installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&version)
+            .copied()
+    }
+
+    pub(crate) fn confirm(&self) {
+        self.confirmed.store(true, Ordering::Release);
+    }
+
+    fn is_confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire)
+    }
+}
+
+/// Writes `layout` to `storage`'s metadata.
+pub(crate) fn persist_layout(storage: &dyn Storage, layout: &Layout) -> Result<(), NodeError> {
+    storage.set_meta(LAYOUT_META, &encode_layout(layout))?;
+    Ok(())
+}
+
+/// Reads the layout `storage` holds, if any.
+pub(crate) fn stored_layout(storage: &dyn Storage) -> Result<Option<Layout>, NodeError> {
+    let Some(bytes) = storage.meta(LAYOUT_META)? else {
+        return Ok(None);
+    };
+    decode(&bytes).map(Some)
+}
+
+fn decode(bytes: &[u8]) -> Result<Layout, NodeError> {
+    if bytes.len() > MAX_LAYOUT_BYTES {
+        return Err(NodeError::BadLayout(format!(
+            "{} bytes, over the limit of {MAX_LAYOUT_BYTES}",
+            bytes.len()
+        )));
+    }
+    decode_layout(bytes).map_err(|error| NodeError::BadLayout(error.to_string()))
+}
+
+impl<T> Node<T> {
+    /// The layout and rings this node routes with, if it has a layout (a new node has
+    /// none until a peer sends it one).
+    pub fn routing(&self) -> Option<Arc<Routing>> {
+        self.membership.routing()
+    }
+
+    /// Whether this node routes client requests: it has a layout it can trust.
+    pub fn serving(&self) -> bool {
+        let Some(routing) = self.routing() else {
+            return false;
+        };
+        self.membership.is_confirmed() || self.sole_member(&routing)
+    }
+
+    fn sole_member(&self, routing: &Routing) -> bool {
+        let members = routing.members();
+        members.len() == 1 && members.contains(self.config().node_id.as_str())
+    }
+
+    /// The routing for one request, refused while this node may not route.
+    pub(crate) fn serving_routing(&self) -> Result<Arc<Routing>, NodeError> {
+        match self.routing() {
+            Some(routing) if self.membership.is_confirmed() || self.sole_member(&routing) => {
+                Ok(routing)
+            }
+            _ => Err(NodeError::Joining {
+                node: self.config().node_id.clone(),
+            }),
+        }
+    }
+
+    /// Applies `change` to a copy of the current layout (None for a node without one);
+    /// when it reports a change, routes with, persists and announces the result. Returns
+    /// whether anything changed.
+    pub(crate) fn update_layout(
+        &self,
+        change: impl FnOnce(&mut Option<Layout>) -> Result<bool, NodeError>,
+    ) -> Result<bool, NodeError> {
+        let _guard = self.membership.lock_update();
+        let current = self.routing();
+        let mut layout = current.as_ref().map(|r| r.layout().clone());
+        if !change(&mut layout)? {
+            return Ok(false);
+        }
+        let Some(layout) = layout else {
+            return Ok(false);
+        };
+        if layout.replicas() != self.config().replication_factor {
+            return Err(NodeError::ReplicasMismatch {
+                cluster: layout.replicas(),
+                configured: self.config().replication_factor,
+            });
+        }
+        let routing =
+            Arc::new(Routing::new(layout).map_err(|e| NodeError::BadLayout(e.to_string()))?);
+        if self.membership.persist {
+            persist_layout(self.storage.as_ref(), routing.layout())?;
+        }
+        self.record_installed(current.as_deref(), &routing);
+        *self
+            .membership
+            .routing
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(routing);
+        self.membership.changed.notify_one();
+        Ok(true)
+    }
+
+    fn record_installed(&self, before: Option<&Routing>, after: &Routing) {
+        let mut installed = self
+            .membership
+            .installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for version in after.versions() {
+            let known = before.is_some_and(|b| {
+                b.layout()
+                    .version(version.number)
+                    .zip(after.layout().version(version.number))
+                    .is_some_and(|(old, new)| old.hash() == new.hash())
+            });
+            if !known || !installed.contains_key(&version.number) {
+                installed.insert(version.number, Instant::now());
+            }
+        }
+        let oldest = after.layout().oldest_live();
+        installed.retain(|number, _| *number >= oldest);
+    }
+
+    /// Merges a layout a peer sent (empty: the peer has none yet) and answers with this
+    /// node's (empty if it has none).
+    pub fn receive_layout(&self, incoming: &[u8]) -> Result<Bytes, NodeError> {
+        if !incoming.is_empty() {
+            let theirs = decode(incoming)?;
+            self.merge_layout(&theirs)?;
+        }
+        Ok(self.encoded_layout())
+    }
+
+    /// This node's layout, encoded (empty without one).
+    pub(crate) fn encoded_layout(&self) -> Bytes {
+        self.routing()
+            .map_or_else(Bytes::new, |r| Bytes::from(encode_layout(r.layout())))
+    }
+
+    /// Merges `theirs` into this node's layout (adopting it if this node has none), and
+    /// counts it as a confirmation of this node's layout.
+    pub(crate) fn merge_layout(&self, theirs: &Layout) -> Result<bool, NodeError> {
+        let changed = self.update_layout(|mine| match mine {
+            Some(mine) => Ok(mine.merge(theirs)?),
+            None => {
+                *mine = Some(theirs.clone());
+                Ok(true)
+            }
+        })?;
+        if !self.membership.is_confirmed() {
+            tracing::info!(
+                node = %self.config().node_id,
+                cluster = %format_args!("{:016x}", theirs.cluster_id()),
+                "ring layout confirmed by a peer; serving requests"
+            );
+        }
+        self.membership.confirm();
+        Ok(changed)
+    }
+}
+
+impl<T: PeerTransport> Node<T> {
+    /// Installs the liveness and addresses gossip reports (the ring does not change: only
+    /// explicit ring changes do). A peer newly seen ALIVE triggers a layout exchange.
+    pub fn apply_peers(&self, peers: Vec<crate::PeerStatus>) {
+        let specs: Vec<crate::PeerSpec> = peers
+            .iter()
+            .map(|p| crate::PeerSpec {
+                node_id: p.node_id.clone(),
+                grpc_address: p.grpc_address,
+            })
+            .collect();
+        self.transport.update_peers(&specs);
+        if self.peers.replace(peers) {
+            self.membership.changed.notify_one();
+        }
+    }
+}
