@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
-use kv_client::Client;
+use kv_client::{ChangeRingResponse, Client, RingChangeKind};
 pub use kv_harness::Membership;
 use kv_harness::{NodeLayout, serve_args};
 
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a ring change may take to move its data in a test.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Seeds of a gossip cluster: its first two nodes.
 pub const GOSSIP: Membership = Membership::Gossip { seeds: 2 };
 
@@ -32,8 +34,10 @@ struct NodeProcess {
 pub struct TestCluster {
     binary: PathBuf,
     logs: PathBuf,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
+    membership: Membership,
+    extra_args: Vec<String>,
 }
 
 impl TestCluster {
@@ -58,7 +62,8 @@ impl TestCluster {
     }
 
     /// Like [`TestCluster::start`], choosing how nodes find each other. With gossip the
-    /// first node founds the cluster (`--bootstrap` on its first start only).
+    /// first node founds the cluster (`--bootstrap` on its first start only) and the
+    /// others join its ring, as an operator would with `kvstore join`.
     pub async fn start_with(
         binary: &str,
         logs_base: &str,
@@ -71,37 +76,85 @@ impl TestCluster {
         let layouts: Vec<NodeLayout> = (1..=count)
             .map(|i| NodeLayout::new(i, free_tcp_address(), free_udp_address(), data.path()))
             .collect();
+        let extra_args: Vec<String> = ["--request-timeout-ms=3000", "--peer-timeout-ms=1000"]
+            .iter()
+            .chain(extra_args)
+            .map(|a| (*a).to_owned())
+            .collect();
         let nodes = layouts
             .iter()
-            .map(|layout| {
-                let mut args = serve_args(layout, &layouts, membership);
-                args.extend(
-                    ["--request-timeout-ms=3000", "--peer-timeout-ms=1000"]
-                        .iter()
-                        .chain(extra_args)
-                        .map(|a| (*a).to_owned()),
-                );
-                NodeProcess {
-                    layout: layout.clone(),
-                    args,
-                    child: None,
-                }
-            })
+            .map(|layout| node_process(layout, &layouts, membership, &extra_args))
             .collect();
         let mut cluster = Self {
             binary: PathBuf::from(binary),
             logs: log_dir(Path::new(logs_base), test),
-            _data: data,
+            data,
             nodes,
+            membership,
+            extra_args,
         };
+        let gossip = matches!(membership, Membership::Gossip { .. });
         for i in 0..count {
-            let founder = matches!(membership, Membership::Gossip { .. }) && i == 0;
+            let founder = gossip && i == 0;
             cluster.spawn(i, if founder { &["--bootstrap"] } else { &[] });
         }
         for i in 0..count {
             cluster.wait_serving(i).await;
         }
+        if gossip {
+            let ids = cluster.node_ids();
+            let founder = cluster.address(&ids[0]);
+            kv_harness::form_ring(&founder, &ids[1..], SETTLE_TIMEOUT)
+                .await
+                .unwrap_or_else(|why| panic!("{why}"));
+            cluster.wait_settled(&ids).await;
+        }
         cluster
+    }
+
+    /// Starts one more node (the next id), seeded with the first nodes, and waits until
+    /// it serves (it learned the ring's layout; it is not a member until it joins).
+    pub async fn add_node(&mut self) -> String {
+        let index = self.nodes.len() + 1;
+        let layout = NodeLayout::new(
+            index,
+            free_tcp_address(),
+            free_udp_address(),
+            self.data.path(),
+        );
+        let mut layouts: Vec<NodeLayout> = self.nodes.iter().map(|n| n.layout.clone()).collect();
+        layouts.push(layout.clone());
+        self.nodes.push(node_process(
+            &layout,
+            &layouts,
+            self.membership,
+            &self.extra_args,
+        ));
+        self.spawn(index - 1, &[]);
+        self.wait_serving(index - 1).await;
+        layout.id
+    }
+
+    /// Asks `via` (a member) for a ring change; panics with the reason if it is refused.
+    pub async fn change(
+        &self,
+        via: &str,
+        kind: RingChangeKind,
+        nodes: &[&str],
+    ) -> ChangeRingResponse {
+        let nodes: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
+        kv_harness::change_ring(&self.address(via), kind, &nodes)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Waits until `nodes` serve with the same settled ring (no data moving); returns
+    /// its version.
+    pub async fn wait_settled<S: AsRef<str>>(&self, nodes: &[S]) -> u64 {
+        let addresses: Vec<String> = nodes.iter().map(|n| self.address(n.as_ref())).collect();
+        kv_harness::wait_settled(&addresses, SETTLE_TIMEOUT)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
     }
 
     fn index(&self, node: &str) -> usize {
@@ -182,6 +235,21 @@ impl Drop for TestCluster {
                 kv_harness::kill(child);
             }
         }
+    }
+}
+
+fn node_process(
+    layout: &NodeLayout,
+    all: &[NodeLayout],
+    membership: Membership,
+    extra_args: &[String],
+) -> NodeProcess {
+    let mut args = serve_args(layout, all, membership);
+    args.extend(extra_args.iter().cloned());
+    NodeProcess {
+        layout: layout.clone(),
+        args,
+        child: None,
     }
 }
 

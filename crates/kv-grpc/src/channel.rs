@@ -32,6 +32,12 @@ pub trait ReplicaChannel: Clone + Send + Sync + 'static {
         request: proto::CoordinateWriteRequest,
     ) -> impl Future<Output = Result<proto::CoordinateWriteResponse, Status>> + Send;
 
+    /// `Replica/CoordinateRead`.
+    fn coordinate_read(
+        &self,
+        request: proto::CoordinateReadRequest,
+    ) -> impl Future<Output = Result<proto::ReadResponse, Status>> + Send;
+
     /// `Replica/Digests`.
     fn digests(
         &self,
@@ -106,6 +112,16 @@ impl ReplicaChannel for ReplicaClient<Channel> {
     ) -> Result<proto::CoordinateWriteResponse, Status> {
         let mut client = self.clone();
         ReplicaClient::coordinate_write(&mut client, request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn coordinate_read(
+        &self,
+        request: proto::CoordinateReadRequest,
+    ) -> Result<proto::ReadResponse, Status> {
+        let mut client = self.clone();
+        ReplicaClient::coordinate_read(&mut client, request)
             .await
             .map(tonic::Response::into_inner)
     }

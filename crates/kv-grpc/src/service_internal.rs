@@ -95,6 +95,19 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         }))
     }
 
+    async fn coordinate_read(
+        &self,
+        request: Request<proto::CoordinateReadRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        let request = request.into_inner();
+        let merged = self
+            .node
+            .coordinate_read(request.key, request.read_quorum as usize)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(wire::read_response(merged.as_ref())))
+    }
+
     async fn digests(
         &self,
         request: Request<proto::DigestsRequest>,

@@ -148,6 +148,26 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         wire::decode_context(&reply.context).map_err(|e| bad_reply(peer, &e))
     }
 
+    async fn coordinate_read(
+        &self,
+        peer: &str,
+        key: Bytes,
+        read_quorum: usize,
+        request_id: String,
+    ) -> Result<Option<Siblings>, TransportError> {
+        let request = proto::CoordinateReadRequest {
+            key,
+            read_quorum: u32::try_from(read_quorum).unwrap_or(u32::MAX),
+            request_id,
+        };
+        let reply = self
+            .channel(peer)?
+            .coordinate_read(request)
+            .await
+            .map_err(|status| classify(peer, &status))?;
+        wire::decode_read_response(&reply).map_err(|e| bad_reply(peer, &e))
+    }
+
     async fn aae_digests(
         &self,
         peer: &str,

@@ -98,6 +98,13 @@ impl Replica for ScriptedPeer {
         }))
     }
 
+    async fn coordinate_read(
+        &self,
+        _request: Request<proto::CoordinateReadRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn exchange_layout(
         &self,
         request: Request<proto::LayoutMessage>,

@@ -7,7 +7,9 @@
 //!   and the `kvstore serve` command line that follows from them and the membership mode;
 //! - [`spawn`]: starts a server with its output appended to a log file;
 //! - [`wait_serving`] and [`wait_members_alive`]: poll the health call until a node serves
-//!   (it knows the whole ring) or sees every member ALIVE, with a bound on the wait;
+//!   (it has a confirmed ring layout) or sees every member ALIVE, with a bound on the wait;
+//! - [`form_ring`], [`change_ring`] and [`wait_settled`]: join nodes to the ring a founder
+//!   made, change the ring as an operator does, and wait until no data is moving;
 //! - [`kill`] and [`terminate`]: SIGKILL (a crash) or SIGTERM with a grace period.
 
 #![warn(missing_docs)]
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kv_client::Client;
+use kv_client::{ChangeRingResponse, Client, RingChangeKind};
 
 /// How often health is polled while waiting.
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -155,6 +157,71 @@ pub async fn wait_members_alive(
             ));
         }
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Asks the node at `address` (a member) for a ring change; the error says why it was
+/// refused.
+pub async fn change_ring(
+    address: &str,
+    kind: RingChangeKind,
+    nodes: &[String],
+) -> Result<ChangeRingResponse, String> {
+    let mut client = Client::connect(address)
+        .await
+        .map_err(|e| format!("{address}: {e}"))?;
+    client
+        .change_ring(kind, nodes, false)
+        .await
+        .map_err(|e| format!("{kind:?} {} via {address}: {e}", nodes.join(",")))
+}
+
+/// Joins `joiners` (running, seeded with a member) to the ring of the founder at
+/// `founder`, retrying until the founder sees them ALIVE, within `timeout`.
+pub async fn form_ring(founder: &str, joiners: &[String], timeout: Duration) -> Result<(), String> {
+    if joiners.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        match change_ring(founder, RingChangeKind::Join, joiners).await {
+            Ok(_) => return Ok(()),
+            Err(why) if started.elapsed() > timeout => {
+                return Err(format!("the ring did not form within {timeout:?}: {why}"));
+            }
+            Err(_) => tokio::time::sleep(POLL_EVERY * 4).await,
+        }
+    }
+}
+
+/// Waits until every node in `addresses` serves with the same newest ring version and a
+/// single live version (no data moving), within `timeout`; returns that version.
+pub async fn wait_settled(addresses: &[String], timeout: Duration) -> Result<u64, String> {
+    let started = Instant::now();
+    loop {
+        let mut versions = Vec::new();
+        for address in addresses {
+            let health = match Client::connect(address).await {
+                Ok(mut client) => client.health().await.ok(),
+                Err(_) => None,
+            };
+            versions.push(
+                health
+                    .filter(|h| h.status == "SERVING" && h.live_versions == 1)
+                    .map(|h| h.ring_version),
+            );
+        }
+        if let Some(Some(first)) = versions.first()
+            && versions.iter().all(|v| *v == Some(*first))
+        {
+            return Ok(*first);
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "the ring did not settle within {timeout:?} (settled version per node: {versions:?})"
+            ));
+        }
+        tokio::time::sleep(POLL_EVERY * 2).await;
     }
 }
 

@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use crate::Layout;
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Bytes that are not a layout this build reads.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -11,7 +11,12 @@
 //! - **Syncs.** A node marks a version synced once it copied, from the owners in older
 //!   live versions, every range it owns in that version. A version is complete for a key
 //!   when all its replicas of that key synced it: reads use the newest such version.
-//!   Versions older than what every member of the newest version synced retire.
+//! - **Read acks.** A node read-acks a version once it saw every member of that version
+//!   synced it: from then on it reads every key from that version or a newer one.
+//!   Versions older than what every member of the newest version read-acked retire (and
+//!   stop taking writes): before that, some member may still read them, so writes must
+//!   still reach them. This is Garage's third tracker (`sync_ack`); without it a member
+//!   that learns of a sync late reads an older version that writers no longer write to.
 //!
 //! Layouts merge like a CRDT (per version number the content with the larger hash, per
 //! node the larger mark, the higher retirement floor), so nodes that exchange layouts in
@@ -110,6 +115,7 @@ pub struct Layout {
     versions: BTreeMap<u64, RingVersion>,
     acked: BTreeMap<String, Mark>,
     synced: BTreeMap<String, Mark>,
+    read_acked: BTreeMap<String, Mark>,
 }
 
 impl Layout {
@@ -167,7 +173,8 @@ impl Layout {
             replicas,
             versions: BTreeMap::from([(1, version)]),
             acked: everyone.clone(),
-            synced: everyone,
+            synced: everyone.clone(),
+            read_acked: everyone,
         }
     }
 
@@ -311,6 +318,7 @@ impl Layout {
         }
         merge_marks(&mut self.acked, &other.acked);
         merge_marks(&mut self.synced, &other.synced);
+        merge_marks(&mut self.read_acked, &other.read_acked);
         self.versions.retain(|number, _| *number >= floor);
         self.retire();
         Ok(*self != before)
@@ -326,7 +334,14 @@ impl Layout {
     /// in older live versions.
     pub fn mark_synced(&mut self, node: &str, number: u64) -> bool {
         let mark = self.mark(number);
-        let raised = raise(&mut self.synced, node, mark);
+        raise(&mut self.synced, node, mark)
+    }
+
+    /// Records that `node` reads every key from version `number` or newer (it saw every
+    /// member of that version synced it).
+    pub fn mark_read(&mut self, node: &str, number: u64) -> bool {
+        let mark = self.mark(number);
+        let raised = raise(&mut self.read_acked, node, mark);
         if raised {
             self.retire();
         }
@@ -348,6 +363,21 @@ impl Layout {
     /// The newest version `node` synced, as this layout knows the versions.
     pub fn synced(&self, node: &str) -> u64 {
         self.reached(self.synced.get(node))
+    }
+
+    /// The newest version `node` read-acked, as this layout knows the versions.
+    pub fn read_acked(&self, node: &str) -> u64 {
+        self.reached(self.read_acked.get(node))
+    }
+
+    /// The newest version every one of its members synced, if newer than the oldest live
+    /// one: the version a node may read-ack.
+    pub fn readable(&self) -> u64 {
+        self.versions
+            .values()
+            .rev()
+            .find(|v| v.members.keys().all(|m| self.synced(m) >= v.number))
+            .map_or(self.oldest_live(), |v| v.number)
     }
 
     /// A mark counts for its version if it saw that version's content (or the version
@@ -382,13 +412,14 @@ impl Layout {
         replicas.into_iter().all(|node| self.synced(node) >= number)
     }
 
-    /// Retires every version older than what all members of the newest version synced.
+    /// Retires every version older than what all members of the newest version
+    /// read-acked.
     fn retire(&mut self) {
         let newest = self.newest();
         let floor = newest
             .members
             .keys()
-            .map(|member| self.synced(member))
+            .map(|member| self.read_acked(member))
             .min()
             .unwrap_or(0)
             .min(newest.number);

@@ -5,8 +5,9 @@
 //! before. While more than one version is live, writes go to the preference lists of
 //! every live version; a node acks a version once it writes with it, and marks it synced
 //! once it copied every range it gained in it ([`plan`]) from the older versions' owners;
-//! reads use the newest version complete for their key; a version retires once every
-//! member of the newest version synced past it. A [`Layout`] holds all of this and merges
+//! reads use the newest version complete for their key; a node read-acks a version once
+//! it saw all its members synced; a version retires once every member of the newest
+//! version read-acked past it. A [`Layout`] holds all of this and merges
 //! with any other node's like a CRDT, so nodes converge however layouts travel.
 //!
 //! The design follows Garage's layout history (versions with ack and sync trackers) more
@@ -27,6 +28,10 @@
 //! assert!(layout.acked_by_all(v2, |_| false));
 //! for node in ["n1", "n2", "n3"] {
 //!     layout.mark_synced(node, v2);
+//! }
+//! assert_eq!(layout.readable(), v2);
+//! for node in ["n1", "n2", "n3"] {
+//!     layout.mark_read(node, v2);
 //! }
 //! assert_eq!(layout.live().count(), 1, "v1 retired");
 //! assert_eq!(layout.newest().members.len(), 3);

@@ -1,7 +1,7 @@
 //! Layouts merge like a CRDT: whatever changes, acks and syncs happen at which node, and
 //! in whatever order nodes exchange layouts, they end up with the same layout; merging
 //! is commutative, associative and idempotent; and a version retires only once every
-//! member of the newest version synced past it.
+//! member of the newest version read-acked past it (after every member synced).
 
 use kv_layout::{Layout, Proposal, decode_layout, encode_layout};
 use proptest::prelude::*;
@@ -15,6 +15,7 @@ enum Op {
     Leave(usize, usize),
     Ack(usize),
     Sync(usize),
+    Read(usize),
     Exchange(usize, usize),
 }
 
@@ -27,6 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
         (at.clone(), 0usize..5).prop_map(|(a, n)| Op::Leave(a, n)),
         at.clone().prop_map(Op::Ack),
         at.clone().prop_map(Op::Sync),
+        at.clone().prop_map(Op::Read),
         (at.clone(), 0usize..COPIES).prop_map(|(a, b)| Op::Exchange(a, b)),
     ]
 }
@@ -57,6 +59,10 @@ fn run(ops: &[Op]) -> Vec<Layout> {
                 if copies[at].acked_by_all(newest, |_| false) {
                     copies[at].mark_synced(NODES[at], newest);
                 }
+            }
+            Op::Read(at) => {
+                let readable = copies[at].readable();
+                copies[at].mark_read(NODES[at], readable);
             }
             Op::Exchange(a, b) => {
                 let other = copies[b].clone();
@@ -97,14 +103,16 @@ proptest! {
         for copy in &copies[1..] {
             prop_assert_eq!(&copies[0], copy);
         }
-        // Once converged, what retired did so on syncs of the content every node has.
+        // Once converged, what retired did so on read acks (and syncs) of the content
+        // every node has.
         let layout = &copies[0];
         let oldest = layout.oldest_live();
         if oldest > 1 {
             for member in layout.newest().members.keys() {
                 prop_assert!(
-                    layout.synced(member) >= oldest,
-                    "{member} synced {} < {oldest}: {layout:?}",
+                    layout.read_acked(member) >= oldest && layout.synced(member) >= oldest,
+                    "{member} read-acked {} synced {} < {oldest}: {layout:?}",
+                    layout.read_acked(member),
                     layout.synced(member)
                 );
             }

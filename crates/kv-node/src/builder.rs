@@ -173,6 +173,9 @@ pub enum BuildError {
 ///     async fn coordinate_write(&self, peer: &str, _: WriteCommand) -> Result<VersionVector, TransportError> {
 ///         Err(none(peer))
 ///     }
+///     async fn coordinate_read(&self, peer: &str, _: Bytes, _: usize, _: String) -> Result<Option<Siblings>, TransportError> {
+///         Err(none(peer))
+///     }
 ///     async fn aae_digests(&self, peer: &str, _: &str, _: Vec<HashRange>) -> Result<Vec<Digest>, TransportError> {
 ///         Err(none(peer))
 ///     }

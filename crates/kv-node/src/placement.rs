@@ -74,6 +74,14 @@ impl Placement {
         }
     }
 
+    /// How many of the replicas, from the first, are the newest version's list.
+    pub(crate) fn newest_len(&self) -> usize {
+        match &self.replicas {
+            Replicas::List(_) => self.len(),
+            Replicas::Union { groups, .. } => groups.first().map_or(0, Vec::len),
+        }
+    }
+
     /// The replica at `index`, shared so a task can own it without copying the name.
     pub(crate) fn replica(&self, index: usize) -> Arc<str> {
         debug_assert!(index < self.len(), "replica index {index} out of range");

@@ -44,6 +44,7 @@ pub struct ClientRead {
 pub(crate) struct ReadCommand {
     pub(crate) key: Bytes,
     pub(crate) read_quorum: usize,
+    pub(crate) request_id: String,
 }
 
 /// A request field that is malformed or over a limit.
@@ -141,7 +142,11 @@ impl ClientRead {
         ids(&self.client_id, &self.request_id, limits)?;
         let key = key(self.key, limits)?;
         let read_quorum = quorum("consistency_r", self.consistency_r, default_r, replicas)?;
-        Ok(ReadCommand { key, read_quorum })
+        Ok(ReadCommand {
+            key,
+            read_quorum,
+            request_id: self.request_id,
+        })
     }
 }
 

@@ -113,6 +113,16 @@ pub trait PeerTransport: Send + Sync + 'static {
         command: WriteCommand,
     ) -> impl Future<Output = Result<VersionVector, TransportError>> + Send;
 
+    /// Asks `peer` (a member of the newest ring version) to coordinate a client read of
+    /// `key` with quorum `read_quorum`; returns the merged versions.
+    fn coordinate_read(
+        &self,
+        peer: &str,
+        key: Bytes,
+        read_quorum: usize,
+        request_id: String,
+    ) -> impl Future<Output = Result<Option<Siblings>, TransportError>> + Send;
+
     /// The digests of `ranges` in `peer`'s anti-entropy index, in the same order, for an
     /// exchange `initiator` runs.
     fn aae_digests(

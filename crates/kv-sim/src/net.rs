@@ -287,6 +287,19 @@ impl ReplicaChannel for SimChannel {
         .await
     }
 
+    async fn coordinate_read(
+        &self,
+        request: proto::CoordinateReadRequest,
+    ) -> Result<proto::ReadResponse, Status> {
+        self.call(request, |api, request| async move {
+            // Boxed, like coordinate_write: the handler reads through channels like this.
+            Box::pin(api.coordinate_read(tonic::Request::new(request)))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
     async fn exchange_layout(
         &self,
         request: proto::LayoutMessage,

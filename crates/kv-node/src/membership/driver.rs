@@ -1,6 +1,7 @@
 //! The layout driver: exchanges layouts with peers (one peer per interval, round-robin,
-//! and every live peer at once after a change here), and acks the newest version once
-//! every request this node started with the older routing has ended.
+//! and every live peer at once after a change here), acks the newest version once every
+//! request this node started with the older routing has ended, and read-acks the newest
+//! version all of whose members synced it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub(crate) async fn run_layout_gossip<T: PeerTransport>(
         };
         node.exchange_layouts(push, &mut turn).await;
         node.ack_newest_if_due();
+        node.read_ack_if_synced();
     }
 }
 
@@ -77,6 +79,27 @@ impl<T: PeerTransport> Node<T> {
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "layout exchange failed"),
                 Err(_) => tracing::debug!(%peer, "layout exchange timed out"),
             }
+        }
+    }
+
+    /// Read-acks the newest version every one of whose members synced it: from now on
+    /// this node reads every key from it (or a newer one), so older versions may retire.
+    pub(crate) fn read_ack_if_synced(&self) {
+        let Some(routing) = self.routing() else {
+            return;
+        };
+        let me = self.config().node_id.as_str();
+        let layout = routing.layout();
+        let readable = layout.readable();
+        if !layout.newest().has(me) || layout.read_acked(me) >= readable {
+            return;
+        }
+        let marked = self
+            .update_layout(|layout| Ok(layout.as_mut().is_some_and(|l| l.mark_read(me, readable))));
+        match marked {
+            Ok(true) => tracing::info!(version = readable, "ring version read-acked"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "cannot read-ack the ring version"),
         }
     }
 

@@ -219,6 +219,7 @@ mod tests {
         for node in ["n1", "n2", "n3"] {
             layout.ack(node, v2);
             layout.mark_synced(node, v2);
+            layout.mark_read(node, v2);
         }
         let v3 = layout
             .propose(&Proposal::Join(vec![("n4".into(), 16)]))
@@ -258,7 +259,7 @@ mod tests {
         for &hash in &keys {
             let n4_holds = v3.preference_list_for_hash(hash).contains("n4");
             let read = routing.read_placement(hash);
-            assert_eq!(read.position("n4").is_some(), false);
+            assert!(read.position("n4").is_none());
             if !n4_holds {
                 assert_eq!(
                     read.describe(),
@@ -267,7 +268,25 @@ mod tests {
             }
         }
         layout.mark_synced("n4", 3);
+        let routing = Routing::new(layout.clone()).unwrap();
+        assert!(
+            !routing.settled(),
+            "v2 lives until every member read-acked v3"
+        );
+        for &hash in &keys {
+            let read = routing.read_placement(hash);
+            assert_eq!(
+                read.describe(),
+                Placement::list(Arc::clone(&v3), hash).describe()
+            );
+        }
+        for node in ["n1", "n2", "n3", "n4"] {
+            layout.mark_read(node, layout.readable());
+        }
         let routing = Routing::new(layout).unwrap();
-        assert!(routing.settled(), "v2 retired once every member synced v3");
+        assert!(
+            routing.settled(),
+            "v2 retired once every member read-acked v3"
+        );
     }
 }

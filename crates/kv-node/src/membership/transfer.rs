@@ -425,6 +425,7 @@ mod tests {
         for n in ["n1", "n2", "n3"] {
             layout.ack(n, v2);
             layout.mark_synced(n, v2);
+            layout.mark_read(n, v2);
         }
         let v3 = layout
             .propose(&Proposal::Join(vec![("n4".into(), 16)]))

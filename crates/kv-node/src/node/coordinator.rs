@@ -1,7 +1,9 @@
-//! The coordinator side: client requests through this node. A write is coordinated by a
-//! replica of its key (a non-replica forwards it), which mints the version and waits for
-//! W acknowledgements (in every live ring version's list while the ring changes); a read
-//! asks every replica in one version's list and answers after R.
+//! The coordinator side: client requests through this node. Only members of the newest
+//! ring version coordinate (they read-ack versions, so they alone choose which version a
+//! read may use); another node forwards. A write is coordinated by a replica of its key,
+//! which mints the version and waits for W acknowledgements (in every live ring
+//! version's list while the ring changes); a read asks every replica in one version's
+//! list and answers after R.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use super::Node;
 use crate::error::{Failures, Operation};
 use crate::membership::Routing;
 use crate::placement::Placement;
-use crate::request::{self, ClientRead, ClientWrite, InvalidRequest};
+use crate::request::{self, ClientRead, ClientWrite, InvalidRequest, ReadCommand};
 use crate::transport::RemoteError;
 use crate::{NodeError, PeerTransport, TransportError, WriteCommand};
 
@@ -35,10 +37,18 @@ impl<T: PeerTransport> Node<T> {
             self.config.write_quorum,
         )?;
         let placement = routing.write_placement(kv_ring::key_hash(&command.key));
-        match placement.position(&self.config.node_id) {
+        let own = placement
+            .position(&self.config.node_id)
+            .filter(|_| self.coordinates(&routing));
+        match own {
             Some(own) => self.coordinate(placement, own, command).await,
             None => self.forward_write(&placement, command).await,
         }
+    }
+
+    /// Whether this node coordinates requests: it is a member of the newest version.
+    fn coordinates(&self, routing: &Routing) -> bool {
+        routing.layout().newest().has(&self.config.node_id)
     }
 
     /// A client Get through this node: asks all N replicas, answers once R replied, and
@@ -53,10 +63,85 @@ impl<T: PeerTransport> Node<T> {
             routing.replicas(),
             self.config.read_quorum,
         )?;
-        let placement = routing.read_placement(kv_ring::key_hash(&command.key));
+        if !self.coordinates(&routing) {
+            return self.forward_read(&routing, command).await;
+        }
+        self.read_with(&routing, command.key, command.read_quorum)
+            .await
+    }
+
+    /// Coordinates a read a node outside the newest ring version forwarded.
+    pub async fn coordinate_read(
+        self: &Arc<Self>,
+        key: Bytes,
+        read_quorum: usize,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let routing = self.request_routing()?;
+        request::forwarded_quorum(read_quorum, routing.replicas())?;
+        if !self.coordinates(&routing) {
+            return Err(NodeError::NotAMember {
+                node: self.config.node_id.clone(),
+                members: routing.layout().newest().members.keys().cloned().collect(),
+            });
+        }
+        self.read_with(&routing, key, read_quorum).await
+    }
+
+    async fn read_with(
+        self: &Arc<Self>,
+        routing: &Routing,
+        key: Bytes,
+        read_quorum: usize,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let placement = routing.read_placement(kv_ring::key_hash(&key));
         // Only a list from before the ring held N members is shorter than R.
-        let needed = command.read_quorum.min(placement.len());
-        self.read_quorum(placement, command.key, needed).await
+        let needed = read_quorum.min(placement.len());
+        self.read_quorum(placement, key, needed).await
+    }
+
+    /// Hands a read to a member of the newest version, trying the key's replicas in it
+    /// in order (a read changes nothing, so any failure may be retried on the next).
+    async fn forward_read(
+        &self,
+        routing: &Routing,
+        command: ReadCommand,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let hash = kv_ring::key_hash(&command.key);
+        let mut tried = Vec::new();
+        for replica in routing.newest().preference_list_for_hash(hash).iter() {
+            if self.peers.is_dead(replica) {
+                tried.push(declared_dead(replica));
+                continue;
+            }
+            let call = self.transport.coordinate_read(
+                replica,
+                command.key.clone(),
+                command.read_quorum,
+                command.request_id.clone(),
+            );
+            let result = tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Timeout {
+                        peer: replica.to_owned(),
+                    })
+                });
+            match result {
+                Ok(merged) => return Ok(merged),
+                Err(TransportError::Remote { peer, error }) => {
+                    return Err(NodeError::Remote {
+                        peer,
+                        kind: error.kind,
+                        message: error.message,
+                    });
+                }
+                Err(error) => tried.push(error),
+            }
+        }
+        Err(NodeError::NoCoordinator {
+            tried: Failures(tried),
+        })
     }
 
     /// The routing for a client request: refused while this node may not route, and
@@ -81,7 +166,10 @@ impl<T: PeerTransport> Node<T> {
         let routing = self.request_routing()?;
         request::forwarded_quorum(command.write_quorum, routing.replicas())?;
         let placement = routing.write_placement(kv_ring::key_hash(&command.key));
-        let Some(own) = placement.position(&self.config.node_id) else {
+        let own = placement
+            .position(&self.config.node_id)
+            .filter(|_| self.coordinates(&routing));
+        let Some(own) = own else {
             return Err(NodeError::NotReplica {
                 node: self.config.node_id.clone(),
                 replicas: placement.describe(),
@@ -139,7 +227,8 @@ impl<T: PeerTransport> Node<T> {
     ) -> Result<VersionVector, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut tried = Vec::new();
-        for index in 0..placement.len() {
+        // Only the newest version's replicas coordinate (they come first in a placement).
+        for index in 0..placement.newest_len() {
             let replica = &*placement.replica(index);
             if self.peers.is_dead(replica) {
                 tried.push(declared_dead(replica));
