@@ -73,11 +73,18 @@ impl TestCluster {
         membership: Membership,
     ) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
+        let (grpc, gossip) = (
+            free_tcp_addresses(count, &[]),
+            free_udp_addresses(count, &[]),
+        );
         let layouts: Vec<NodeLayout> = (1..=count)
-            .map(|i| NodeLayout::new(i, free_tcp_address(), free_udp_address(), data.path()))
+            .map(|i| NodeLayout::new(i, grpc[i - 1], gossip[i - 1], data.path()))
             .collect();
+        // Test defaults, unless the test sets the flag itself.
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
         let extra_args: Vec<String> = ["--request-timeout-ms=3000", "--peer-timeout-ms=1000"]
             .iter()
+            .filter(|default| !extra_args.iter().any(|a| flag(a) == flag(default)))
             .chain(extra_args)
             .map(|a| (*a).to_owned())
             .collect();
@@ -116,10 +123,12 @@ impl TestCluster {
     /// it serves (it learned the ring's layout; it is not a member until it joins).
     pub async fn add_node(&mut self) -> String {
         let index = self.nodes.len() + 1;
+        let taken_grpc: Vec<SocketAddr> = self.nodes.iter().map(|n| n.layout.grpc).collect();
+        let taken_gossip: Vec<SocketAddr> = self.nodes.iter().map(|n| n.layout.gossip).collect();
         let layout = NodeLayout::new(
             index,
-            free_tcp_address(),
-            free_udp_address(),
+            free_tcp_addresses(1, &taken_grpc)[0],
+            free_udp_addresses(1, &taken_gossip)[0],
             self.data.path(),
         );
         let mut layouts: Vec<NodeLayout> = self.nodes.iter().map(|n| n.layout.clone()).collect();
@@ -221,10 +230,33 @@ impl TestCluster {
 
     /// Starts `node` again with the same arguments and data, and waits until it serves.
     pub async fn restart(&mut self, node: &str) {
+        self.start_again(node);
+        self.wait_serving(self.index(node)).await;
+    }
+
+    /// Starts `node` again with the same arguments and data, without waiting (a node
+    /// restarted while every other one is down serves only once another one runs).
+    pub fn start_again(&mut self, node: &str) {
         let i = self.index(node);
         assert!(self.nodes[i].child.is_none(), "{node} is still running");
         self.spawn(i, &[]);
-        self.wait_serving(i).await;
+    }
+
+    /// Waits until `node` serves.
+    pub async fn wait_serving_node(&mut self, node: &str) {
+        self.wait_serving(self.index(node)).await;
+    }
+
+    /// Runs the server with `node`'s arguments plus `extra` to completion (the node must be
+    /// stopped) and returns its exit status and output: for start-up refusals.
+    pub fn run_to_exit(&self, node: &str, extra: &[&str]) -> std::process::Output {
+        let i = self.index(node);
+        assert!(self.nodes[i].child.is_none(), "{node} is still running");
+        std::process::Command::new(&self.binary)
+            .args(&self.nodes[i].args)
+            .args(extra)
+            .output()
+            .expect("run kvstore")
     }
 }
 
@@ -253,16 +285,36 @@ fn node_process(
     }
 }
 
-/// A port the OS just handed out on 127.0.0.1. Another process could take it before the
-/// server binds it; on this single-user test machine that has not been a problem.
-fn free_tcp_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
+/// `count` distinct ports the OS just handed out on 127.0.0.1, none of them in `taken`.
+/// Every socket stays bound until all are chosen, so the OS cannot hand one out twice;
+/// another process could still take one before a server binds it (on this single-user
+/// test machine that has not been a problem).
+fn free_tcp_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut held = Vec::new();
+    let mut addresses = Vec::new();
+    while addresses.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let address = listener.local_addr().expect("local addr");
+        if !taken.contains(&address) {
+            addresses.push(address);
+        }
+        held.push(listener);
+    }
+    addresses
 }
 
-fn free_udp_address() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
-    socket.local_addr().expect("local addr")
+fn free_udp_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut held = Vec::new();
+    let mut addresses = Vec::new();
+    while addresses.len() < count {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+        let address = socket.local_addr().expect("local addr");
+        if !taken.contains(&address) {
+            addresses.push(address);
+        }
+        held.push(socket);
+    }
+    addresses
 }
 
 fn log_dir(base: &Path, test: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! `cargo xtask cluster`: start, inspect and break a local cluster of `kvstore serve`
 //! processes. State lives under `.local/`: `cluster.json` (how each node was started),
-//! `pids/`, `logs/` and `data/`.
+//! `pids/`, `logs/` and `data/`. Ring changes (join, leave, remove) are in
+//! `cluster_ring.rs`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -32,10 +33,16 @@ pub(crate) enum Command {
     Status,
     /// Kill a node with SIGKILL, as a crash would.
     Kill { node: String },
-    /// Start a stopped node again with its data, and wait until everyone sees it ALIVE.
+    /// Start a stopped node again with its data (and the ring its store holds), and wait
+    /// until everyone sees it ALIVE.
     Restart { node: String },
-    /// Start one more node (e.g. n4) and join it to the running cluster via the seeds.
+    /// Start one more node (e.g. n4), join it to the ring, and wait until it copied what
+    /// it gained.
     Join { node: String },
+    /// Take a node out of the ring: it hands its data off, then it is stopped.
+    Leave { node: String },
+    /// Take a stopped (killed) node out of the ring; the others re-replicate its ranges.
+    Remove { node: String },
     /// Print the end of a node's log.
     Logs {
         node: String,
@@ -96,15 +103,18 @@ impl Default for UpArgs {
 pub(crate) struct NodeSpec {
     pub(crate) id: String,
     pub(crate) grpc: String,
-    args: Vec<String>,
+    pub(crate) args: Vec<String>,
     #[serde(default)]
-    release: bool,
+    pub(crate) release: bool,
+    /// Left or was removed from the ring: never started again.
+    #[serde(default)]
+    pub(crate) left: bool,
 }
 
 /// A local cluster. Processes started by this xtask run are kept as children so they can
 /// be reaped; others are found through their pid files.
 pub(crate) struct Cluster {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     binary: PathBuf,
     pub(crate) nodes: Vec<NodeSpec>,
     children: HashMap<String, Child>,
@@ -132,10 +142,7 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
         Command::Kill { node } => Cluster::load()?.kill(&node),
         Command::Restart { node } => {
             let mut cluster = Cluster::load()?;
-            cluster.start(&node)?;
-            cluster.wait_healthy(&node).await?;
-            cluster.wait_converged().await?;
-            println!("{node} restarted");
+            cluster.restart(&node).await?;
             cluster.detach();
             Ok(())
         }
@@ -143,8 +150,20 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
         Command::Join { node } => {
             let mut cluster = Cluster::load()?;
             cluster.join(&node).await?;
-            println!("{node} joined; ring and membership now include it");
+            println!("{node} joined; its ranges are copied and the ring is settled");
             cluster.detach();
+            Ok(())
+        }
+        Command::Leave { node } => {
+            let mut cluster = Cluster::load()?;
+            cluster.leave(&node).await?;
+            println!("{node} handed its data off, left the ring and was stopped");
+            Ok(())
+        }
+        Command::Remove { node } => {
+            let mut cluster = Cluster::load()?;
+            cluster.remove(&node).await?;
+            println!("{node} removed; its ranges were re-replicated from the other replicas");
             Ok(())
         }
     }
@@ -200,48 +219,55 @@ impl Cluster {
         for id in &ids {
             cluster.wait_healthy(id).await?;
         }
+        let founder = cluster.address(&ids[0])?;
+        kv_harness::form_ring(&founder, &ids[1..], CONVERGE_TIMEOUT).await?;
+        cluster.wait_settled().await?;
         cluster.wait_converged().await?;
         Ok(cluster)
     }
 
-    /// Waits until every running node sees every node ALIVE.
+    /// Starts `node` again with its data. It serves once a running member confirms the
+    /// ring its store holds: alone (every node was down), it waits for the next one.
+    pub(crate) async fn restart(&mut self, node: &str) -> Result<(), String> {
+        self.start(node)?;
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.left && n.id != node)
+            .map(|n| n.id.clone())
+            .collect();
+        if !others.iter().any(|id| self.is_running(id)) {
+            let address = self.address(node)?;
+            kv_harness::wait_answering(&address, HEALTHY_TIMEOUT, || self.is_running(node)).await?;
+            println!(
+                "{node} restarted with the ring its store holds; it serves once another \
+                 member runs and confirms it (restart the others)"
+            );
+            return Ok(());
+        }
+        self.wait_healthy(node).await?;
+        self.wait_converged().await?;
+        println!("{node} restarted");
+        Ok(())
+    }
+
+    /// Waits until every running node sees every other running node ALIVE.
     pub(crate) async fn wait_converged(&mut self) -> Result<(), String> {
-        let expected = self.nodes.len() as u32;
+        let ids: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.left)
+            .map(|n| n.id.clone())
+            .collect();
+        let expected = ids.iter().filter(|id| self.is_running(id)).count() as u32;
         for spec in self.nodes.clone() {
-            if self.is_running(&spec.id) {
+            if !spec.left && self.is_running(&spec.id) {
                 kv_harness::wait_members_alive(&spec.grpc, expected, CONVERGE_TIMEOUT)
                     .await
                     .map_err(|why| format!("{}: {why}", spec.id))?;
             }
         }
         Ok(())
-    }
-
-    /// Adds `node` (the next node id, e.g. n4) to the running cluster.
-    async fn join(&mut self, node: &str) -> Result<(), String> {
-        let next = self.nodes.len() + 1;
-        if node != format!("n{next}") {
-            return Err(format!(
-                "the next node of this cluster is n{next}; got {node:?}"
-            ));
-        }
-        let template = self.nodes.first().ok_or("empty cluster")?.clone();
-        let mut spec = node_spec(next, next, &self.dir);
-        spec.release = template.release;
-        spec.args.extend(
-            template
-                .args
-                .iter()
-                .filter(|a| keeps_across_nodes(a))
-                .cloned(),
-        );
-        self.nodes.push(spec);
-        let state = serde_json::to_string_pretty(&self.nodes).expect("specs serialise");
-        fs::write(Self::state_file(&self.dir), state)
-            .map_err(|e| format!("cannot write cluster state: {e}"))?;
-        self.start(node)?;
-        self.wait_healthy(node).await?;
-        self.wait_converged().await
     }
 
     /// The cluster described by `.local/cluster.json`.
@@ -261,7 +287,7 @@ impl Cluster {
         })
     }
 
-    fn spec(&self, node: &str) -> Result<&NodeSpec, String> {
+    pub(crate) fn spec(&self, node: &str) -> Result<&NodeSpec, String> {
         self.nodes.iter().find(|n| n.id == node).ok_or_else(|| {
             let known: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
             format!(
@@ -279,6 +305,12 @@ impl Cluster {
 
     pub(crate) fn address(&self, node: &str) -> Result<String, String> {
         Ok(self.spec(node)?.grpc.clone())
+    }
+
+    pub(crate) fn save(&self) -> Result<(), String> {
+        let state = serde_json::to_string_pretty(&self.nodes).expect("specs serialise");
+        fs::write(Self::state_file(&self.dir), state)
+            .map_err(|e| format!("cannot write cluster state: {e}"))
     }
 
     fn pid_file(&self, node: &str) -> PathBuf {
@@ -308,6 +340,11 @@ impl Cluster {
             return Err(format!("{node} is already running"));
         }
         let spec = self.spec(node)?.clone();
+        if spec.left {
+            return Err(format!(
+                "{node} left the ring; its data dir is stale: join a new node instead"
+            ));
+        }
         let args: Vec<String> = spec
             .args
             .iter()
@@ -366,23 +403,30 @@ impl Cluster {
     pub(crate) fn down(&mut self) {
         let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
         for id in &ids {
-            if let Some(pid) = self.pid(id)
-                && self.is_running(id)
-            {
-                kv_harness::terminate(pid, STOP_TIMEOUT, || !self.is_running(id));
-            }
-            if let Some(mut child) = self.children.remove(id) {
-                let _ = child.wait();
-            }
-            let _ = fs::remove_file(self.pid_file(id));
+            self.stop(id);
         }
         println!("cluster stopped");
+    }
+
+    /// SIGTERM `node`, SIGKILL it if it still runs after the grace period.
+    pub(crate) fn stop(&mut self, node: &str) {
+        if let Some(pid) = self.pid(node)
+            && self.is_running(node)
+        {
+            kv_harness::terminate(pid, STOP_TIMEOUT, || !self.is_running(node));
+        }
+        if let Some(mut child) = self.children.remove(node) {
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(self.pid_file(node));
     }
 
     async fn status(&mut self) -> Result<(), String> {
         println!("{:<6} {:<22} {:<9} HEALTH", "NODE", "GRPC", "PROCESS");
         for spec in self.nodes.clone() {
-            let process = if self.is_running(&spec.id) {
+            let process = if spec.left {
+                "left"
+            } else if self.is_running(&spec.id) {
                 "running"
             } else {
                 "stopped"
@@ -390,8 +434,17 @@ impl Cluster {
             let health = match kv_client::Client::connect(&spec.grpc).await {
                 Ok(mut client) => match client.health().await {
                     Ok(h) => format!(
-                        "{} ({} of {} members alive)",
-                        h.status, h.members_alive, h.members_total
+                        "{} ({} of {} members alive; ring v{}, {} members{})",
+                        h.status,
+                        h.members_alive,
+                        h.members_total,
+                        h.ring_version,
+                        h.ring_members,
+                        if h.live_versions > 1 {
+                            ", data moving"
+                        } else {
+                            ""
+                        }
                     ),
                     Err(e) => e.to_string(),
                 },
@@ -441,7 +494,7 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
 
 /// Node `n<i>` of a cluster of `count` on the fixed local ports (gRPC 5005i, gossip
 /// 7946+i-1): its identity, addresses, seeds and data dir.
-fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
+pub(crate) fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
     let layout: Vec<NodeLayout> = (1..=count.max(i))
         .map(|n| {
             let grpc = ([127, 0, 0, 1], BASE_GRPC_PORT + n as u16 - 1).into();
@@ -452,6 +505,7 @@ fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
     let node = &layout[i - 1];
     NodeSpec {
         release: false,
+        left: false,
         grpc: node.grpc.to_string(),
         args: serve_args(node, &layout, MEMBERSHIP),
         id: node.id.clone(),
@@ -460,7 +514,7 @@ fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
 
 /// Whether a joining node copies `arg` from the cluster's first node: every setting but the
 /// node's own identity, addresses and data dir.
-fn keeps_across_nodes(arg: &str) -> bool {
+pub(crate) fn keeps_across_nodes(arg: &str) -> bool {
     let own = [
         "--node-id=",
         "--listen=",

@@ -10,6 +10,7 @@
 mod bench;
 mod ci;
 mod cluster;
+mod cluster_ring;
 mod demo;
 mod measure;
 mod sim;

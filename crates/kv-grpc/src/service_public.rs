@@ -143,7 +143,7 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
     ) -> Result<Response<api::ChangeRingResponse>, Status> {
         let request = request.into_inner();
         let plan = convert_ring::change(&request)
-            .and_then(|change| self.node.change_ring(change, request.dry_run))
+            .and_then(|change| self.node.change_ring(&change, request.dry_run))
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(convert_ring::plan(plan)))
     }

@@ -129,6 +129,26 @@ pub async fn wait_serving(
     .map_err(|why| format!("{address} {why}"))
 }
 
+/// Waits until the node at `address` answers its health call, serving or not (a node
+/// restarted alone waits for a peer to confirm its ring before it serves).
+pub async fn wait_answering(
+    address: &str,
+    timeout: Duration,
+    mut running: impl FnMut() -> bool,
+) -> Result<(), String> {
+    poll_until(timeout, &mut running, || async {
+        Client::connect(address)
+            .await
+            .ok()?
+            .health()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .map_err(|why| format!("{address} {why}"))
+}
+
 /// Waits until the node at `address` serves and sees `expected` members ALIVE (itself
 /// included).
 pub async fn wait_members_alive(

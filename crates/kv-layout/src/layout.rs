@@ -148,15 +148,13 @@ impl Layout {
         if !(1..=kv_ring::MAX_REPLICAS).contains(&self.replicas) {
             return Err("replication factor out of range");
         }
-        let mut expected = self.oldest_live();
-        for (number, version) in &self.versions {
+        for (expected, (number, version)) in (self.oldest_live()..).zip(&self.versions) {
             if *number != version.number || *number != expected {
                 return Err("version numbers do not run without gaps");
             }
             if version.members.is_empty() {
                 return Err("a version without members");
             }
-            expected += 1;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ impl SimCluster {
                 });
                 if all_alive
                     && founder
-                        .change_ring(RingChange::Join(joiners.clone()), false)
+                        .change_ring(&RingChange::Join(joiners.clone()), false)
                         .is_ok()
                 {
                     break;
@@ -111,7 +111,7 @@ impl SimCluster {
             },
         };
         let plan = proposer
-            .change_ring(request.clone(), false)
+            .change_ring(&request, false)
             .map_err(|e| format!("{request:?} refused: {e}"))?;
         let retiring = match &request {
             RingChange::Leave(nodes) | RingChange::Remove(nodes) => nodes.clone(),

@@ -75,12 +75,12 @@ impl RingChange {
     }
 }
 
-/// Ranges one node gains, from where.
+/// The ranges one node gains, and the nodes that held them before.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedMove {
     /// The node gaining them.
     pub to: String,
-    /// Their replicas before the change (the node copies from each live one).
+    /// Their replicas before the change (the node copies from each live one), by id.
     pub from: Vec<String>,
     /// How many contiguous ranges.
     pub ranges: usize,
@@ -109,7 +109,7 @@ pub struct ChangePlan {
 impl<T: PeerTransport> Node<T> {
     /// Plans `change` and, unless `dry_run`, makes it: a new ring version that every node
     /// learns through layout exchanges, after which the nodes gaining ranges copy them.
-    pub fn change_ring(&self, change: RingChange, dry_run: bool) -> Result<ChangePlan, NodeError> {
+    pub fn change_ring(&self, change: &RingChange, dry_run: bool) -> Result<ChangePlan, NodeError> {
         change.validate()?;
         let routing = self.serving_routing()?;
         let layout = routing.layout();
@@ -123,7 +123,7 @@ impl<T: PeerTransport> Node<T> {
                 members: layout.newest().members.keys().cloned().collect(),
             });
         }
-        let proposal = self.check_change(layout, &change)?;
+        let proposal = self.check_change(layout, change)?;
         let mut next = layout.clone();
         let version = next.propose(&proposal)?;
         let new = next.version(version).expect("just made");
@@ -228,7 +228,8 @@ impl<T: PeerTransport> Node<T> {
         }
     }
 
-    /// The moves from `old` to `new`, with key estimates from this node's own share.
+    /// The moves from `old` to `new`, one per node gaining ranges (its sources merged),
+    /// with key estimates from this node's own share.
     fn planned_moves(&self, old: &Ring, new: &Ring) -> Vec<PlannedMove> {
         let me = self.config().node_id.as_str();
         let my_share = old
@@ -241,14 +242,30 @@ impl<T: PeerTransport> Node<T> {
         } else {
             0.0
         };
-        plan(old, new)
-            .into_iter()
-            .map(|m| PlannedMove {
-                share: m.share(),
-                keys_estimate: (m.share() * keys_per_space).round() as u64,
-                ranges: m.ranges.len(),
-                to: m.to,
-                from: m.from,
+        let mut by_node: std::collections::BTreeMap<String, PlannedMove> =
+            std::collections::BTreeMap::new();
+        for m in plan(old, new) {
+            let entry = by_node.entry(m.to.clone()).or_insert_with(|| PlannedMove {
+                to: m.to.clone(),
+                from: Vec::new(),
+                ranges: 0,
+                share: 0.0,
+                keys_estimate: 0,
+            });
+            entry.share += m.share();
+            entry.ranges += m.ranges.len();
+            for source in m.from {
+                if !entry.from.contains(&source) {
+                    entry.from.push(source);
+                }
+            }
+        }
+        by_node
+            .into_values()
+            .map(|mut m| {
+                m.from.sort();
+                m.keys_estimate = (m.share * keys_per_space).round() as u64;
+                m
             })
             .collect()
     }

@@ -257,12 +257,12 @@ impl<T> Node<T> {
     /// Merges `theirs` into this node's layout (adopting it if this node has none), and
     /// counts it as a confirmation of this node's layout.
     pub(crate) fn merge_layout(&self, theirs: &Layout) -> Result<bool, NodeError> {
-        let changed = self.update_layout(|mine| match mine {
-            Some(mine) => Ok(mine.merge(theirs)?),
-            None => {
-                *mine = Some(theirs.clone());
-                Ok(true)
+        let changed = self.update_layout(|mine| {
+            if let Some(mine) = mine {
+                return Ok(mine.merge(theirs)?);
             }
+            *mine = Some(theirs.clone());
+            Ok(true)
         })?;
         if !self.membership.is_confirmed() {
             tracing::info!(
