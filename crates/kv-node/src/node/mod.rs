@@ -16,7 +16,7 @@ use kv_storage::Storage;
 use tokio::sync::Semaphore;
 
 use crate::aae::AntiEntropy;
-use crate::membership::RingState;
+use crate::membership::state::RingState;
 use crate::peers::{PeerState, PeerStatus, PeerTable};
 use crate::request::{self, InvalidRequest};
 use crate::{NodeConfig, PeerTransport};
