@@ -111,7 +111,7 @@ impl TestCluster {
         if gossip {
             let ids = cluster.node_ids();
             let founder = cluster.address(&ids[0]);
-            kv_harness::form_ring(&founder, &ids[1..], SETTLE_TIMEOUT)
+            kv_harness::join_when_alive(&founder, &ids[1..], SETTLE_TIMEOUT)
                 .await
                 .unwrap_or_else(|why| panic!("{why}"));
             cluster.wait_settled(&ids).await;

@@ -220,7 +220,7 @@ impl Cluster {
             cluster.wait_healthy(id).await?;
         }
         let founder = cluster.address(&ids[0])?;
-        kv_harness::form_ring(&founder, &ids[1..], CONVERGE_TIMEOUT).await?;
+        kv_harness::join_when_alive(&founder, &ids[1..], CONVERGE_TIMEOUT).await?;
         cluster.wait_settled().await?;
         cluster.wait_converged().await?;
         Ok(cluster)

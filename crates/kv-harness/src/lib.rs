@@ -8,8 +8,8 @@
 //! - [`spawn`]: starts a server with its output appended to a log file;
 //! - [`wait_serving`] and [`wait_members_alive`]: poll the health call until a node serves
 //!   (it has a confirmed ring layout) or sees every member ALIVE, with a bound on the wait;
-//! - [`form_ring`], [`change_ring`] and [`wait_settled`]: join nodes to the ring a founder
-//!   made, change the ring as an operator does, and wait until no data is moving;
+//! - [`join_when_alive`], [`change_ring`] and [`wait_settled`]: join nodes to the ring once
+//!   a member sees them, change the ring as an operator does, and wait until no data is moving;
 //! - [`kill`] and [`terminate`]: SIGKILL (a crash) or SIGTERM with a grace period.
 
 #![warn(missing_docs)]
@@ -196,15 +196,19 @@ pub async fn change_ring(
         .map_err(|e| format!("{kind:?} {} via {address}: {e}", nodes.join(",")))
 }
 
-/// Joins `joiners` (running, seeded with a member) to the ring of the founder at
-/// `founder`, retrying until the founder sees them ALIVE, within `timeout`.
-pub async fn form_ring(founder: &str, joiners: &[String], timeout: Duration) -> Result<(), String> {
+/// Joins `joiners` (running, seeded with a member) to the ring through the member at
+/// `via`, retrying until that member sees them ALIVE, within `timeout`.
+pub async fn join_when_alive(
+    via: &str,
+    joiners: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
     if joiners.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
     loop {
-        match change_ring(founder, RingChangeKind::Join, joiners).await {
+        match change_ring(via, RingChangeKind::Join, joiners).await {
             Ok(_) => return Ok(()),
             Err(why) if started.elapsed() > timeout => {
                 return Err(format!("the ring did not form within {timeout:?}: {why}"));
