@@ -4,7 +4,7 @@
 //! durability, and writes the table into BENCHMARKS.md between markers.
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
@@ -89,7 +89,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
 /// Runs `kvbench load` and returns its JSON report.
 fn load(args: &BenchArgs, targets: &[String], mix: &str) -> Result<Value, String> {
     println!("==> {mix} against {}", targets.join(","));
-    let output = Command::new(release_binary("kvbench"))
+    finish_load(spawn_load(targets, mix, &args.duration, args.concurrency)?)
+}
+
+/// Starts `kvbench load --json` against `targets` (it preloads its keys, then runs for
+/// `duration`); [`finish_load`] collects its report.
+pub(crate) fn spawn_load(
+    targets: &[String],
+    mix: &str,
+    duration: &str,
+    concurrency: usize,
+) -> Result<Child, String> {
+    Command::new(release_binary("kvbench"))
         .args([
             "--json",
             "load",
@@ -98,12 +109,21 @@ fn load(args: &BenchArgs, targets: &[String], mix: &str) -> Result<Value, String
             "--mix",
             mix,
             "--duration",
-            &args.duration,
+            duration,
             "--concurrency",
-            &args.concurrency.to_string(),
+            &concurrency.to_string(),
         ])
-        .output()
-        .map_err(|e| format!("cannot run kvbench load: {e}"))?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run kvbench load: {e}"))
+}
+
+/// Waits for a load started by [`spawn_load`] and parses its JSON report.
+pub(crate) fn finish_load(child: Child) -> Result<Value, String> {
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("kvbench load did not finish: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "kvbench load failed: {}",

@@ -15,6 +15,13 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 impl Cluster {
     /// Starts `node` (the next node id, e.g. n4) and joins it to the ring.
     pub(crate) async fn join(&mut self, node: &str) -> Result<(), String> {
+        self.add_node(node).await?;
+        self.change(RingChangeKind::Join, node).await
+    }
+
+    /// Starts `node` (the next node id) with the first node's settings, not yet in the
+    /// ring, and waits until the members see it.
+    pub(crate) async fn add_node(&mut self, node: &str) -> Result<(), String> {
         let next = self.nodes.len() + 1;
         if node != format!("n{next}") {
             return Err(format!(
@@ -35,8 +42,7 @@ impl Cluster {
         self.save()?;
         self.start(node)?;
         self.wait_healthy(node).await?;
-        self.wait_converged().await?;
-        self.change(RingChangeKind::Join, node).await
+        self.wait_converged().await
     }
 
     /// Takes running `node` out of the ring, waits until it handed its data off, then
@@ -64,14 +70,23 @@ impl Cluster {
         self.mark_left(node)
     }
 
-    /// Sends the change through a running member other than `node`, prints its plan, and
-    /// waits until every running member settled on it.
+    /// Proposes the change and waits until every running member settled on it.
     async fn change(&mut self, kind: RingChangeKind, node: &str) -> Result<(), String> {
+        self.propose(kind, node).await?;
+        self.wait_settled().await
+    }
+
+    /// Sends the change through a running member other than `node` and prints its plan.
+    pub(crate) async fn propose(
+        &mut self,
+        kind: RingChangeKind,
+        node: &str,
+    ) -> Result<ChangeRingResponse, String> {
         let via = self.member_other_than(node)?;
         let address = self.address(&via)?;
         let plan = kv_harness::change_ring(&address, kind, &[node.to_owned()]).await?;
         print_plan(&via, &plan);
-        self.wait_settled().await
+        Ok(plan)
     }
 
     /// Waits until every running node that has not left serves one settled ring.

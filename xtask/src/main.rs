@@ -5,7 +5,8 @@
 //! - `demo quorum|conflict|repair|membership`: the original system's demos, checked.
 //! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
 //! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
-//! - `measure aae`: anti-entropy figures on a release cluster of real processes.
+//! - `measure aae|ring`: anti-entropy and ring-change figures on a release cluster of real
+//!   processes.
 
 mod bench;
 mod ci;
@@ -13,6 +14,7 @@ mod cluster;
 mod cluster_ring;
 mod demo;
 mod measure;
+mod measure_ring;
 mod sim;
 
 use std::path::PathBuf;
@@ -65,6 +67,8 @@ enum Task {
 enum Measurement {
     /// Anti-entropy: catch-up of a stopped node, refill of a wiped one, reaping.
     Aae(measure::AaeArgs),
+    /// Ring changes: keys and bytes moved by a join and a leave, copy rate, load during.
+    Ring(measure_ring::RingArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,9 @@ fn main() -> ExitCode {
         Task::Measure {
             what: Measurement::Aae(args),
         } => block_on(measure::aae(args)),
+        Task::Measure {
+            what: Measurement::Ring(args),
+        } => block_on(measure_ring::ring(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

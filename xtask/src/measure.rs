@@ -169,7 +169,7 @@ fn node_ids(cluster: &Cluster) -> Vec<String> {
     cluster.nodes.iter().map(|n| n.id.clone()).collect()
 }
 
-async fn client(cluster: &Cluster, node: &str) -> Result<Client, String> {
+pub(crate) async fn client(cluster: &Cluster, node: &str) -> Result<Client, String> {
     Client::connect(&cluster.address(node)?)
         .await
         .map_err(|e| e.to_string())
@@ -268,12 +268,12 @@ fn report(
     );
 }
 
-fn mb(bytes: u64) -> f64 {
+pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1_000_000.0
 }
 
 /// Puts `prefix-i` for every `i`, `IN_FLIGHT` at a time, with W=`w`.
-async fn write(
+pub(crate) async fn write(
     cluster: &Cluster,
     via: &str,
     prefix: &str,

@@ -113,6 +113,15 @@ pub(crate) fn transfers_output(view: &RingTransfersResponse) -> (String, Value) 
     for transfer in &view.transfers {
         transfer_text(&mut text, transfer);
     }
+    if let Some(cleanup) = &view.cleanup {
+        let _ = writeln!(
+            text,
+            "cleanup for v{}: {} keys no longer replicated here dropped{}",
+            cleanup.version,
+            cleanup.keys_dropped,
+            if cleanup.done { "" } else { " so far" }
+        );
+    }
     (text, transfers_json(view))
 }
 
@@ -178,6 +187,9 @@ fn transfers_json(view: &RingTransfersResponse) -> Value {
                 "skipped": s.skipped, "last_error": s.last_error,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "cleanup": view.cleanup.as_ref().map(|c| json!({
+            "version": c.version, "done": c.done, "keys_dropped": c.keys_dropped,
+        })),
     })
 }
 

@@ -1,7 +1,9 @@
 //! Conversions for the ring's views and changes: ownership of the newest version, change
 //! requests and their plans, and the ring's transfers.
 
-use kv_node::{ChangePlan, NodeError, RingChange, Routing, TransferProgress, TransferState};
+use kv_node::{
+    ChangePlan, CleanupProgress, NodeError, RingChange, Routing, TransferProgress, TransferState,
+};
 use kv_proto::kvstore as api;
 
 use crate::convert::{cluster_id, millis};
@@ -78,10 +80,16 @@ pub(crate) fn transfers(
     node: &str,
     routing: Option<&Routing>,
     progress: Vec<TransferProgress>,
+    cleanup: CleanupProgress,
 ) -> api::RingTransfersResponse {
     let mut response = api::RingTransfersResponse {
         node_id: node.to_owned(),
         transfers: progress.into_iter().map(transfer).collect(),
+        cleanup: (cleanup.version > 0).then_some(api::Cleanup {
+            version: cleanup.version,
+            done: cleanup.done,
+            keys_dropped: cleanup.keys_dropped,
+        }),
         ..api::RingTransfersResponse::default()
     };
     let Some(layout) = routing.map(Routing::layout) else {

@@ -156,6 +156,7 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
             &self.node.config().node_id,
             self.node.routing().as_deref(),
             self.node.transfers(),
+            self.node.cleanup_progress(),
         )))
     }
 

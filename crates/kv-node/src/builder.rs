@@ -425,7 +425,7 @@ fn origin(
 }
 
 /// The store metadata holding the node's actor id.
-const ACTOR_META: &str = "actor";
+pub(crate) const ACTOR_META: &str = "actor";
 
 /// The actor id a node mints under: the one its store recorded, or, for a new store
 /// (first start, a wiped disk, memory), `<node id>.<start token in base 36>`, recorded in
@@ -457,7 +457,7 @@ fn actor_for(
 }
 
 /// `value` in base 36 (digits, then lowercase letters): a start token in a few characters.
-fn base36(mut value: u64) -> String {
+pub(crate) fn base36(mut value: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut text = Vec::new();
     loop {

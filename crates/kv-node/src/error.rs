@@ -190,6 +190,18 @@ pub enum NodeError {
     /// A ring change was asked of a node whose peers are a static list.
     #[error("this node has a static peer list; change --peers on every node instead")]
     StaticMembership,
+    /// Versions of a key were sent to a node that replicates it in no live ring version
+    /// (the sender routes with a ring that has since retired).
+    #[error(
+        "{node} does not replicate this key in ring version {version} (the only live one); \
+         the sender's ring is out of date"
+    )]
+    NotAReplica {
+        /// This node.
+        node: String,
+        /// The settled version.
+        version: u64,
+    },
     /// A ring change was sent to a node outside the newest ring version.
     #[error(
         "{node} is not a member of the ring; send ring changes to a member ({})",
@@ -271,16 +283,18 @@ impl NodeError {
             | Self::QuorumNotMet { .. }
             | Self::NoCoordinator { .. }
             | Self::ExchangeBusy { .. } => ErrorKind::Unavailable,
-            Self::NotAMember { .. } | Self::ChangeRefused(_) | Self::ReplicasMismatch { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::NotAMember { .. }
+            | Self::NotAReplica { .. }
+            | Self::ChangeRefused(_)
+            | Self::ReplicasMismatch { .. }
+            | Self::StaticMembership
+            | Self::TreeFormat { .. } => ErrorKind::FailedPrecondition,
             Self::Layout(error) => layout_kind(error),
             Self::Timeout { .. } => ErrorKind::DeadlineExceeded,
             Self::ForwardedWriteUncertain { cause, .. } => match cause {
                 TransportError::Timeout { .. } => ErrorKind::DeadlineExceeded,
                 _ => ErrorKind::Unavailable,
             },
-            Self::StaticMembership | Self::TreeFormat { .. } => ErrorKind::FailedPrecondition,
             Self::Remote { kind, .. } => *kind,
             Self::Storage(error) => storage_kind(error),
         }

@@ -47,8 +47,8 @@ pub use gossip_driver::{Datagrams, GossipSettings};
 pub use kv_gossip::{GossipConfig, GossipConfigError};
 pub use kv_layout::{Layout, RingVersion};
 pub use membership::{
-    ChangePlan, MAX_CHANGE_NODES, MAX_LAYOUT_BYTES, PlannedMove, RingChange, Routing,
-    SourceProgress, TransferProgress, TransferState,
+    ChangePlan, CleanupProgress, MAX_CHANGE_NODES, MAX_LAYOUT_BYTES, PlannedMove, RingChange,
+    Routing, SourceProgress, TransferProgress, TransferState,
 };
 pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};

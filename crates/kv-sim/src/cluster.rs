@@ -324,6 +324,56 @@ impl SimCluster {
         Ok(started.elapsed())
     }
 
+    /// Waits until every running member of the settled ring finished its cleanup pass
+    /// for that version, at most `limit` of simulated time.
+    pub async fn wait_cleaned(&self, limit: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        while !self.cleaned() {
+            if started.elapsed() > limit {
+                return Err(format!(
+                    "cleanup did not finish within {limit:?} (at {:.1}s): {}",
+                    self.now().as_secs_f64(),
+                    self.describe_views()
+                ));
+            }
+            tokio::time::sleep(CONVERGENCE_POLL).await;
+        }
+        Ok(())
+    }
+
+    fn cleaned(&self) -> bool {
+        self.running_members().iter().all(|node| {
+            let cleanup = node.cleanup_progress();
+            node.routing()
+                .is_some_and(|r| cleanup.done && cleanup.version == r.newest_number())
+        })
+    }
+
+    /// The running nodes that are members of the newest version they route with.
+    fn running_members(&self) -> Vec<Arc<SimNode>> {
+        (0..self.size())
+            .filter_map(|i| self.node(i))
+            .filter(|node| {
+                let me = node.config().node_id.as_str();
+                node.routing()
+                    .is_some_and(|r| r.newest().members().any(|m| m == me))
+            })
+            .collect()
+    }
+
+    /// Running members that store `key` without replicating it in their newest version.
+    pub fn holders_outside_replicas(&self, key: &[u8]) -> Vec<String> {
+        self.running_members()
+            .into_iter()
+            .filter_map(|node| {
+                let me = node.config().node_id.clone();
+                let routing = node.routing()?;
+                let replica = routing.newest().preference_list(key).contains(&me);
+                (!replica && self.stored(&me, key).is_some()).then_some(me)
+            })
+            .collect()
+    }
+
     /// Each running node's view: ring versions, whether it serves, peers' states.
     pub fn describe_views(&self) -> String {
         let nodes = self.nodes();

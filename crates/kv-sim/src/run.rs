@@ -145,6 +145,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     violations.extend(checker::check_converged_without_reads(&collect_evidence(
         &cluster, config,
     )));
+    violations.extend(check_cleaned(&cluster, config).await);
     final_reads(&cluster, config, &history).await;
     tokio::time::sleep(REPAIR_SETTLE).await;
 
@@ -253,6 +254,25 @@ async fn final_reads(cluster: &SimCluster, config: &SimConfig, history: &History
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Once every member's cleanup pass for the settled version is done, no member holds a
+/// key it does not replicate (a stale copy anti-entropy could bring back later).
+async fn check_cleaned(cluster: &SimCluster, config: &SimConfig) -> Vec<String> {
+    if let Err(message) = cluster.wait_cleaned(CONVERGENCE_LIMIT).await {
+        return vec![message];
+    }
+    (0..config.keys)
+        .flat_map(|key| {
+            let name = workload::key_name(key);
+            cluster
+                .holders_outside_replicas(name.as_bytes())
+                .into_iter()
+                .map(move |id| {
+                    format!("key {name}: {id} still holds it after cleanup, not a replica")
+                })
+        })
+        .collect()
 }
 
 fn collect_evidence(cluster: &SimCluster, config: &SimConfig) -> Vec<KeyEvidence> {

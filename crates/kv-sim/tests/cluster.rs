@@ -316,7 +316,7 @@ async fn a_non_replica_forwards_to_a_replica_and_falls_back_when_it_is_down() {
     let stored = coordinator.replica_read(key.as_bytes()).unwrap().unwrap();
     let (dot, _) = stored.siblings().next().unwrap();
     assert_eq!(
-        &dot.actor,
+        dot.actor,
         coordinator.actor(),
         "the first live replica minted the version"
     );

@@ -1,8 +1,9 @@
 //! Who owns which keys: the layout (kv-layout's ring history) this node holds, how it is
 //! kept (persisted in the store on every change, exchanged with peers), when the node may
 //! route with it, and the work that moves a ring change forward (`driver.rs`: layout
-//! exchanges and acks; `transfer.rs`: copying the ranges this node gains; `change.rs`:
-//! the changes operators ask for, with their plan).
+//! exchanges and acks; `transfer.rs`: copying the ranges this node gains; `cleanup.rs`:
+//! dropping the keys it no longer replicates once a change is over; `change.rs`: the
+//! changes operators ask for, with their plan).
 //!
 //! A node serves once its layout is trustworthy: it founded the cluster at this start, or
 //! its peers are a static list, or it exchanged layouts with a member of its cluster since
@@ -10,6 +11,7 @@
 //! of every live version (nobody can tell it anything new).
 
 mod change;
+mod cleanup;
 mod driver;
 mod progress;
 mod routing;
@@ -23,6 +25,7 @@ use kv_layout::{Layout, encode_layout};
 use tokio::time::Instant;
 
 pub use change::{ChangePlan, MAX_CHANGE_NODES, PlannedMove, RingChange};
+pub use cleanup::CleanupProgress;
 pub(crate) use driver::run_layout_gossip;
 pub use progress::{SourceProgress, TransferProgress, TransferState};
 pub use routing::Routing;

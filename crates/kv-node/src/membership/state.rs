@@ -11,6 +11,7 @@ use kv_storage::Storage;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::cleanup::CleanupState;
 use super::progress::TransferLog;
 use super::routing::Routing;
 use crate::NodeError;
@@ -48,6 +49,8 @@ pub(crate) struct RingState {
     pub(super) installed: Mutex<BTreeMap<u64, Instant>>,
     /// This node's transfers, for operators.
     pub(crate) transfers: Mutex<TransferLog>,
+    /// The last cleanup pass, for operators.
+    pub(crate) cleanup: Mutex<CleanupState>,
     /// Woken when the layout changed here, so the driver pushes it to every peer.
     pub(crate) changed: Notify,
 }
@@ -73,6 +76,7 @@ impl RingState {
             persist,
             installed: Mutex::new(installed),
             transfers: Mutex::new(TransferLog::default()),
+            cleanup: Mutex::new(CleanupState::default()),
             changed: Notify::new(),
         };
         Ok((state, layout.filter(|_| persist)))

@@ -63,7 +63,8 @@ fn sources_for(layout: &Layout, number: u64, me: &str) -> BTreeMap<String, Vec<H
     sources
 }
 
-/// Checks this node's transfers every so often until `stop` turns true.
+/// Checks this node's transfers, and its cleanup once a change is over, every so often
+/// until `stop` turns true.
 pub(crate) async fn run_transfers<T: PeerTransport>(
     node: Arc<Node<T>>,
     mut stop: watch::Receiver<bool>,
@@ -76,6 +77,7 @@ pub(crate) async fn run_transfers<T: PeerTransport>(
             () = tokio::time::sleep(interval) => {}
         }
         node.transfer_step().await;
+        node.cleanup_step().await;
     }
 }
 

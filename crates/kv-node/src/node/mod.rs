@@ -79,7 +79,8 @@ pub struct KeyPlacement {
 #[derive(Debug)]
 pub struct Node<T> {
     config: NodeConfig,
-    actor: ActorId,
+    /// Changes only when cleanup drops keys (see `rotate_actor`).
+    actor: std::sync::RwLock<ActorId>,
     pub(crate) membership: RingState,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) transport: Arc<T>,
@@ -103,7 +104,7 @@ impl<T: PeerTransport> Node<T> {
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             aae: AntiEntropy::new(config.anti_entropy.max_keys_per_sec),
             config,
-            actor,
+            actor: std::sync::RwLock::new(actor),
             membership,
             storage,
             transport: Arc::new(transport),
@@ -139,8 +140,33 @@ impl<T> Node<T> {
     }
 
     /// The actor id this node mints versions under.
-    pub fn actor(&self) -> &ActorId {
-        &self.actor
+    pub fn actor(&self) -> ActorId {
+        self.actor
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes a new actor id, recorded in the store before it is used.
+    ///
+    /// A coordinator mints a key's next dot from its own stored copy of that key, so a
+    /// node that drops keys (cleanup after a ring change) and later replicates them again
+    /// would mint dots it already minted: two different values with one dot, one of them
+    /// lost on merge. A new actor's dots start afresh. `salt` (the ring version the
+    /// cleanup ran for) makes the new id differ from every earlier one.
+    pub(crate) fn rotate_actor(&self, salt: u64) -> Result<ActorId, kv_storage::StorageError> {
+        let mut actor = self
+            .actor
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seed = format!("{}/{salt}", actor.as_str());
+        let token = crate::builder::base36(kv_ring::key_hash(seed.as_bytes()));
+        let next = ActorId::new(&format!("{}.{token}", self.config.node_id))
+            .expect("a node id that made an actor id makes another of the same length");
+        self.storage
+            .set_meta(crate::builder::ACTOR_META, next.as_str().as_bytes())?;
+        *actor = next.clone();
+        Ok(next)
     }
 
     /// The newest ring version's ring, if this node has a layout.

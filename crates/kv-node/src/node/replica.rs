@@ -25,10 +25,35 @@ impl<T> Node<T> {
     }
 
     /// Merges versions from another replica. Never size-limited: repair must converge.
+    ///
+    /// Refused for a key this node replicates in no live version once its ring settled
+    /// on a version it is a member of: cleanup dropped such keys, and a late repair or
+    /// exchange from a sender still routing with the retired version must not bring a
+    /// stale copy back.
     pub async fn replica_write(&self, key: Bytes, versions: Siblings) -> Result<(), NodeError> {
+        self.check_replicates(&key)?;
         self.write_storage(key, move |storage, key| storage.merge(key, &versions))
             .await?;
         Ok(())
+    }
+
+    fn check_replicates(&self, key: &[u8]) -> Result<(), NodeError> {
+        let Some(routing) = self.routing() else {
+            return Ok(());
+        };
+        let me = self.config.node_id.as_str();
+        let member = routing.newest().members().any(|m| m == me);
+        if !routing.settled() || !member {
+            return Ok(());
+        }
+        let replicas = routing.all_replicas(kv_ring::key_hash(key));
+        if replicas.iter().any(|r| &**r == me) {
+            return Ok(());
+        }
+        Err(NodeError::NotAReplica {
+            node: me.to_owned(),
+            version: routing.newest_number(),
+        })
     }
 
     /// The digests of `ranges` in this node's anti-entropy index, for `initiator`'s
@@ -87,7 +112,7 @@ impl<T> Node<T> {
             command.value.clone(),
             command.context.clone(),
         );
-        let (actor, max_siblings) = (self.actor.clone(), self.config.limits.max_siblings);
+        let (actor, max_siblings) = (self.actor(), self.config.limits.max_siblings);
         let update = self
             .write_storage(key, move |storage, key| {
                 let write = Write {
