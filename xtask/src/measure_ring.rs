@@ -73,6 +73,7 @@ async fn measure(cluster: &mut Cluster, args: &RingArgs) -> Result<(), String> {
     )
     .await?;
     join.report("n4 joined (3 -> 4 members)", args.keys, 4, &before);
+    report_cleanup(&wait_cleaned(cluster, &["n1", "n2", "n3", "n4"], join.version).await?);
 
     let leave = measured_change(
         cluster,
@@ -84,11 +85,13 @@ async fn measure(cluster: &mut Cluster, args: &RingArgs) -> Result<(), String> {
     .await?;
     cluster.stop("n1");
     leave.report("n1 left (4 -> 3 members)", args.keys, 4, &before);
+    report_cleanup(&wait_cleaned(cluster, &["n2", "n3", "n4"], leave.version).await?);
     Ok(())
 }
 
 /// What one change moved, and the load's report while it ran.
 struct ChangeFigures {
+    version: u64,
     keys_moved: u64,
     bytes_moved: u64,
     /// The longest copying time over the gaining nodes.
@@ -124,6 +127,7 @@ async fn measured_change(
     let (report, load_done) = load.await.map_err(|e| e.to_string())?;
     cluster.wait_settled().await?;
     Ok(ChangeFigures {
+        version: plan.version,
         keys_moved,
         bytes_moved,
         copying,
@@ -166,6 +170,44 @@ async fn wait_transfers(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until every node of `nodes` finished its cleanup pass for `version`; returns
+/// the keys each dropped and how long the wait took.
+async fn wait_cleaned(
+    cluster: &Cluster,
+    nodes: &[&str],
+    version: u64,
+) -> Result<(Vec<(String, u64)>, Duration), String> {
+    let started = Instant::now();
+    loop {
+        let mut dropped = Vec::new();
+        for node in nodes {
+            let status = client(cluster, node).await?.ring_transfers().await;
+            let status = status.map_err(|e| format!("{node}: {e}"))?;
+            if let Some(c) = status.cleanup.filter(|c| c.done && c.version == version) {
+                dropped.push(((*node).to_owned(), c.keys_dropped));
+            }
+        }
+        if dropped.len() == nodes.len() {
+            return Ok((dropped, started.elapsed()));
+        }
+        if started.elapsed() > WAIT_LIMIT {
+            return Err(format!(
+                "cleanup for version {version} unfinished after {WAIT_LIMIT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn report_cleanup((dropped, took): &(Vec<(String, u64)>, Duration)) {
+    let each: Vec<String> = dropped.iter().map(|(n, k)| format!("{n} {k}")).collect();
+    println!(
+        "  cleanup: keys no longer replicated dropped ({}), every pass done {took:.1?} after \
+         the ring settled",
+        each.join(", ")
+    );
 }
 
 impl ChangeFigures {
