@@ -2,7 +2,8 @@
 //! shrinks to 4 by a leave and a removal while a client keeps writing, and every
 //! acknowledged key stays readable with R=1 through every node at every step; a kill -9
 //! of every node comes back by itself with every write; a store of a cluster refuses
-//! `--bootstrap`; a ring smaller than N refuses requests instead of pretending.
+//! `--bootstrap`; a ring smaller than N refuses requests instead of pretending; once the
+//! ring settled, every member dropped the keys it no longer replicates.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -174,6 +175,40 @@ async fn three_to_six_to_four_under_load_keeps_every_acknowledged_key() {
         written > KEYS + 100,
         "the load wrote only {} keys ({refused} refused)",
         written - KEYS
+    );
+    assert_cleaned(&cluster, &members, version, written + refused).await;
+}
+
+/// Once every member's cleanup pass for `version` is done, the members hold no more than
+/// N copies of the keys ever written (`at_most_keys`): each dropped what it stopped
+/// replicating. Without cleanup, n3 alone would still hold every key.
+async fn assert_cleaned(
+    cluster: &TestCluster,
+    members: &[&str],
+    version: u64,
+    at_most_keys: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut stored = 0;
+    for node in members {
+        let mut client = cluster.client(node).await;
+        loop {
+            let view = client.ring_transfers().await.expect("ring transfers");
+            if view.cleanup.is_some_and(|c| c.done && c.version == version) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{node}: no finished cleanup for version {version}: {:?}",
+                view.cleanup
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stored += client.health().await.expect("health").storage_keys;
+    }
+    assert!(
+        stored <= 3 * at_most_keys as u64,
+        "{stored} keys stored on {members:?}, more than 3 copies of {at_most_keys} keys"
     );
 }
 
