@@ -297,12 +297,37 @@ async fn standard_health_and_reflection_services_answer() {
         panic!("unexpected reflection answer: {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["kvstore.KVStore", "kvstore.Membership"] {
+    for expected in [
+        "kvstore.KVStore",
+        "kvstore.Membership",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
     }
+    // What grpcurl asks before it calls a method: the file that defines the service.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "grpc.health.v1.Health".into(),
+        )),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
+        ),
+        "grpc.health.v1.Health does not resolve: {response:?}"
+    );
 }
 
 #[tokio::test]

@@ -26,18 +26,24 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Reflection over every service this listener serves: the public and internal APIs,
+/// `grpc.health.v1.Health` (so `grpcurl ... grpc.health.v1.Health/Check` resolves it) and
+/// reflection itself.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+}
+
 /// Serves `node` on `listener` until `shutdown` completes, then drains in-flight requests.
 pub async fn serve<T: PeerTransport>(
     node: Arc<Node<T>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kv_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<KvStoreServer<PublicApi<T>>>()
