@@ -289,6 +289,11 @@ fn node_process(
 /// Every socket stays bound until all are chosen, so the OS cannot hand one out twice;
 /// another process could still take one before a server binds it (on this single-user
 /// test machine that has not been a problem).
+/// A 127.0.0.1 TCP address free right now (for a listener a test configures itself).
+pub fn free_tcp_address() -> SocketAddr {
+    free_tcp_addresses(1, &[])[0]
+}
+
 fn free_tcp_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
     let mut held = Vec::new();
     let mut addresses = Vec::new();

@@ -17,6 +17,8 @@ use crate::{cargo, workspace_root};
 
 const BASE_GRPC_PORT: u16 = 50051;
 const BASE_GOSSIP_PORT: u16 = 7946;
+/// n1's admin HTTP port (/healthz, /readyz, /metrics); n2's is the next, and so on.
+const BASE_ADMIN_PORT: u16 = 9091;
 /// Every node announces to the first two nodes' gossip addresses.
 const MEMBERSHIP: Membership = Membership::Gossip { seeds: 2 };
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -493,7 +495,7 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
 }
 
 /// Node `n<i>` of a cluster of `count` on the fixed local ports (gRPC 5005i, gossip
-/// 7946+i-1): its identity, addresses, seeds and data dir.
+/// 7946+i-1, admin HTTP 909i): its identity, addresses, seeds and data dir.
 pub(crate) fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
     let layout: Vec<NodeLayout> = (1..=count.max(i))
         .map(|n| {
@@ -503,11 +505,16 @@ pub(crate) fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
         })
         .collect();
     let node = &layout[i - 1];
+    let mut args = serve_args(node, &layout, MEMBERSHIP);
+    args.push(format!(
+        "--admin-listen=127.0.0.1:{}",
+        BASE_ADMIN_PORT + i as u16 - 1
+    ));
     NodeSpec {
         release: false,
         left: false,
         grpc: node.grpc.to_string(),
-        args: serve_args(node, &layout, MEMBERSHIP),
+        args,
         id: node.id.clone(),
     }
 }
@@ -519,6 +526,7 @@ pub(crate) fn keeps_across_nodes(arg: &str) -> bool {
         "--node-id=",
         "--listen=",
         "--gossip-listen=",
+        "--admin-listen=",
         "--seeds=",
         "--data-dir=",
     ];

@@ -50,16 +50,46 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         w = config.write_quorum,
         "serving"
     );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = match plan.admin_listen {
+        Some(address) => Some(start_admin(&running, address, stopped).await?),
+        None => None,
+    };
     let served = kv_grpc::serve(
         std::sync::Arc::clone(running.node()),
         listener,
         shutdown_signal(),
     )
     .await;
+    let _ = stop.send(true);
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     running.shut_down(GOSSIP_LEAVE_GRACE).await;
     served.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the admin endpoints on `address` until `stopped` turns true.
+async fn start_admin(
+    running: &kv_node::RunningNode<GrpcTransport>,
+    address: std::net::SocketAddr,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} (--admin-listen): {e}"))?;
+    tracing::info!(admin = %address, "admin endpoints: /healthz /readyz /metrics");
+    let node = std::sync::Arc::clone(running.node());
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = kv_admin::serve_admin(node, listener, stop).await {
+            tracing::warn!(%error, "the admin listener failed");
+        }
+    }))
 }
 
 fn init_logging(format: &str) -> Result<(), String> {

@@ -164,6 +164,7 @@ pub struct ServeOptions {
     peers: Vec<String>,
     gossip_listen: Option<SocketAddr>,
     gossip_advertise_addr: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     seeds: Vec<SocketAddr>,
     bootstrap: bool,
     storage: String,
@@ -182,6 +183,7 @@ impl Default for ServeOptions {
             peers: Vec::new(),
             gossip_listen: None,
             gossip_advertise_addr: None,
+            admin_listen: None,
             seeds: Vec::new(),
             bootstrap: false,
             storage: "fjall".into(),
@@ -286,6 +288,10 @@ settings! {
     /// (needed when --gossip-listen binds to all interfaces).
     #[arg(long)]
     gossip_advertise_addr: SocketAddr => serve.gossip_advertise_addr;
+    /// Address of the admin HTTP listener (/healthz, /readyz, /metrics), e.g.
+    /// 127.0.0.1:9091; none without it.
+    #[arg(long)]
+    admin_listen: SocketAddr => serve.admin_listen;
     /// Gossip addresses of nodes to join through, comma-separated.
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<SocketAddr> => serve.seeds;
@@ -364,6 +370,8 @@ pub struct Plan {
     /// Where the gRPC server binds (the node's configuration holds the address peers
     /// reach it at).
     pub listen: SocketAddr,
+    /// Where the admin HTTP listener binds, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
     /// The node's configuration.
     pub node: NodeConfig,
     /// Its gossip, unless its peers are a static list.
@@ -418,6 +426,7 @@ impl Resolved {
         let gossip = gossip_settings(&serve, gossip)?;
         Ok(Plan {
             listen,
+            admin_listen: serve.admin_listen,
             node,
             gossip,
             storage,

@@ -27,6 +27,19 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// The class as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::Unavailable => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::FailedPrecondition => "failed_precondition",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 /// A read or a write, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {

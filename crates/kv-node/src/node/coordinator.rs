@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::Node;
 use crate::error::{Failures, Operation};
 use crate::membership::Routing;
+use crate::metrics::RequestOp;
 use crate::placement::Placement;
 use crate::request::{self, ClientRead, ClientWrite, InvalidRequest, ReadCommand};
 use crate::transport::RemoteError;
@@ -25,8 +26,24 @@ use crate::{NodeError, PeerTransport, TransportError, WriteCommand};
 
 impl<T: PeerTransport> Node<T> {
     /// A client Put or Delete through this node: validated against one routing
-    /// snapshot, then coordinated here or forwarded to a replica of the key.
+    /// snapshot, then coordinated here or forwarded to a replica of the key. Counted in
+    /// the node's request metrics.
     pub async fn client_put(
+        self: &Arc<Self>,
+        write: ClientWrite,
+    ) -> Result<VersionVector, NodeError> {
+        let op = if write.value.is_some() {
+            RequestOp::put
+        } else {
+            RequestOp::delete
+        };
+        let started = tokio::time::Instant::now();
+        let result = self.put_unmeasured(write).await;
+        self.stats().requests.record(op, &result, started.elapsed());
+        result
+    }
+
+    async fn put_unmeasured(
         self: &Arc<Self>,
         write: ClientWrite,
     ) -> Result<VersionVector, NodeError> {
@@ -52,8 +69,21 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// A client Get through this node: asks all N replicas, answers once R replied, and
-    /// repairs stale replicas in the background afterwards.
+    /// repairs stale replicas in the background afterwards. Counted in the node's request
+    /// metrics.
     pub async fn client_get(
+        self: &Arc<Self>,
+        read: ClientRead,
+    ) -> Result<Option<Siblings>, NodeError> {
+        let started = tokio::time::Instant::now();
+        let result = self.get_unmeasured(read).await;
+        self.stats()
+            .requests
+            .record(RequestOp::get, &result, started.elapsed());
+        result
+    }
+
+    async fn get_unmeasured(
         self: &Arc<Self>,
         read: ClientRead,
     ) -> Result<Option<Siblings>, NodeError> {

@@ -28,6 +28,8 @@ pub struct NodeStats {
     pub repairs_sent: AtomicU64,
     /// Read repairs skipped because too many were already running.
     pub repairs_skipped: AtomicU64,
+    /// Client requests by operation and outcome, and their latency.
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 /// What a node reports about itself (the Health call).

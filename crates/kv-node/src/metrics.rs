@@ -1,0 +1,95 @@
+//! Client request metrics: a count per operation and outcome, and a latency histogram per
+//! operation, recorded by the coordinator for every client request whatever transport
+//! brought it. They are Prometheus metric families (`prometheus-client`), so an admin
+//! listener registers them as they are; values computed at scrape time (store size,
+//! members, ring) are the listener's.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::NodeError;
+
+/// Upper bounds of the latency buckets, seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A client operation, as a metric label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types, clippy::enum_variant_names)]
+pub enum RequestOp {
+    /// A Put with a value.
+    put,
+    /// A Put without a value (a Delete).
+    delete,
+    /// A Get.
+    get,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    op: RequestOp,
+    /// `ok`, or the error class (`invalid_argument`, `unavailable`, ...).
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: RequestOp,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_SECONDS)
+}
+
+/// The node's client request metrics.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    requests: Family<OutcomeLabels, Counter>,
+    latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Records one request's outcome and how long the node took to answer it.
+    pub fn record<T>(&self, op: RequestOp, result: &Result<T, NodeError>, took: Duration) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => error.kind().label(),
+        };
+        self.requests
+            .get_or_create(&OutcomeLabels { op, outcome })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Adds the families to `registry` (sharing their values: later requests show).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kvstore_requests",
+            "Client requests answered, by operation and outcome",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "kvstore_request_duration",
+            "Time to answer a client request, by operation",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+    }
+}

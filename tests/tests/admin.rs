@@ -1,0 +1,140 @@
+//! The admin HTTP listener of a real process: `/healthz`, `/readyz`, and `/metrics` in
+//! a format a Prometheus text parser reads, with every family present and the request
+//! counters and histograms moving under load.
+
+use std::net::SocketAddr;
+
+use kv_client::WriteOptions;
+use kv_e2e::{TestCluster, free_tcp_address};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` over HTTP/1.1; returns the status code and the body.
+async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the admin listener {address}: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
+}
+
+/// The value of the sample `name` whose labels include every pair of `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                buckets.last().map_or(0.0, |b| b.count)
+            }
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[tokio::test]
+async fn probes_and_metrics_answer_and_metrics_move_under_load() {
+    let admin = free_tcp_address();
+    let admin_flag = format!("--admin-listen={admin}");
+    let cluster = TestCluster::start(
+        env!("CARGO_BIN_EXE_kvstore-under-test"),
+        env!("CARGO_TARGET_TMPDIR"),
+        "admin",
+        1,
+        &["--n=1", "--r=1", "--w=1", &admin_flag],
+    )
+    .await;
+
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    let (status, body) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http_get(admin, "/nothing").await.0, 404);
+
+    let before = parse(&http_get(admin, "/metrics").await.1);
+    let families = [
+        "kvstore_requests_total",
+        "kvstore_request_duration_seconds",
+        "kvstore_serving",
+        "kvstore_storage_keys",
+        "kvstore_storage_bytes",
+        "kvstore_members",
+        "kvstore_ring_version",
+        "kvstore_ring_members",
+        "kvstore_ring_live_versions",
+        "kvstore_read_repairs_total",
+        "kvstore_aae_keys_repaired_total",
+        "kvstore_tombstones_pending",
+        "kvstore_transfer_keys_moved",
+        "kvstore_cleanup_keys_dropped",
+    ];
+    let missing: Vec<&str> = families
+        .iter()
+        .filter(|f| {
+            !before.docs.contains_key(**f) && !before.samples.iter().any(|s| s.metric == **f)
+        })
+        .copied()
+        .collect();
+    // Request families appear with the first request; everything else is there at once.
+    assert!(
+        missing.iter().all(|f| f.starts_with("kvstore_request")),
+        "missing families: {missing:?}"
+    );
+    assert_eq!(sample(&before, "kvstore_serving", &[]), Some(1.0));
+    assert_eq!(
+        sample(&before, "kvstore_members", &[("state", "alive")]),
+        Some(1.0)
+    );
+
+    let mut client = cluster.client("n1").await;
+    for i in 0..20 {
+        client
+            .put(
+                &format!("key-{i}"),
+                format!("v{i}"),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..30 {
+        client.get(&format!("key-{i}"), None).await.unwrap();
+    }
+    let refused = client.put("", "empty key", &WriteOptions::default()).await;
+    assert!(refused.is_err());
+
+    let after = parse(&http_get(admin, "/metrics").await.1);
+    let count = |op: &str, outcome: &str| {
+        sample(
+            &after,
+            "kvstore_requests_total",
+            &[("op", op), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("put", "ok"), Some(20.0));
+    assert_eq!(count("get", "ok"), Some(30.0));
+    assert_eq!(count("put", "invalid_argument"), Some(1.0));
+    assert_eq!(
+        sample(&after, "kvstore_request_duration_seconds", &[("op", "get")]),
+        Some(30.0),
+        "the get histogram counts every get"
+    );
+    assert_eq!(sample(&after, "kvstore_storage_keys", &[]), Some(20.0));
+}
