@@ -84,6 +84,7 @@ async fn probes_and_metrics_answer_and_metrics_move_under_load() {
         "kvstore_tombstones_pending",
         "kvstore_transfer_keys_moved",
         "kvstore_cleanup_keys_dropped",
+        "kvstore_read_siblings",
     ];
     let missing: Vec<&str> = families
         .iter()
@@ -119,6 +120,14 @@ async fn probes_and_metrics_answer_and_metrics_move_under_load() {
     }
     let refused = client.put("", "empty key", &WriteOptions::default()).await;
     assert!(refused.is_err());
+    // Two blind writes of one key: the read after them returns both as siblings.
+    for value in ["left", "right"] {
+        client
+            .put("conflict", value, &WriteOptions::default())
+            .await
+            .unwrap();
+    }
+    client.get("conflict", None).await.unwrap();
 
     let after = parse(&http_get(admin, "/metrics").await.1);
     let count = |op: &str, outcome: &str| {
@@ -128,13 +137,34 @@ async fn probes_and_metrics_answer_and_metrics_move_under_load() {
             &[("op", op), ("outcome", outcome)],
         )
     };
-    assert_eq!(count("put", "ok"), Some(20.0));
-    assert_eq!(count("get", "ok"), Some(30.0));
+    assert_eq!(count("put", "ok"), Some(22.0));
+    assert_eq!(count("get", "ok"), Some(31.0));
     assert_eq!(count("put", "invalid_argument"), Some(1.0));
     assert_eq!(
         sample(&after, "kvstore_request_duration_seconds", &[("op", "get")]),
-        Some(30.0),
+        Some(31.0),
         "the get histogram counts every get"
     );
-    assert_eq!(sample(&after, "kvstore_storage_keys", &[]), Some(20.0));
+    assert_eq!(sample(&after, "kvstore_storage_keys", &[]), Some(21.0));
+    assert_siblings_histogram(&after);
+}
+
+/// 20 reads of keys with one value and one read of two siblings (misses do not count).
+fn assert_siblings_histogram(scrape: &prometheus_parse::Scrape) {
+    let siblings = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "kvstore_read_siblings")
+        .expect("the siblings histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &siblings.value else {
+        panic!("kvstore_read_siblings is not a histogram: {siblings:?}");
+    };
+    let at_most = |bound: f64| {
+        buckets
+            .iter()
+            .find(|b| (b.less_than - bound).abs() < f64::EPSILON)
+            .map(|b| b.count)
+    };
+    assert_eq!(at_most(1.0), Some(20.0), "{buckets:?}");
+    assert_eq!(at_most(2.0), Some(21.0), "{buckets:?}");
 }

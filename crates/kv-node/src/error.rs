@@ -314,6 +314,22 @@ impl NodeError {
     }
 }
 
+impl NodeError {
+    /// Why a request missed its quorum, as a metric label; `None` for errors that are
+    /// not a missed quorum (bad input, storage, ...).
+    pub fn quorum_failure(&self) -> Option<&'static str> {
+        match self {
+            Self::QuorumNotMet { .. } => Some("replicas_failed"),
+            Self::Timeout { .. } => Some("timeout"),
+            Self::UnderReplicated { .. } => Some("under_replicated"),
+            Self::NoCoordinator { .. } | Self::NotReplica { .. } => Some("no_coordinator"),
+            Self::ForwardedWriteUncertain { .. } => Some("forward_uncertain"),
+            Self::Joining { .. } => Some("joining"),
+            _ => None,
+        }
+    }
+}
+
 fn layout_kind(error: &kv_layout::LayoutError) -> ErrorKind {
     use kv_layout::LayoutError;
     match error {

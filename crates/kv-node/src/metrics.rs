@@ -43,6 +43,16 @@ struct OpLabels {
     op: RequestOp,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuorumLabels {
+    op: RequestOp,
+    /// `replicas_failed`, `timeout`, `under_replicated`, `no_coordinator`, ...
+    reason: &'static str,
+}
+
+/// Upper bounds of the siblings-per-read buckets.
+const SIBLING_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 64.0];
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS_SECONDS)
 }
@@ -52,6 +62,8 @@ fn latency_histogram() -> Histogram {
 pub struct RequestMetrics {
     requests: Family<OutcomeLabels, Counter>,
     latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    quorum_failures: Family<QuorumLabels, Counter>,
+    siblings: Histogram,
 }
 
 impl Default for RequestMetrics {
@@ -59,6 +71,8 @@ impl Default for RequestMetrics {
         Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            quorum_failures: Family::default(),
+            siblings: Histogram::new(SIBLING_BUCKETS),
         }
     }
 }
@@ -70,12 +84,22 @@ impl RequestMetrics {
             Ok(_) => "ok",
             Err(error) => error.kind().label(),
         };
+        if let Some(reason) = result.as_ref().err().and_then(NodeError::quorum_failure) {
+            self.quorum_failures
+                .get_or_create(&QuorumLabels { op, reason })
+                .inc();
+        }
         self.requests
             .get_or_create(&OutcomeLabels { op, outcome })
             .inc();
         self.latency
             .get_or_create(&OpLabels { op })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records how many values (siblings) a successful read returned.
+    pub fn record_siblings(&self, values: usize) {
+        self.siblings.observe(values as f64);
     }
 
     /// Adds the families to `registry` (sharing their values: later requests show).
@@ -90,6 +114,16 @@ impl RequestMetrics {
             "Time to answer a client request, by operation",
             Unit::Seconds,
             self.latency.clone(),
+        );
+        registry.register(
+            "kvstore_quorum_failures",
+            "Client requests that missed their quorum, by operation and reason",
+            self.quorum_failures.clone(),
+        );
+        registry.register(
+            "kvstore_read_siblings",
+            "Values (siblings) each successful read of an existing key returned",
+            self.siblings.clone(),
         );
     }
 }

@@ -77,9 +77,14 @@ impl<T: PeerTransport> Node<T> {
     ) -> Result<Option<Siblings>, NodeError> {
         let started = tokio::time::Instant::now();
         let result = self.get_unmeasured(read).await;
-        self.stats()
-            .requests
-            .record(RequestOp::get, &result, started.elapsed());
+        let requests = &self.stats().requests;
+        requests.record(RequestOp::get, &result, started.elapsed());
+        if let Ok(Some(versions)) = &result {
+            let live = versions.values().filter(|value| value.is_some()).count();
+            if live > 0 {
+                requests.record_siblings(live);
+            }
+        }
         result
     }
 
