@@ -25,6 +25,8 @@ pub const GOSSIP: Membership = Membership::Gossip { seeds: 2 };
 #[derive(Debug)]
 struct NodeProcess {
     layout: NodeLayout,
+    /// Its admin HTTP listener (/healthz, /readyz, /metrics, /status).
+    admin: SocketAddr,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -73,10 +75,11 @@ impl TestCluster {
         membership: Membership,
     ) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
-        let (grpc, gossip) = (
-            free_tcp_addresses(count, &[]),
+        let (mut grpc, gossip) = (
+            free_tcp_addresses(count * 2, &[]),
             free_udp_addresses(count, &[]),
         );
+        let admin = grpc.split_off(count);
         let layouts: Vec<NodeLayout> = (1..=count)
             .map(|i| NodeLayout::new(i, grpc[i - 1], gossip[i - 1], data.path()))
             .collect();
@@ -90,7 +93,8 @@ impl TestCluster {
             .collect();
         let nodes = layouts
             .iter()
-            .map(|layout| node_process(layout, &layouts, membership, &extra_args))
+            .zip(admin)
+            .map(|(layout, admin)| node_process(layout, admin, &layouts, membership, &extra_args))
             .collect();
         let mut cluster = Self {
             binary: PathBuf::from(binary),
@@ -123,11 +127,16 @@ impl TestCluster {
     /// it serves (it learned the ring's layout; it is not a member until it joins).
     pub async fn add_node(&mut self) -> String {
         let index = self.nodes.len() + 1;
-        let taken_grpc: Vec<SocketAddr> = self.nodes.iter().map(|n| n.layout.grpc).collect();
+        let taken_tcp: Vec<SocketAddr> = self
+            .nodes
+            .iter()
+            .flat_map(|n| [n.layout.grpc, n.admin])
+            .collect();
         let taken_gossip: Vec<SocketAddr> = self.nodes.iter().map(|n| n.layout.gossip).collect();
+        let tcp = free_tcp_addresses(2, &taken_tcp);
         let layout = NodeLayout::new(
             index,
-            free_tcp_addresses(1, &taken_grpc)[0],
+            tcp[0],
             free_udp_addresses(1, &taken_gossip)[0],
             self.data.path(),
         );
@@ -135,6 +144,7 @@ impl TestCluster {
         layouts.push(layout.clone());
         self.nodes.push(node_process(
             &layout,
+            tcp[1],
             &layouts,
             self.membership,
             &self.extra_args,
@@ -208,6 +218,15 @@ impl TestCluster {
         self.nodes[self.index(node)].layout.grpc.to_string()
     }
 
+    /// The admin HTTP address of `node` (/healthz, /readyz, /metrics, /status).
+    pub fn admin_address(&self, node: &str) -> SocketAddr {
+        self.nodes
+            .iter()
+            .find(|n| n.layout.id == node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .admin
+    }
+
     /// Node ids, in order.
     pub fn node_ids(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.layout.id.clone()).collect()
@@ -272,14 +291,17 @@ impl Drop for TestCluster {
 
 fn node_process(
     layout: &NodeLayout,
+    admin: SocketAddr,
     all: &[NodeLayout],
     membership: Membership,
     extra_args: &[String],
 ) -> NodeProcess {
     let mut args = serve_args(layout, all, membership);
+    args.push(format!("--admin-listen={admin}"));
     args.extend(extra_args.iter().cloned());
     NodeProcess {
         layout: layout.clone(),
+        admin,
         args,
         child: None,
     }
@@ -289,11 +311,6 @@ fn node_process(
 /// Every socket stays bound until all are chosen, so the OS cannot hand one out twice;
 /// another process could still take one before a server binds it (on this single-user
 /// test machine that has not been a problem).
-/// A 127.0.0.1 TCP address free right now (for a listener a test configures itself).
-pub fn free_tcp_address() -> SocketAddr {
-    free_tcp_addresses(1, &[])[0]
-}
-
 fn free_tcp_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
     let mut held = Vec::new();
     let mut addresses = Vec::new();

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use kv_client::WriteOptions;
-use kv_e2e::{TestCluster, free_tcp_address};
+use kv_e2e::TestCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` over HTTP/1.1; returns the status code and the body.
@@ -52,16 +52,15 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 
 #[tokio::test]
 async fn probes_and_metrics_answer_and_metrics_move_under_load() {
-    let admin = free_tcp_address();
-    let admin_flag = format!("--admin-listen={admin}");
     let cluster = TestCluster::start(
         env!("CARGO_BIN_EXE_kvstore-under-test"),
         env!("CARGO_TARGET_TMPDIR"),
         "admin",
         1,
-        &["--n=1", "--r=1", "--w=1", &admin_flag],
+        &["--n=1", "--r=1", "--w=1"],
     )
     .await;
+    let admin = cluster.admin_address("n1");
 
     assert_eq!(http_get(admin, "/healthz").await.0, 200);
     let (status, body) = http_get(admin, "/readyz").await;

@@ -7,13 +7,16 @@
 //!   client requests by operation and outcome with their latency (recorded by the node),
 //!   and, computed at each scrape, the store's keys and bytes, members by state, the
 //!   ring's version, members and live versions, read repairs, anti-entropy and transfer
-//!   work, and the last cleanup.
+//!   work, and the last cleanup;
+//! - `GET /status`: a page that refreshes itself: the members as this node sees them, a
+//!   picture of the ring with each node's share, the ring versions.
 //!
 //! It is served on its own address (`--admin-listen`), apart from the gRPC listeners.
 
 #![warn(missing_docs)]
 
 mod scrape;
+mod status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,7 +45,12 @@ pub async fn serve_admin<T: PeerTransport + Send + Sync + 'static>(
 /// The admin routes, for tests that drive them without a socket.
 pub fn router<T: PeerTransport + Send + Sync + 'static>(node: Arc<Node<T>>) -> Router {
     let ready = Arc::clone(&node);
+    let page = Arc::clone(&node);
     Router::new()
+        .route(
+            "/status",
+            get(move || async move { axum::response::Html(status::render(&page)) }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(move || async move { readiness(&ready) }))
         .route("/metrics", get(move || async move { metrics(&node) }))
