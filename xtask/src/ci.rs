@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: the quality gate, step by step, stopping at the first failure.
+//! `cargo xtask ci`: the quality gate, step by step, stopping at the first failure (the
+//! demos and the Python client's tests run after the Rust tests).
 
 use std::process::Command;
 use std::time::Instant;
@@ -9,7 +10,8 @@ use crate::{cargo, workspace_root};
 /// The demos run right after the step with this index (the tests).
 const DEMOS_AFTER_STEP: usize = 3;
 
-/// Runs every demo against a fresh local cluster (ports 50051-50053).
+/// Runs every demo against a fresh local cluster (ports 50051-50053), then the Python
+/// client's tests.
 fn run_demos() -> Result<(), String> {
     for demo in [Demo::Quorum, Demo::Conflict, Demo::Repair, Demo::Membership] {
         let started = Instant::now();
@@ -21,6 +23,13 @@ fn run_demos() -> Result<(), String> {
             started.elapsed().as_secs_f64()
         );
     }
+    let started = Instant::now();
+    println!("==> python client tests");
+    crate::pytest::run().map_err(|e| format!("python client tests: {e}"))?;
+    println!(
+        "==> python client tests: ok in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

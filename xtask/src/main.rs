@@ -5,6 +5,7 @@
 //! - `demo quorum|conflict|repair|membership`: the original system's demos, checked.
 //! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
 //! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
+//! - `pytest`: the Python client's tests against real server processes.
 //! - `measure aae|ring`: anti-entropy and ring-change figures on a release cluster of real
 //!   processes.
 
@@ -15,6 +16,7 @@ mod cluster_ring;
 mod demo;
 mod measure;
 mod measure_ring;
+mod pytest;
 mod sim;
 
 use std::path::PathBuf;
@@ -56,6 +58,8 @@ enum Task {
         #[arg(value_enum)]
         name: demo::Demo,
     },
+    /// Run the Python client's tests against real server processes.
+    Pytest,
     /// Measure a mechanism on a fresh release cluster and print its figures.
     Measure {
         #[command(subcommand)]
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Task::Demo { name } => block_on(demo::run(name)),
         Task::Bench(args) => block_on(bench::run(args)),
         Task::Sim { args } => sim::run(&args),
+        Task::Pytest => pytest::run(),
         Task::Measure {
             what: Measurement::Aae(args),
         } => block_on(measure::aae(args)),
