@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use kv_client::WriteOptions;
-use kv_e2e::TestCluster;
+use kv_e2e::{GOSSIP, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` over HTTP/1.1; returns the status code and the body.
@@ -52,12 +52,13 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 
 #[tokio::test]
 async fn probes_and_metrics_answer_and_metrics_move_under_load() {
-    let cluster = TestCluster::start(
+    let cluster = TestCluster::start_with(
         env!("CARGO_BIN_EXE_kvstore-under-test"),
         env!("CARGO_TARGET_TMPDIR"),
         "admin",
-        1,
-        &["--n=1", "--r=1", "--w=1"],
+        3,
+        &[],
+        GOSSIP,
     )
     .await;
     let admin = cluster.admin_address("n1");
@@ -68,39 +69,11 @@ async fn probes_and_metrics_answer_and_metrics_move_under_load() {
     assert_eq!(http_get(admin, "/nothing").await.0, 404);
 
     let before = parse(&http_get(admin, "/metrics").await.1);
-    let families = [
-        "kvstore_requests_total",
-        "kvstore_request_duration_seconds",
-        "kvstore_serving",
-        "kvstore_storage_keys",
-        "kvstore_storage_bytes",
-        "kvstore_members",
-        "kvstore_ring_version",
-        "kvstore_ring_members",
-        "kvstore_ring_live_versions",
-        "kvstore_read_repairs_total",
-        "kvstore_aae_keys_repaired_total",
-        "kvstore_tombstones_pending",
-        "kvstore_transfer_keys_moved",
-        "kvstore_cleanup_keys_dropped",
-        "kvstore_read_siblings",
-    ];
-    let missing: Vec<&str> = families
-        .iter()
-        .filter(|f| {
-            !before.docs.contains_key(**f) && !before.samples.iter().any(|s| s.metric == **f)
-        })
-        .copied()
-        .collect();
-    // Request families appear with the first request; everything else is there at once.
-    assert!(
-        missing.iter().all(|f| f.starts_with("kvstore_request")),
-        "missing families: {missing:?}"
-    );
+    assert_families(&before, &["kvstore_request", "kvstore_peer_batch"]);
     assert_eq!(sample(&before, "kvstore_serving", &[]), Some(1.0));
     assert_eq!(
         sample(&before, "kvstore_members", &[("state", "alive")]),
-        Some(1.0)
+        Some(3.0)
     );
 
     let mut client = cluster.client("n1").await;
@@ -145,7 +118,17 @@ async fn probes_and_metrics_answer_and_metrics_move_under_load() {
         "the get histogram counts every get"
     );
     assert_eq!(sample(&after, "kvstore_storage_keys", &[]), Some(21.0));
+    assert_families(&after, &["kvstore_peer_batch_failures"]);
     assert_siblings_histogram(&after);
+    let batches = sample(
+        &after,
+        "kvstore_peer_batch_duration_seconds",
+        &[("peer", "n2")],
+    );
+    assert!(
+        batches.is_some_and(|count| count > 0.0),
+        "no timed batch call to n2: {batches:?}"
+    );
 }
 
 /// 20 reads of keys with one value and one read of two siblings (misses do not count).
@@ -166,4 +149,42 @@ fn assert_siblings_histogram(scrape: &prometheus_parse::Scrape) {
     };
     assert_eq!(at_most(1.0), Some(20.0), "{buckets:?}");
     assert_eq!(at_most(2.0), Some(21.0), "{buckets:?}");
+}
+
+/// Every family is in `scrape` but those starting with one of `may_lack` (a family with
+/// labels appears with its first sample: the first request, call or failure).
+fn assert_families(scrape: &prometheus_parse::Scrape, may_lack: &[&str]) {
+    let families = [
+        "kvstore_requests_total",
+        "kvstore_request_duration_seconds",
+        "kvstore_serving",
+        "kvstore_storage_keys",
+        "kvstore_storage_bytes",
+        "kvstore_members",
+        "kvstore_ring_version",
+        "kvstore_ring_members",
+        "kvstore_ring_live_versions",
+        "kvstore_read_repairs_total",
+        "kvstore_aae_keys_repaired_total",
+        "kvstore_tombstones_pending",
+        "kvstore_transfer_keys_moved",
+        "kvstore_cleanup_keys_dropped",
+        "kvstore_read_siblings",
+        "kvstore_peer_batch_items",
+        "kvstore_peer_batch_duration_seconds",
+        "kvstore_peer_batch_failures_total",
+    ];
+    let missing: Vec<&str> = families
+        .iter()
+        .filter(|f| {
+            !scrape.docs.contains_key(**f) && !scrape.samples.iter().any(|s| s.metric == **f)
+        })
+        .copied()
+        .collect();
+    assert!(
+        missing
+            .iter()
+            .all(|f| may_lack.iter().any(|prefix| f.starts_with(prefix))),
+        "missing families: {missing:?}"
+    );
 }

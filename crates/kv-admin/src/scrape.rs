@@ -32,6 +32,7 @@ fn gauge(value: u64) -> ConstGauge {
 pub(crate) fn encode<T: PeerTransport>(node: &Node<T>) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     node.stats().requests.register(&mut registry);
+    node.register_transport_metrics(&mut registry);
     register_node(&mut registry, node);
     register_background(&mut registry, node);
     let mut text = String::new();

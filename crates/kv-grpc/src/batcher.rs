@@ -14,6 +14,7 @@ use kv_proto::internal as proto;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::channel::ReplicaChannel;
+use crate::peer_metrics::PeerMetrics;
 use crate::status::{bad_reply, classify};
 use crate::wire::{MAX_BATCH_ITEMS, check_batch_response};
 
@@ -44,9 +45,10 @@ impl PeerBatcher {
         peer: String,
         channel: C,
         call_timeout: Duration,
+        metrics: PeerMetrics,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_ITEMS);
-        tokio::spawn(send_batches(peer, channel, receiver));
+        tokio::spawn(send_batches(peer, channel, receiver, metrics));
         Self {
             queue,
             call_timeout,
@@ -87,6 +89,7 @@ async fn send_batches<C: ReplicaChannel>(
     peer: String,
     channel: C,
     mut receiver: mpsc::Receiver<Pending>,
+    metrics: PeerMetrics,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     while let Some(first) = receiver.recv().await {
@@ -103,21 +106,29 @@ async fn send_batches<C: ReplicaChannel>(
             }
         }
         debug_assert!(batch.len() <= MAX_BATCH_ITEMS);
-        let (channel, peer) = (channel.clone(), peer.clone());
+        let (channel, peer, metrics) = (channel.clone(), peer.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            send_one(&peer, &channel, batch).await;
+            send_one(&peer, &channel, batch, &metrics).await;
         });
     }
 }
 
-async fn send_one<C: ReplicaChannel>(peer: &str, channel: &C, batch: Vec<Pending>) {
+async fn send_one<C: ReplicaChannel>(
+    peer: &str,
+    channel: &C,
+    batch: Vec<Pending>,
+    metrics: &PeerMetrics,
+) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
     let count = items.len();
+    let started = tokio::time::Instant::now();
     let results = match channel.batch(proto::BatchRequest { items }).await {
         Ok(response) => check_batch_response(response, count).map_err(|e| bad_reply(peer, &e)),
         Err(status) => Err(classify(peer, &status)),
     };
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.record_batch(peer, count, seconds, results.is_err());
     match results {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {

@@ -20,6 +20,7 @@ mod batcher;
 mod channel;
 pub mod convert;
 mod convert_ring;
+mod peer_metrics;
 mod server;
 mod service_internal;
 mod service_public;

@@ -16,6 +16,7 @@ use kv_storage::Siblings;
 
 use crate::batcher::PeerBatcher;
 use crate::channel::{Connector, ReplicaChannel, TonicConnector};
+use crate::peer_metrics::PeerMetrics;
 use crate::status::{bad_reply, classify, remote_item_error};
 use crate::wire::{self, Outcome, WireError};
 
@@ -25,6 +26,7 @@ pub struct GrpcTransport<C: Connector = TonicConnector> {
     connector: C,
     links: RwLock<HashMap<String, PeerLink<C::Channel>>>,
     call_timeout: Duration,
+    metrics: PeerMetrics,
 }
 
 /// One peer: its address, its channel, and the batcher in front of it (started on first
@@ -51,6 +53,7 @@ impl<C: Connector> GrpcTransport<C> {
             connector,
             links: RwLock::new(HashMap::new()),
             call_timeout,
+            metrics: PeerMetrics::default(),
         };
         transport.update_peers(peers);
         transport
@@ -79,7 +82,12 @@ impl<C: Connector> GrpcTransport<C> {
         self.with_link(peer, |link| {
             link.batcher
                 .get_or_init(|| {
-                    PeerBatcher::start(peer.to_owned(), link.channel.clone(), self.call_timeout)
+                    PeerBatcher::start(
+                        peer.to_owned(),
+                        link.channel.clone(),
+                        self.call_timeout,
+                        self.metrics.clone(),
+                    )
                 })
                 .clone()
         })
@@ -97,6 +105,10 @@ impl<C: Connector> GrpcTransport<C> {
 }
 
 impl<C: Connector> PeerTransport for GrpcTransport<C> {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     /// Keeps the channel of every peer whose address is unchanged; opens one for each new
     /// or moved peer; forgets peers no longer listed.
     fn update_peers(&self, peers: &[PeerSpec]) {

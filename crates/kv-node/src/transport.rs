@@ -90,6 +90,10 @@ pub trait PeerTransport: Send + Sync + 'static {
     /// Learns the current set of peers and their addresses (membership changed).
     fn update_peers(&self, _peers: &[crate::PeerSpec]) {}
 
+    /// Adds the transport's own metrics (calls, batches, failures) to `registry`; none by
+    /// default.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
     /// Reads `peer`'s versions of `key`.
     fn read(
         &self,

@@ -211,6 +211,14 @@ impl<T> Node<T> {
         })
     }
 
+    /// Adds the transport's metrics to `registry` (for an admin listener).
+    pub fn register_transport_metrics(&self, registry: &mut prometheus_client::registry::Registry)
+    where
+        T: PeerTransport,
+    {
+        self.transport.register_metrics(registry);
+    }
+
     /// This node's health and the defaults it serves with.
     pub fn health(&self) -> Health {
         let peers = self.peers.all();
