@@ -375,3 +375,29 @@ async fn the_load_generator_reports_throughput_latency_and_errors() {
         .unwrap();
     assert_eq!(read.values().len(), 1, "{read:?}");
 }
+
+#[tokio::test]
+async fn a_client_of_several_nodes_keeps_working_when_one_is_down() {
+    let mut cluster = cluster("connect_many").await;
+    // Port 1 on loopback: nothing listens there.
+    let mut addresses = vec!["127.0.0.1:1".to_owned()];
+    addresses.extend(cluster.node_ids().iter().map(|n| cluster.address(n)));
+    let mut client = kv_client::Client::connect_many(&addresses).unwrap();
+    for i in 0..30 {
+        let key = format!("many-{i}");
+        client
+            .put(&key, format!("v{i}"), &WriteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+    cluster.kill("n2");
+    for i in 0..30 {
+        let key = format!("many-{i}");
+        let read = client
+            .get(&key, None)
+            .await
+            .unwrap_or_else(|e| panic!("get {key} with n2 down: {e}"));
+        assert_eq!(sorted_values(&read), [format!("v{i}")]);
+    }
+    assert!(kv_client::Client::connect_many::<&str>(&[]).is_err());
+}

@@ -3,12 +3,13 @@
 //! [`Client`] wraps the gRPC API: [`Client::get`] returns a [`ReadResult`] (absent, one
 //! value, or concurrent siblings) with the causal [`Context`] to pass to the next write;
 //! [`ReadResult::resolve`] merges siblings with your function and gives the context that
-//! supersedes all of them.
+//! supersedes all of them. [`Client::connect_many`] spreads over several nodes and skips
+//! one that cannot be reached.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kv_client::ClientError> {
 //! use kv_client::{Client, ReadResult, WriteOptions};
-//! let mut client = Client::connect("127.0.0.1:50051").await?;
+//! let mut client = Client::connect_many(&["127.0.0.1:50051", "127.0.0.1:50052"])?;
 //! client.put("user:1", "Ada", &WriteOptions::default()).await?;
 //! let read = client.get("user:1", None).await?;
 //! // Concurrent writes come back as siblings; merge them and write the result back.
@@ -169,39 +170,81 @@ impl ReadResult {
     }
 }
 
-/// A connection to one kvstore node.
+/// A connection to one kvstore node, or to several ([`Client::connect_many`]).
 #[derive(Debug, Clone)]
 pub struct Client {
-    kv: KvStoreClient<Channel>,
-    membership: MembershipClient<Channel>,
+    nodes: std::sync::Arc<[NodeChannel]>,
+    /// The node requests go to until it cannot be reached.
+    current: usize,
     client_id: String,
     next_request: std::sync::Arc<AtomicU64>,
+}
+
+/// The stubs of one node.
+#[derive(Debug, Clone)]
+struct NodeChannel {
+    kv: KvStoreClient<Channel>,
+    membership: MembershipClient<Channel>,
+}
+
+impl NodeChannel {
+    fn new(channel: Channel) -> Self {
+        Self {
+            kv: KvStoreClient::new(channel.clone()),
+            membership: MembershipClient::new(channel),
+        }
+    }
+}
+
+/// Whether a failed call certainly never reached its node (no connection could be
+/// made), so sending it to another node cannot apply a write twice.
+fn never_reached(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && {
+        let message = status.message().to_ascii_lowercase();
+        [
+            "tcp connect error",
+            "connection refused",
+            "error trying to connect",
+        ]
+        .iter()
+        .any(|marker| message.contains(marker))
+    }
 }
 
 impl Client {
     /// Connects to a node at `address` (`host:port`, or a full `http://` URI).
     pub async fn connect(address: &str) -> Result<Self, ClientError> {
-        let uri = if address.contains("://") {
-            address.to_owned()
-        } else {
-            format!("http://{address}")
-        };
-        let fail = |reason: String| ClientError::Connect {
-            address: address.to_owned(),
-            reason,
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| fail(e.to_string()))?
-            .connect_timeout(std::time::Duration::from_secs(2))
+        let channel = endpoint(address)?
             .connect()
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(Self {
-            kv: KvStoreClient::new(channel.clone()),
-            membership: MembershipClient::new(channel),
+            .map_err(|e| connect_error(address, &e.to_string()))?;
+        Ok(Self::over(vec![NodeChannel::new(channel)]))
+    }
+
+    /// A client of the nodes at `addresses` (any node coordinates any key). Requests go
+    /// to one node; a Put, Get or Delete that cannot reach it at all (no connection)
+    /// moves on to the next, so a node that is down is skipped, and a write is never
+    /// sent twice. Connects lazily: a malformed address is an error now, an unreachable
+    /// node only when no node can be reached. Other calls go to the current node.
+    pub fn connect_many<S: AsRef<str>>(addresses: &[S]) -> Result<Self, ClientError> {
+        if addresses.is_empty() {
+            return Err(connect_error("-", "no node address given"));
+        }
+        let nodes = addresses
+            .iter()
+            .map(|a| endpoint(a.as_ref()).map(|e| NodeChannel::new(e.connect_lazy())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::over(nodes))
+    }
+
+    fn over(nodes: Vec<NodeChannel>) -> Self {
+        debug_assert!(!nodes.is_empty());
+        Self {
+            nodes: nodes.into(),
+            current: 0,
             client_id: format!("kv-client-{}", std::process::id()),
             next_request: std::sync::Arc::new(AtomicU64::new(1)),
-        })
+        }
     }
 
     /// Sets the `client_id` sent with every request.
@@ -235,7 +278,12 @@ impl Client {
             request_id: self.request_id(),
             ..api::PutRequest::default()
         };
-        let response = self.kv.put(request).await?.into_inner();
+        let response = self
+            .with_failover(|mut kv| {
+                let request = request.clone();
+                async move { kv.put(request).await }
+            })
+            .await?;
         Ok(Context::from_api(response.version.as_ref()))
     }
 
@@ -247,7 +295,12 @@ impl Client {
             client_id: self.client_id.clone(),
             request_id: self.request_id(),
         };
-        let response = self.kv.get(request).await?.into_inner();
+        let response = self
+            .with_failover(|mut kv| {
+                let request = request.clone();
+                async move { kv.get(request).await }
+            })
+            .await?;
         Ok(read_result(response))
     }
 
@@ -264,14 +317,44 @@ impl Client {
             client_id: self.client_id.clone(),
             request_id: self.request_id(),
         };
-        let response = self.kv.delete(request).await?.into_inner();
+        let response = self
+            .with_failover(|mut kv| {
+                let request = request.clone();
+                async move { kv.delete(request).await }
+            })
+            .await?;
         Ok(Context::from_api(response.version.as_ref()))
+    }
+
+    fn admin(&self) -> MembershipClient<Channel> {
+        self.nodes[self.current].membership.clone()
+    }
+
+    /// Runs `call` against the current node, moving on to the next while a node cannot
+    /// be reached at all.
+    async fn with_failover<R, F, Fut>(&mut self, call: F) -> Result<R, ClientError>
+    where
+        F: Fn(KvStoreClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let count = self.nodes.len();
+        let mut tried = 0;
+        loop {
+            match call(self.nodes[self.current].kv.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if never_reached(&status) && tried + 1 < count => {
+                    tried += 1;
+                    self.current = (self.current + 1) % count;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
     }
 
     /// The node's view of cluster membership.
     pub async fn membership(&mut self) -> Result<GetMembershipResponse, ClientError> {
         let request = api::GetMembershipRequest {};
-        Ok(self.membership.get_membership(request).await?.into_inner())
+        Ok(self.admin().get_membership(request).await?.into_inner())
     }
 
     /// Ring ownership, and `key`'s preference list when given.
@@ -279,7 +362,7 @@ impl Client {
         let request = api::GetRingRequest {
             key: key.unwrap_or_default().to_owned(),
         };
-        Ok(self.membership.get_ring(request).await?.into_inner())
+        Ok(self.admin().get_ring(request).await?.into_inner())
     }
 
     /// Asks the connected node (a member of the ring) to change the ring: `kind` with
@@ -296,14 +379,14 @@ impl Client {
             nodes: nodes.to_vec(),
             dry_run,
         };
-        Ok(self.membership.change_ring(request).await?.into_inner())
+        Ok(self.admin().change_ring(request).await?.into_inner())
     }
 
     /// The live ring versions, every node's acks and syncs, and the connected node's
     /// transfers.
     pub async fn ring_transfers(&mut self) -> Result<RingTransfersResponse, ClientError> {
         Ok(self
-            .membership
+            .admin()
             .ring_transfers(api::RingTransfersRequest {})
             .await?
             .into_inner())
@@ -312,7 +395,7 @@ impl Client {
     /// The node's health summary.
     pub async fn health(&mut self) -> Result<HealthResponse, ClientError> {
         Ok(self
-            .membership
+            .admin()
             .health(api::HealthRequest {})
             .await?
             .into_inner())
@@ -322,7 +405,7 @@ impl Client {
     /// with `ranges`, since when each range it replicates is known to agree.
     pub async fn anti_entropy(&mut self, ranges: bool) -> Result<AntiEntropyResponse, ClientError> {
         Ok(self
-            .membership
+            .admin()
             .anti_entropy(api::AntiEntropyRequest { ranges })
             .await?
             .into_inner())
@@ -357,6 +440,25 @@ fn read_result(response: api::GetResponse) -> ReadResult {
         })
         .collect();
     ReadResult::Siblings { siblings, context }
+}
+
+/// The endpoint of the node at `address` (`host:port`, or a full `http://` URI).
+fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| connect_error(address, &e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(2)))
+}
+
+fn connect_error(address: &str, reason: &str) -> ClientError {
+    ClientError::Connect {
+        address: address.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 #[cfg(test)]
