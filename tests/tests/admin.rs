@@ -119,6 +119,16 @@ async fn probes_and_metrics_answer_and_metrics_move_under_load() {
     );
     assert_eq!(sample(&after, "kvstore_storage_keys", &[]), Some(21.0));
     assert_families(&after, &["kvstore_peer_batch_failures"]);
+    let seen_alive = sample(
+        &after,
+        "kvstore_gossip_state_changes_total",
+        &[("state", "alive")],
+    );
+    assert!(
+        seen_alive.is_some_and(|count| count >= 2.0),
+        "n1 saw n2 and n3 come alive: {seen_alive:?}"
+    );
+    assert!(sample(&after, "kvstore_gossip_packets_in_total", &[]).is_some_and(|n| n > 0.0));
     assert_siblings_histogram(&after);
     let batches = sample(
         &after,
@@ -173,6 +183,9 @@ fn assert_families(scrape: &prometheus_parse::Scrape, may_lack: &[&str]) {
         "kvstore_peer_batch_items",
         "kvstore_peer_batch_duration_seconds",
         "kvstore_peer_batch_failures_total",
+        "kvstore_gossip_state_changes_total",
+        "kvstore_gossip_packets_in_total",
+        "kvstore_gossip_packets_rejected_total",
     ];
     let missing: Vec<&str> = families
         .iter()

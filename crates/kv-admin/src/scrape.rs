@@ -33,6 +33,7 @@ pub(crate) fn encode<T: PeerTransport>(node: &Node<T>) -> Result<String, std::fm
     let mut registry = Registry::default();
     node.stats().requests.register(&mut registry);
     node.register_transport_metrics(&mut registry);
+    node.stats().gossip.register(&mut registry);
     register_node(&mut registry, node);
     register_background(&mut registry, node);
     let mut text = String::new();

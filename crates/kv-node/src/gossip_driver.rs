@@ -101,8 +101,10 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
         let mut changed = false;
         for event in gossip.take_events() {
             tracing::debug!(node = %config.node_id, ?event, "membership event");
+            node.stats().gossip.record_event(&event);
             changed = true;
         }
+        node.stats().gossip.set_stats(gossip.stats());
         if changed {
             install(&node, &gossip, started.elapsed());
         }

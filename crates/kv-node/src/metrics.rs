@@ -127,3 +127,89 @@ impl RequestMetrics {
         );
     }
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    /// `alive`, `suspect`, `dead`, or `rejoined` (this node, under a renewed identity).
+    state: &'static str,
+}
+
+/// What the failure detector saw: member state changes (SUSPECT is a probe that went
+/// unanswered) and its datagram counters, copied from the gossip state machine.
+#[derive(Debug, Default)]
+pub struct GossipMetrics {
+    state_changes: Family<StateLabels, Counter>,
+    stats: std::sync::Mutex<kv_gossip::GossipStats>,
+}
+
+impl GossipMetrics {
+    /// Counts one membership event.
+    pub(crate) fn record_event(&self, event: &kv_gossip::GossipEvent) {
+        let state = match event {
+            kv_gossip::GossipEvent::StateChanged { state, .. } => match state {
+                kv_gossip::MemberState::Alive => "alive",
+                kv_gossip::MemberState::Suspect => "suspect",
+                kv_gossip::MemberState::Dead => "dead",
+            },
+            kv_gossip::GossipEvent::Rejoined { .. } => "rejoined",
+        };
+        self.state_changes
+            .get_or_create(&StateLabels { state })
+            .inc();
+    }
+
+    /// Keeps the gossip state machine's latest counters.
+    pub(crate) fn set_stats(&self, stats: &kv_gossip::GossipStats) {
+        let mut kept = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *kept != *stats {
+            kept.clone_from(stats);
+        }
+    }
+
+    /// Adds the families to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        use prometheus_client::metrics::counter::ConstCounter;
+        registry.register(
+            "kvstore_gossip_state_changes",
+            "Member state changes this node's failure detector saw, by new state",
+            self.state_changes.clone(),
+        );
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (name, help, value) in [
+            (
+                "kvstore_gossip_packets_in",
+                "Gossip datagrams handled",
+                stats.packets_in,
+            ),
+            (
+                "kvstore_gossip_packets_rejected",
+                "Gossip datagrams rejected as malformed, foreign or from this node",
+                stats.packets_rejected,
+            ),
+            (
+                "kvstore_gossip_packets_oversized",
+                "Gossip datagrams over the size limit, dropped unread",
+                stats.packets_oversized,
+            ),
+            (
+                "kvstore_gossip_outgoing_dropped",
+                "Gossip datagrams not sent because the queue was full",
+                stats.outgoing_dropped,
+            ),
+            (
+                "kvstore_gossip_suspicions_expired",
+                "Suspicions that outlived the detector's timers and were turned into DEAD",
+                stats.suspicions_expired,
+            ),
+        ] {
+            registry.register(name, help, ConstCounter::new(value));
+        }
+    }
+}

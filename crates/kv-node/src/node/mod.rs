@@ -30,6 +30,8 @@ pub struct NodeStats {
     pub repairs_skipped: AtomicU64,
     /// Client requests by operation and outcome, and their latency.
     pub requests: crate::metrics::RequestMetrics,
+    /// The failure detector's state changes and datagram counters.
+    pub gossip: crate::metrics::GossipMetrics,
 }
 
 /// What a node reports about itself (the Health call).
