@@ -227,6 +227,11 @@ impl TestCluster {
             .admin
     }
 
+    /// The log file of `node` (its standard output and error, appended across restarts).
+    pub fn log_path(&self, node: &str) -> PathBuf {
+        self.log_of(self.index(node))
+    }
+
     /// Node ids, in order.
     pub fn node_ids(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.layout.id.clone()).collect()

@@ -20,7 +20,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         None => ServeSettings::default(),
     };
     let resolved = args.settings.or(file).resolve();
-    init_logging(&resolved.serve.log_format)?;
+    init_logging(
+        &resolved.serve.log_format,
+        resolved.serve.log_filter.as_deref(),
+    )?;
     let plan = resolved.plan().map_err(|e| e.to_string())?;
     let transport = GrpcTransport::new(&plan.node.peers, plan.node.peer_timeout);
     let address = plan.listen;
@@ -92,8 +95,12 @@ async fn start_admin(
     }))
 }
 
-fn init_logging(format: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: &str, filter: Option<&str>) -> Result<(), String> {
+    let filter = match filter {
+        Some(directives) => EnvFilter::try_new(directives)
+            .map_err(|e| format!("bad --log-filter {directives:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));

@@ -172,6 +172,9 @@ pub struct ServeOptions {
     durability: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Which logs to keep, as `RUST_LOG` says it (e.g. `info,kv_grpc=debug`); `RUST_LOG`
+    /// or `info` when unset.
+    pub log_filter: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -190,6 +193,7 @@ impl Default for ServeOptions {
             data_dir: None,
             durability: "buffer".into(),
             log_format: "text".into(),
+            log_filter: None,
         }
     }
 }
@@ -362,6 +366,10 @@ settings! {
     /// Log format: text or json.
     #[arg(long)]
     log_format: String => serve.log_format;
+    /// Which logs to keep, in `RUST_LOG` syntax (e.g. `info,kv_grpc=debug` to follow each
+    /// request to its replicas); default: `RUST_LOG`, else `info`.
+    #[arg(long)]
+    log_filter: String => serve.log_filter;
 }
 
 /// What a node is built from.

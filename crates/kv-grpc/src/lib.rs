@@ -33,3 +33,8 @@ pub use server::{ServeError, serve};
 pub use service_internal::InternalApi;
 pub use service_public::PublicApi;
 pub use transport::GrpcTransport;
+
+/// A key's ring position in hex, as logs show it on the coordinator and the replicas.
+pub(crate) fn key_hash_hex(key: &[u8]) -> String {
+    format!("{:016x}", kv_ring::key_hash(key))
+}

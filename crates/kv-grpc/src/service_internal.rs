@@ -232,13 +232,33 @@ impl<T: PeerTransport> InternalApi<T> {
     }
 
     fn read_one(&self, request: &proto::ReadRequest) -> Result<proto::ReadResponse, ItemFailure> {
+        trace_item("replica read", &request.request_id, &request.key);
         let versions = self.node.replica_read(&request.key)?;
         Ok(wire::read_response(versions.as_ref()))
     }
 
     async fn write_one(&self, request: proto::WriteRequest) -> Result<(), ItemFailure> {
+        trace_item("replica write", &request.request_id, &request.key);
         let versions = wire::decode_siblings(&request.siblings)?;
         self.node.replica_write(request.key, versions).await?;
         Ok(())
     }
+}
+
+/// Most bytes of a request id a replica logs (the id comes from another node, which
+/// bounds it; this bounds what a log line can carry whatever the peer sent).
+const MAX_LOGGED_ID_BYTES: usize = 128;
+
+/// Logs (at debug level) one replica read or write with the client request it serves,
+/// so a request can be followed from its coordinator to every replica's log.
+fn trace_item(what: &'static str, request_id: &str, key: &[u8]) {
+    let mut end = request_id.len().min(MAX_LOGGED_ID_BYTES);
+    while !request_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    tracing::debug!(
+        request_id = &request_id[..end],
+        key_hash = %crate::key_hash_hex(key),
+        "{what}"
+    );
 }

@@ -48,15 +48,13 @@ impl<T: PeerTransport> PublicApi<T> {
             "write",
             operation,
             client_id = %write.client_id,
-            request_id = %write.request_id
+            request_id = %write.request_id,
+            key_hash = %crate::key_hash_hex(write.key.as_bytes()),
+            w = write.consistency_w,
         );
-        let context = self
-            .node
-            .client_put(write)
-            .instrument(span)
-            .await
-            .map_err(|e| status_of(&e))?;
-        Ok(version_to_api(&context))
+        let result = self.node.client_put(write).instrument(span.clone()).await;
+        span.in_scope(|| tracing::debug!(ok = result.is_ok(), "{operation} answered"));
+        Ok(version_to_api(&result.map_err(|e| status_of(&e))?))
     }
 }
 
@@ -87,20 +85,22 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         request: Request<api::GetRequest>,
     ) -> Result<Response<api::GetResponse>, Status> {
         let req = request.into_inner();
-        let span =
-            tracing::info_span!("get", client_id = %req.client_id, request_id = %req.request_id);
+        let span = tracing::info_span!(
+            "get",
+            client_id = %req.client_id,
+            request_id = %req.request_id,
+            key_hash = %crate::key_hash_hex(req.key.as_bytes()),
+            r = req.consistency_r,
+        );
         let read = ClientRead {
             key: req.key,
             consistency_r: req.consistency_r,
             client_id: req.client_id,
             request_id: req.request_id,
         };
-        let merged = self
-            .node
-            .client_get(read)
-            .instrument(span)
-            .await
-            .map_err(|e| status_of(&e))?;
+        let result = self.node.client_get(read).instrument(span.clone()).await;
+        span.in_scope(|| tracing::debug!(ok = result.is_ok(), "get answered"));
+        let merged = result.map_err(|e| status_of(&e))?;
         Ok(Response::new(get_response(merged.as_ref())))
     }
 

@@ -128,8 +128,14 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         *links = updated;
     }
 
-    async fn read(&self, peer: &str, key: Bytes) -> Result<Option<Siblings>, TransportError> {
-        let Outcome::Read(reply) = self.batched(peer, wire::read_item(key)).await? else {
+    async fn read(
+        &self,
+        peer: &str,
+        key: Bytes,
+        request_id: &str,
+    ) -> Result<Option<Siblings>, TransportError> {
+        let item = wire::read_item(key, request_id);
+        let Outcome::Read(reply) = self.batched(peer, item).await? else {
             return Err(bad_reply(peer, &WireError::MismatchedResult));
         };
         wire::decode_read_response(&reply).map_err(|e| bad_reply(peer, &e))
@@ -140,8 +146,12 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         peer: &str,
         key: Bytes,
         versions: Siblings,
+        request_id: &str,
     ) -> Result<(), TransportError> {
-        match self.batched(peer, wire::write_item(key, &versions)).await? {
+        match self
+            .batched(peer, wire::write_item(key, &versions, request_id))
+            .await?
+        {
             Outcome::Write(_) => Ok(()),
             _ => Err(bad_reply(peer, &WireError::MismatchedResult)),
         }

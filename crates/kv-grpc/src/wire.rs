@@ -112,18 +112,22 @@ pub fn decode_context(raw: &[u8]) -> Result<VersionVector, WireError> {
 }
 
 /// A batch item reading `key`.
-pub fn read_item(key: Bytes) -> proto::BatchItem {
+pub fn read_item(key: Bytes, request_id: &str) -> proto::BatchItem {
     proto::BatchItem {
-        op: Some(Op::Read(proto::ReadRequest { key })),
+        op: Some(Op::Read(proto::ReadRequest {
+            key,
+            request_id: request_id.to_owned(),
+        })),
     }
 }
 
 /// A batch item merging `versions` into `key`.
-pub fn write_item(key: Bytes, versions: &Siblings) -> proto::BatchItem {
+pub fn write_item(key: Bytes, versions: &Siblings, request_id: &str) -> proto::BatchItem {
     proto::BatchItem {
         op: Some(Op::Write(proto::WriteRequest {
             key,
             siblings: encode_siblings(versions),
+            request_id: request_id.to_owned(),
         })),
     }
 }
@@ -466,7 +470,7 @@ mod tests {
         };
         assert!(decode_read_response(&found_but_empty).is_err());
         let items = (0..=MAX_BATCH_ITEMS)
-            .map(|_| read_item(Bytes::from_static(b"k")))
+            .map(|_| read_item(Bytes::from_static(b"k"), ""))
             .collect();
         let error = check_batch(&proto::BatchRequest { items }).unwrap_err();
         assert!(error.to_string().contains("at most 256"), "{error}");

@@ -40,19 +40,20 @@ fn raw_write(key: &str, siblings: Bytes) -> proto::BatchItem {
         op: Some(wire::Op::Write(proto::WriteRequest {
             key: Bytes::from(key.to_owned()),
             siblings,
+            request_id: String::new(),
         })),
     }
 }
 
 fn read(key: &str) -> proto::BatchItem {
-    wire::read_item(Bytes::from(key.to_owned()))
+    wire::read_item(Bytes::from(key.to_owned()), "")
 }
 
 #[tokio::test]
 async fn items_run_in_order_and_fail_alone() {
     let api = api();
     let items = vec![
-        wire::write_item(Bytes::from_static(b"a"), &versions("1")),
+        wire::write_item(Bytes::from_static(b"a"), &versions("1"), ""),
         raw_write("b", Bytes::from_static(b"not a dvvset")),
         read("a"),
         read("missing"),

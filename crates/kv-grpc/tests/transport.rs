@@ -244,14 +244,17 @@ async fn a_peer_nobody_listens_on_is_unreachable() {
         "{forwarded:?}"
     );
     let read = transport
-        .read("p", Bytes::from_static(b"k"))
+        .read("p", Bytes::from_static(b"k"), "")
         .await
         .unwrap_err();
     assert!(
         matches!(read, TransportError::Unreachable { .. }),
         "{read:?}"
     );
-    let unknown = transport.read("nobody", Bytes::new()).await.unwrap_err();
+    let unknown = transport
+        .read("nobody", Bytes::new(), "")
+        .await
+        .unwrap_err();
     assert!(
         matches!(unknown, TransportError::Unreachable { .. }),
         "{unknown:?}"
@@ -296,7 +299,7 @@ async fn a_peer_that_hangs_times_out() {
         "{forwarded:?}"
     );
     let read = transport
-        .read("p", Bytes::from_static(b"k"))
+        .read("p", Bytes::from_static(b"k"), "")
         .await
         .unwrap_err();
     assert!(matches!(read, TransportError::Timeout { .. }), "{read:?}");
@@ -337,9 +340,9 @@ async fn queued_items_share_batches_of_at_most_the_limit() {
             tokio::spawn(async move {
                 let key = Bytes::from(format!("k{i}"));
                 if i % 2 == 0 {
-                    transport.read("p", key).await.map(|_| ())
+                    transport.read("p", key, "").await.map(|_| ())
                 } else {
-                    transport.write("p", key, siblings()).await
+                    transport.write("p", key, siblings(), "").await
                 }
             })
         })
@@ -365,8 +368,8 @@ async fn an_item_that_fails_fails_alone() {
     });
     let transport = transport_to(peer.address);
     let (good, bad) = tokio::join!(
-        transport.write("p", Bytes::from_static(b"good"), siblings()),
-        transport.write("p", Bytes::from_static(b"bad"), siblings()),
+        transport.write("p", Bytes::from_static(b"good"), siblings(), ""),
+        transport.write("p", Bytes::from_static(b"bad"), siblings(), ""),
     );
     good.unwrap();
     let error = bad.unwrap_err();
@@ -384,7 +387,7 @@ async fn a_batch_answered_wrongly_fails_every_item_in_it() {
     });
     let transport = transport_to(peer.address);
     let error = transport
-        .read("p", Bytes::from_static(b"k"))
+        .read("p", Bytes::from_static(b"k"), "")
         .await
         .unwrap_err();
     let TransportError::Remote { error, .. } = error else {
@@ -410,7 +413,7 @@ async fn a_peer_that_disappears_mid_batch_fails_the_whole_batch() {
             let transport = Arc::clone(&transport);
             tokio::spawn(async move {
                 transport
-                    .write("p", Bytes::from(format!("k{i}")), siblings())
+                    .write("p", Bytes::from(format!("k{i}")), siblings(), "")
                     .await
             })
         })

@@ -94,19 +94,23 @@ pub trait PeerTransport: Send + Sync + 'static {
     /// default.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
-    /// Reads `peer`'s versions of `key`.
+    /// Reads `peer`'s versions of `key`, for the client request `request_id` (empty for
+    /// background work; the peer logs it with the read).
     fn read(
         &self,
         peer: &str,
         key: Bytes,
+        request_id: &str,
     ) -> impl Future<Output = Result<Option<Siblings>, TransportError>> + Send;
 
-    /// Merges `versions` into `peer`'s copy of `key`.
+    /// Merges `versions` into `peer`'s copy of `key`, for the client request `request_id`
+    /// (empty for repairs and background work).
     fn write(
         &self,
         peer: &str,
         key: Bytes,
         versions: Siblings,
+        request_id: &str,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Asks `peer` (a replica of the key) to coordinate a client write; returns the

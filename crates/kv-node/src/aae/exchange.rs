@@ -236,7 +236,7 @@ impl<T: PeerTransport> Node<T> {
         let remote = match side {
             Side::OnlyHere => None,
             Side::Elsewhere => {
-                let remote = self.transport.read(peer, key.clone()).await?;
+                let remote = self.transport.read(peer, key.clone(), "").await?;
                 done.bytes += key.len() as u64 + remote.as_ref().map_or(0, payload_bytes);
                 remote
             }
@@ -252,7 +252,7 @@ impl<T: PeerTransport> Node<T> {
             } else {
                 done.bytes += key.len() as u64 + payload_bytes(&repair.versions);
                 self.transport
-                    .write(peer, key.clone(), repair.versions)
+                    .write(peer, key.clone(), repair.versions, "")
                     .await?;
             }
         }

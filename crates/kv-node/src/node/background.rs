@@ -69,7 +69,7 @@ impl<T: PeerTransport> Node<T> {
                 .map_err(|error| error.to_string())
         } else {
             self.transport
-                .write(replica, key, versions)
+                .write(replica, key, versions, "")
                 .await
                 .map_err(|error| error.to_string())
         };

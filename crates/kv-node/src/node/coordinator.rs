@@ -101,8 +101,13 @@ impl<T: PeerTransport> Node<T> {
         if !self.coordinates(&routing) {
             return self.forward_read(&routing, command).await;
         }
-        self.read_with(&routing, command.key, command.read_quorum)
-            .await
+        self.read_with(
+            &routing,
+            command.key,
+            command.read_quorum,
+            &command.request_id,
+        )
+        .await
     }
 
     /// Coordinates a read a node outside the newest ring version forwarded.
@@ -119,7 +124,7 @@ impl<T: PeerTransport> Node<T> {
                 members: routing.layout().newest().members.keys().cloned().collect(),
             });
         }
-        self.read_with(&routing, key, read_quorum).await
+        self.read_with(&routing, key, read_quorum, "").await
     }
 
     async fn read_with(
@@ -127,11 +132,12 @@ impl<T: PeerTransport> Node<T> {
         routing: &Routing,
         key: Bytes,
         read_quorum: usize,
+        request_id: &str,
     ) -> Result<Option<Siblings>, NodeError> {
         let placement = routing.read_placement(kv_ring::key_hash(&key));
         // Only a list from before the ring held N members is shorter than R.
         let needed = read_quorum.min(placement.len());
-        self.read_quorum(placement, key, needed).await
+        self.read_quorum(placement, key, needed, request_id).await
     }
 
     /// Hands a read to a member of the newest version, trying the key's replicas in it
@@ -229,7 +235,8 @@ impl<T: PeerTransport> Node<T> {
             command.write_quorum,
             |transport, peer| {
                 let (key, versions) = (command.key.clone(), stored.clone());
-                async move { transport.write(&peer, key, versions).await }
+                let request_id = command.request_id.clone();
+                async move { transport.write(&peer, key, versions, &request_id).await }
             },
         )?;
         fanout.record(Reply {
@@ -313,12 +320,13 @@ impl<T: PeerTransport> Node<T> {
         placement: Placement,
         key: Bytes,
         needed: usize,
+        request_id: &str,
     ) -> Result<Option<Siblings>, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let own = placement.position(&self.config.node_id);
         let mut fanout = self.fan_out(&placement, own, needed, |transport, peer| {
-            let key = key.clone();
-            async move { transport.read(&peer, key).await }
+            let (key, request_id) = (key.clone(), request_id.to_owned());
+            async move { transport.read(&peer, key, &request_id).await }
         })?;
         if let Some(index) = own {
             let local = self
