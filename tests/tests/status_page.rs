@@ -93,6 +93,10 @@ async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
         let dom = browse(&browser, &["--dump-dom"], &url).await;
         let state = shown_state(&dom, "n3");
         if matches!(state.as_deref(), Some("SUSPECT" | "DEAD")) {
+            assert!(
+                dom.contains(": n3 SUSPECT") || dom.contains(": n3 DEAD"),
+                "the page lists no event for n3: {dom}"
+            );
             break;
         }
         assert!(
@@ -105,7 +109,7 @@ async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     let flag = format!("--screenshot={}", shot.display());
-    browse(&browser, &[&flag, "--window-size=1100,420"], &url).await;
+    browse(&browser, &[&flag, "--window-size=1000,640"], &url).await;
     let size = std::fs::metadata(&shot).map_or(0, |m| m.len());
     assert!(
         size > 1_000,

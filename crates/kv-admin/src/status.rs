@@ -1,7 +1,7 @@
 //! `/status`: a small server-rendered page (HTML and SVG, no script) that refreshes
 //! itself: this node, the members as it sees them (liveness, since when, ring share), a
-//! picture of the newest ring (each arc coloured by its primary owner), and the ring
-//! versions live.
+//! picture of the newest ring (each arc coloured by its primary owner), the ring
+//! versions live, and the last membership events gossip reported.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -106,8 +106,28 @@ pub(crate) fn render<T: PeerTransport>(node: &Node<T>) -> String {
         Some(ring) => ring_svg(&mut page, ring.tokens(), &colours),
         None => page.push_str("<p>no ring yet (this node waits to be joined)</p>"),
     }
-    page.push_str("</div></div></body></html>\n");
+    page.push_str("</div></div>");
+    events_list(&mut page, &node.stats().gossip.recent_events());
+    page.push_str("</body></html>\n");
     page
+}
+
+fn events_list(page: &mut String, events: &[kv_node::MembershipEvent]) {
+    page.push_str("<h2>Recent membership events</h2><ol id=\"events\" reversed>");
+    if events.is_empty() {
+        page.push_str("<li>none yet (static membership, or nothing changed)</li>");
+    }
+    let now = SystemTime::now();
+    for event in events.iter().rev() {
+        let ago = now.duration_since(event.at).map_or(0, |d| d.as_secs());
+        let _ = write!(
+            page,
+            "<li class=\"event\">{ago} s ago: {id} {state}</li>",
+            id = escape(&event.node_id),
+            state = event.state.to_uppercase(),
+        );
+    }
+    page.push_str("</ol>");
 }
 
 fn members_table(page: &mut String, rows: &[MemberRow], colours: &[(String, &str)]) {

@@ -51,7 +51,7 @@ pub use membership::{
     ChangePlan, CleanupProgress, MAX_CHANGE_NODES, MAX_LAYOUT_BYTES, PlannedMove, RingChange,
     Routing, SourceProgress, TransferProgress, TransferState,
 };
-pub use metrics::{GossipMetrics, RequestMetrics, RequestOp};
+pub use metrics::{GossipMetrics, MembershipEvent, RECENT_EVENTS, RequestMetrics, RequestOp};
 pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
 pub use request::{ClientRead, ClientWrite, InvalidRequest};

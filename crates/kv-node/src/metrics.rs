@@ -140,6 +140,21 @@ struct StateLabels {
 pub struct GossipMetrics {
     state_changes: Family<StateLabels, Counter>,
     stats: std::sync::Mutex<kv_gossip::GossipStats>,
+    recent: std::sync::Mutex<std::collections::VecDeque<MembershipEvent>>,
+}
+
+/// Most recent membership events kept for the status page.
+pub const RECENT_EVENTS: usize = 20;
+
+/// One membership change this node saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipEvent {
+    /// When this node saw it.
+    pub at: std::time::SystemTime,
+    /// The member.
+    pub node_id: String,
+    /// `alive`, `suspect`, `dead`, or `rejoined` (this node, under a renewed identity).
+    pub state: &'static str,
 }
 
 impl GossipMetrics {
@@ -156,6 +171,32 @@ impl GossipMetrics {
         self.state_changes
             .get_or_create(&StateLabels { state })
             .inc();
+        let node_id = match event {
+            kv_gossip::GossipEvent::StateChanged { identity, .. }
+            | kv_gossip::GossipEvent::Rejoined { identity } => identity.node_id.clone(),
+        };
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back(MembershipEvent {
+            at: std::time::SystemTime::now(),
+            node_id,
+            state,
+        });
+    }
+
+    /// The last [`RECENT_EVENTS`] membership events, oldest first.
+    pub fn recent_events(&self) -> Vec<MembershipEvent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Keeps the gossip state machine's latest counters.
