@@ -308,26 +308,31 @@ async fn standard_health_and_reflection_services_answer() {
             "{expected} missing from {names:?}"
         );
     }
-    // What grpcurl asks before it calls a method: the file that defines the service.
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(
-            "grpc.health.v1.Health".into(),
-        )),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    assert!(
-        matches!(
-            response.message_response,
-            Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
-        ),
-        "grpc.health.v1.Health does not resolve: {response:?}"
-    );
+    // What grpcurl asks before it calls a method (the seed README's calls included): the
+    // file that defines the service.
+    for symbol in [
+        "grpc.health.v1.Health",
+        "kvstore.KVStore",
+        "kvstore.Membership",
+    ] {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        assert!(
+            matches!(
+                response.message_response,
+                Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
+            ),
+            "{symbol} does not resolve: {response:?}"
+        );
+    }
 }
 
 #[tokio::test]
