@@ -259,11 +259,29 @@ async fn membership_ring_and_health_describe_the_cluster() {
     assert_eq!(health.members_total, 3);
 }
 
+/// One reflection request, as grpcurl sends it; the first answer.
+async fn reflect(
+    reflection: &mut tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient<
+        tonic::transport::Channel,
+    >,
+    request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+) -> tonic_reflection::pb::v1::ServerReflectionResponse {
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    responses.message().await.unwrap().unwrap()
+}
+
 #[tokio::test]
 async fn standard_health_and_reflection_services_answer() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -283,16 +301,7 @@ async fn standard_health_and_reflection_services_answer() {
     assert_eq!(status, ServingStatus::Serving as i32);
 
     let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
+    let response = reflect(&mut reflection, MessageRequest::ListServices(String::new())).await;
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer: {response:?}");
     };
@@ -315,16 +324,8 @@ async fn standard_health_and_reflection_services_answer() {
         "kvstore.KVStore",
         "kvstore.Membership",
     ] {
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
-        };
-        let mut responses = reflection
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let response = responses.message().await.unwrap().unwrap();
+        let request = MessageRequest::FileContainingSymbol(symbol.into());
+        let response = reflect(&mut reflection, request).await;
         assert!(
             matches!(
                 response.message_response,

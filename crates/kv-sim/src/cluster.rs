@@ -310,11 +310,31 @@ impl SimCluster {
 
     /// Waits until [`SimCluster::converged`], at most `limit` of simulated time.
     pub async fn wait_converged(&self, limit: Duration) -> Result<Duration, String> {
+        self.wait_until(limit, "membership did not converge", Self::converged)
+            .await
+    }
+
+    /// Waits until every running member of the settled ring finished its cleanup pass
+    /// for that version, at most `limit` of simulated time.
+    pub async fn wait_cleaned(&self, limit: Duration) -> Result<(), String> {
+        self.wait_until(limit, "cleanup did not finish", Self::cleaned)
+            .await
+            .map(|_| ())
+    }
+
+    /// Polls `done` until it holds, at most `limit` of simulated time; the error says
+    /// `what` failed and how every node saw the cluster.
+    async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<Duration, String> {
         let started = Instant::now();
-        while !self.converged() {
+        while !done(self) {
             if started.elapsed() > limit {
                 return Err(format!(
-                    "membership did not converge within {limit:?} (at {:.1}s): {}",
+                    "{what} within {limit:?} (at {:.1}s): {}",
                     self.now().as_secs_f64(),
                     self.describe_views()
                 ));
@@ -322,23 +342,6 @@ impl SimCluster {
             tokio::time::sleep(CONVERGENCE_POLL).await;
         }
         Ok(started.elapsed())
-    }
-
-    /// Waits until every running member of the settled ring finished its cleanup pass
-    /// for that version, at most `limit` of simulated time.
-    pub async fn wait_cleaned(&self, limit: Duration) -> Result<(), String> {
-        let started = Instant::now();
-        while !self.cleaned() {
-            if started.elapsed() > limit {
-                return Err(format!(
-                    "cleanup did not finish within {limit:?} (at {:.1}s): {}",
-                    self.now().as_secs_f64(),
-                    self.describe_views()
-                ));
-            }
-            tokio::time::sleep(CONVERGENCE_POLL).await;
-        }
-        Ok(())
     }
 
     fn cleaned(&self) -> bool {
