@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::aae::run_anti_entropy;
+use crate::actor::{ACTOR_META, actor_id};
 use crate::gossip_driver::{Datagrams, GossipSettings, run_gossip};
 use crate::membership::{
     Origin, RingState, persist_layout, run_layout_gossip, run_transfers, stored_layout,
@@ -424,9 +425,6 @@ fn origin(
     Ok(Origin::Joining)
 }
 
-/// The store metadata holding the node's actor id.
-pub(crate) const ACTOR_META: &str = "actor";
-
 /// The actor id a node mints under: the one its store recorded, or, for a new store
 /// (first start, a wiped disk, memory), `<node id>.<start token in base 36>`, recorded in
 /// the store. A store's dots are thus never minted again by another store.
@@ -449,26 +447,11 @@ fn actor_for(
         }
         return Ok(ActorId::new(&actor)?);
     }
-    let actor = ActorId::new(&format!("{node_id}.{}", base36(start_token)))?;
+    let actor = actor_id(node_id, start_token)?;
     storage
         .set_meta(ACTOR_META, actor.as_str().as_bytes())
         .map_err(BuildError::Index)?;
     Ok(actor)
-}
-
-/// `value` in base 36 (digits, then lowercase letters): a start token in a few characters.
-pub(crate) fn base36(mut value: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut text = Vec::new();
-    loop {
-        text.push(DIGITS[(value % 36) as usize]);
-        value /= 36;
-        if value == 0 {
-            break;
-        }
-    }
-    text.reverse();
-    String::from_utf8(text).expect("ASCII digits")
 }
 
 fn wall_clock_ms() -> u64 {
@@ -536,6 +519,5 @@ mod tests {
         let dotted = MemoryStore::new(kv_ring::key_hash);
         assert_eq!(actor_for("a.b", &dotted, 1).unwrap().as_str(), "a.b.1");
         assert_eq!(actor_for("a.b", &dotted, 2).unwrap().as_str(), "a.b.1");
-        assert_eq!(base36(u64::MAX), "3w5e11264sgsf");
     }
 }

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod aae;
+mod actor;
 mod builder;
 mod config;
 mod error;

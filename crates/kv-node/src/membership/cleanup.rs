@@ -24,6 +24,7 @@ use kv_aae::{HashRange, arc, coalesce};
 use kv_ring::Ring;
 use tokio::time::Instant;
 
+use super::progress::{CleanupProgress, CleanupState};
 use crate::PeerTransport;
 use crate::node::Node;
 
@@ -45,26 +46,6 @@ pub(crate) fn foreign_ranges(ring: &Ring, me: &str) -> Vec<HashRange> {
         previous = token;
     }
     coalesce(foreign)
-}
-
-/// Cleanup's bookkeeping: the last pass, and when this node first saw the ring settled.
-#[derive(Debug, Default)]
-pub(crate) struct CleanupState {
-    progress: CleanupProgress,
-    settled_at: Option<(u64, Instant)>,
-    /// A key changed between its scan and its removal: the pass runs again.
-    raced: bool,
-}
-
-/// Where this node's cleanup stands, for operators.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CleanupProgress {
-    /// The settled version the last pass ran for (0: none yet).
-    pub version: u64,
-    /// Whether that pass went through every foreign range.
-    pub done: bool,
-    /// Keys removed by that pass.
-    pub keys_dropped: u64,
 }
 
 impl<T: PeerTransport> Node<T> {

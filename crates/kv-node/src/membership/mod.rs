@@ -25,9 +25,8 @@ use kv_layout::{Layout, encode_layout};
 use tokio::time::Instant;
 
 pub use change::{ChangePlan, MAX_CHANGE_NODES, PlannedMove, RingChange};
-pub use cleanup::CleanupProgress;
 pub(crate) use driver::run_layout_gossip;
-pub use progress::{SourceProgress, TransferProgress, TransferState};
+pub use progress::{CleanupProgress, SourceProgress, TransferProgress, TransferState};
 pub use routing::Routing;
 pub use state::MAX_LAYOUT_BYTES;
 pub(crate) use state::{Origin, RingState, persist_layout, stored_layout};

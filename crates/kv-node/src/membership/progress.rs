@@ -1,5 +1,6 @@
 //! What operators see of this node's transfers, and the bookkeeping behind it: per ring
-//! version, the sources to copy from, the chunks still pending, keys and bytes moved.
+//! version, the sources to copy from, the chunks still pending, keys and bytes moved; and
+//! where its cleanup after a change stands.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -143,4 +144,24 @@ fn eta(sources: &[SourceProgress], elapsed: Duration, state: &TransferState) -> 
         return None;
     }
     Some(elapsed.mul_f64(((total - done) / done).max(0.0)))
+}
+
+/// Cleanup's bookkeeping: the last pass, and when this node first saw the ring settled.
+#[derive(Debug, Default)]
+pub(crate) struct CleanupState {
+    pub(super) progress: CleanupProgress,
+    pub(super) settled_at: Option<(u64, Instant)>,
+    /// A key changed between its scan and its removal: the pass runs again.
+    pub(super) raced: bool,
+}
+
+/// Where this node's cleanup stands, for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupProgress {
+    /// The settled version the last pass ran for (0: none yet).
+    pub version: u64,
+    /// Whether that pass went through every foreign range.
+    pub done: bool,
+    /// Keys removed by that pass.
+    pub keys_dropped: u64,
 }

@@ -11,8 +11,7 @@ use kv_storage::Storage;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::cleanup::CleanupState;
-use super::progress::TransferLog;
+use super::progress::{CleanupState, TransferLog};
 use super::routing::Routing;
 use crate::NodeError;
 

@@ -164,11 +164,10 @@ impl<T> Node<T> {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let seed = format!("{}/{salt}", actor.as_str());
-        let token = crate::builder::base36(kv_ring::key_hash(seed.as_bytes()));
-        let next = ActorId::new(&format!("{}.{token}", self.config.node_id))
-            .expect("a node id that made an actor id makes another of the same length");
+        let next = crate::actor::actor_id(&self.config.node_id, kv_ring::key_hash(seed.as_bytes()))
+            .expect("a valid node id with any token is a valid actor id (asserted in actor.rs)");
         self.storage
-            .set_meta(crate::builder::ACTOR_META, next.as_str().as_bytes())?;
+            .set_meta(crate::actor::ACTOR_META, next.as_str().as_bytes())?;
         *actor = next.clone();
         Ok(next)
     }
