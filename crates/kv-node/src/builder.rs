@@ -165,10 +165,10 @@ pub enum BuildError {
 ///     TransportError::Unreachable { peer: peer.into(), reason: "no peers".into() }
 /// }
 /// impl PeerTransport for NoPeers {
-///     async fn read(&self, peer: &str, _: Bytes) -> Result<Option<Siblings>, TransportError> {
+///     async fn read(&self, peer: &str, _: Bytes, _: &str) -> Result<Option<Siblings>, TransportError> {
 ///         Err(none(peer))
 ///     }
-///     async fn write(&self, peer: &str, _: Bytes, _: Siblings) -> Result<(), TransportError> {
+///     async fn write(&self, peer: &str, _: Bytes, _: Siblings, _: &str) -> Result<(), TransportError> {
 ///         Err(none(peer))
 ///     }
 ///     async fn coordinate_write(&self, peer: &str, _: WriteCommand) -> Result<VersionVector, TransportError> {
