@@ -1,6 +1,6 @@
 //! The admin listener's `/status` page in a real browser: headless Chromium renders it
-//! for a 3-node gossip cluster, the page shows every member ALIVE and the ring with an
-//! arc for each; after n3 is killed, the page shows it SUSPECT or DEAD. A screenshot is
+//! for a 3-node gossip cluster, the page shows every member ALIVE with its key count and
+//! the ring with an arc for each; after n3 is killed, the page shows it SUSPECT or DEAD. A screenshot is
 //! saved as `<target tmp>/status-page.png`. Skipped, with the reason printed, where no
 //! Chromium is installed (`.ci/run` installs Debian's `chromium`).
 
@@ -56,6 +56,14 @@ fn shown_state(dom: &str, node: &str) -> Option<String> {
     Some(dom[start..end].to_owned())
 }
 
+/// The keys the rendered page shows for `node` (its row's keys cell).
+fn shown_keys(dom: &str, node: &str) -> Option<String> {
+    let row = dom.find(&format!("data-node=\"{node}\""))?;
+    let start = row + dom[row..].find("class=\"keys\">")? + "class=\"keys\">".len();
+    let end = start + dom[start..].find('<')?;
+    Some(dom[start..end].to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
     let Some(browser) = find_browser() else {
@@ -72,6 +80,15 @@ async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
     )
     .await;
     let url = format!("http://{}/status", cluster.admin_address("n1"));
+    // Five keys with W=3: every node holds all five when the page is rendered.
+    let mut client = cluster.client("n1").await;
+    for i in 0..5 {
+        let options = kv_client::WriteOptions {
+            w: Some(3),
+            context: None,
+        };
+        client.put(&format!("k{i}"), "v", &options).await.unwrap();
+    }
 
     let dom = browse(&browser, &["--dump-dom"], &url).await;
     for node in ["n1", "n2", "n3"] {
@@ -83,6 +100,11 @@ async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
         assert!(
             dom.contains(&format!("class=\"arc\" data-owner=\"{node}\"")),
             "no ring arc owned by {node}: {dom}"
+        );
+        assert_eq!(
+            shown_keys(&dom, node).as_deref(),
+            Some("5"),
+            "{node}'s keys in the page: {dom}"
         );
     }
     assert!(dom.contains("SERVING"), "{dom}");

@@ -49,7 +49,7 @@ pub fn router<T: PeerTransport + Send + Sync + 'static>(node: Arc<Node<T>>) -> R
     Router::new()
         .route(
             "/status",
-            get(move || async move { axum::response::Html(status::render(&page)) }),
+            get(move || async move { axum::response::Html(status::render(&page).await) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(move || async move { readiness(&ready) }))

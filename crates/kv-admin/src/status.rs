@@ -1,10 +1,12 @@
 //! `/status`: a small server-rendered page (HTML and SVG, no script) that refreshes
-//! itself: this node, the members as it sees them (liveness, since when, ring share), a
+//! itself: this node, the members as it sees them (liveness, since when, ring share, and
+//! each ALIVE member's keys and bytes, asked through its public health call), a
 //! picture of the newest ring (each arc coloured by its primary owner), the ring
 //! versions live, and the last membership events gossip reported.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kv_node::{Node, PeerState, PeerTransport};
 
@@ -18,7 +20,13 @@ const PALETTE: [&str; 10] = [
 const RING_RADIUS: f64 = 120.0;
 const RING_CENTRE: f64 = 150.0;
 
-/// A member row: id, liveness, since when (Unix seconds), gRPC address, ring shares.
+/// Longest a peer's health call may take while the page is rendered.
+const PEER_HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most peers asked for their store size per render.
+const MAX_PEERS_ASKED: usize = 64;
+
+/// A member row: id, liveness, since when (Unix seconds), gRPC address, ring shares, and
+/// its store's keys and bytes (when it answered).
 struct MemberRow {
     id: String,
     state: &'static str,
@@ -26,6 +34,44 @@ struct MemberRow {
     address: String,
     primary_share: Option<f64>,
     replica_share: Option<f64>,
+    store: Option<(u64, u64)>,
+}
+
+/// Each ALIVE peer's (keys, bytes on disk), asked through its public health call.
+async fn peer_stores(peers: &[kv_node::PeerStatus]) -> HashMap<String, (u64, u64)> {
+    let mut calls = tokio::task::JoinSet::new();
+    for peer in peers
+        .iter()
+        .filter(|p| p.state == PeerState::Alive)
+        .take(MAX_PEERS_ASKED)
+    {
+        let (id, address) = (peer.node_id.clone(), peer.grpc_address.to_string());
+        calls.spawn(async move {
+            let ask = async {
+                let health = kv_client::Client::connect(&address)
+                    .await
+                    .ok()?
+                    .health()
+                    .await
+                    .ok()?;
+                Some((health.storage_keys, health.storage_bytes))
+            };
+            (
+                id,
+                tokio::time::timeout(PEER_HEALTH_TIMEOUT, ask)
+                    .await
+                    .ok()
+                    .flatten(),
+            )
+        });
+    }
+    let mut stores = HashMap::new();
+    while let Some(joined) = calls.join_next().await {
+        if let Ok((id, Some(store))) = joined {
+            stores.insert(id, store);
+        }
+    }
+    stores
 }
 
 fn state_name(state: PeerState) -> &'static str {
@@ -49,8 +95,10 @@ fn unix_seconds(time: SystemTime) -> Option<u64> {
 }
 
 /// The page for `node`, now.
-pub(crate) fn render<T: PeerTransport>(node: &Node<T>) -> String {
+pub(crate) async fn render<T: PeerTransport>(node: &Node<T>) -> String {
     let health = node.health();
+    let peers = node.peer_statuses();
+    let stores = peer_stores(&peers).await;
     let ring = node.ring();
     let ownership = ring.as_ref().map(|r| r.ownership()).unwrap_or_default();
     let share = |id: &str| ownership.iter().find(|o| o.node == id);
@@ -61,14 +109,16 @@ pub(crate) fn render<T: PeerTransport>(node: &Node<T>) -> String {
         address: node.config().grpc_address.to_string(),
         primary_share: share(&health.node_id).map(|o| o.primary_share),
         replica_share: share(&health.node_id).map(|o| o.replica_share),
+        store: Some((health.storage_keys, health.storage_bytes)),
     }];
-    for peer in node.peer_statuses() {
+    for peer in peers {
         rows.push(MemberRow {
             state: state_name(peer.state),
             since_unix: unix_seconds(peer.since),
             address: peer.grpc_address.to_string(),
             primary_share: share(&peer.node_id).map(|o| o.primary_share),
             replica_share: share(&peer.node_id).map(|o| o.replica_share),
+            store: stores.get(&peer.node_id).copied(),
             id: peer.node_id,
         });
     }
@@ -133,7 +183,7 @@ fn events_list(page: &mut String, events: &[kv_node::MembershipEvent]) {
 fn members_table(page: &mut String, rows: &[MemberRow], colours: &[(String, &str)]) {
     page.push_str(
         "<table id=\"members\"><tr><th></th><th>node</th><th>state</th><th>since</th>\
-         <th>address</th><th>primary</th><th>replica share</th></tr>",
+         <th>address</th><th>primary</th><th>replica share</th><th>keys</th><th>on disk</th></tr>",
     );
     let percent =
         |share: Option<f64>| share.map_or("-".to_owned(), |s| format!("{:.1}%", s * 100.0));
@@ -151,12 +201,19 @@ fn members_table(page: &mut String, rows: &[MemberRow], colours: &[(String, &str
             page,
             "<tr class=\"member {state}\" data-node=\"{id}\"><td><span class=\"swatch\" \
              style=\"background:{colour}\"></span></td><td>{id}</td><td class=\"state\">{state}\
-             </td><td>{since}</td><td>{address}</td><td>{primary}</td><td>{replica}</td></tr>",
+             </td><td>{since}</td><td>{address}</td><td>{primary}</td><td>{replica}</td>\
+             <td class=\"keys\">{keys}</td><td>{bytes}</td></tr>",
             id = escape(&row.id),
             state = row.state,
             address = escape(&row.address),
             primary = percent(row.primary_share),
             replica = percent(row.replica_share),
+            keys = row
+                .store
+                .map_or("-".to_owned(), |(keys, _)| keys.to_string()),
+            bytes = row
+                .store
+                .map_or("-".to_owned(), |(_, bytes)| megabytes(bytes)),
         );
     }
     page.push_str("</table>");
@@ -199,6 +256,10 @@ fn ring_svg<'a>(
         previous = token;
     }
     page.push_str("</svg>");
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 /// A ring position as an angle, clockwise from the top.
