@@ -131,7 +131,7 @@ async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     let flag = format!("--screenshot={}", shot.display());
-    browse(&browser, &[&flag, "--window-size=1000,640"], &url).await;
+    browse(&browser, &[&flag, "--window-size=1150,620"], &url).await;
     let size = std::fs::metadata(&shot).map_or(0, |m| m.len());
     assert!(
         size > 1_000,

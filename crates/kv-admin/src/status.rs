@@ -275,7 +275,7 @@ fn point(angle: f64) -> (f64, f64) {
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
-    table{border-collapse:collapse}td,th{padding:.3em .7em;text-align:left}\
+    table{border-collapse:collapse}td,th{padding:.3em .7em;text-align:left;white-space:nowrap}\
     tr.member{border-top:1px solid #ddd}.SUSPECT .state{color:#c80}.DEAD .state{color:#c00}\
     .ALIVE .state{color:#080}.swatch{display:inline-block;width:.9em;height:.9em}\
     .row{display:flex;gap:2em;align-items:flex-start}\
