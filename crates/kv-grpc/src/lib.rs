@@ -34,7 +34,16 @@ pub use service_internal::InternalApi;
 pub use service_public::PublicApi;
 pub use transport::GrpcTransport;
 
-/// A key's ring position in hex, as logs show it on the coordinator and the replicas.
-pub(crate) fn key_hash_hex(key: &[u8]) -> String {
-    format!("{:016x}", kv_ring::key_hash(key))
+/// A key's ring position, shown in hex as logs show it on the coordinator and the
+/// replicas; formatted only when a log line is written (no allocation per request).
+pub(crate) struct KeyHash(u64);
+
+impl std::fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+pub(crate) fn key_hash_hex(key: &[u8]) -> KeyHash {
+    KeyHash(kv_ring::key_hash(key))
 }
