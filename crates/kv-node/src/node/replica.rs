@@ -38,16 +38,18 @@ impl<T> Node<T> {
     }
 
     fn check_replicates(&self, key: &[u8]) -> Result<(), NodeError> {
-        let Some(routing) = self.routing() else {
+        let Some(routing) = self.routing().filter(|r| r.settled()) else {
             return Ok(());
         };
         let me = self.config.node_id.as_str();
-        let member = routing.newest().members().any(|m| m == me);
-        if !routing.settled() || !member {
-            return Ok(());
-        }
-        let replicas = routing.all_replicas(kv_ring::key_hash(key));
-        if replicas.iter().any(|r| &**r == me) {
+        // Settled: the newest version is the only live one. The common case (a replica)
+        // costs one ring lookup; only a refusal scans the members.
+        let ring = routing.newest();
+        if ring
+            .preference_list_for_hash(kv_ring::key_hash(key))
+            .contains(me)
+            || !ring.members().any(|m| m == me)
+        {
             return Ok(());
         }
         Err(NodeError::NotAReplica {
