@@ -60,6 +60,7 @@ async fn write_keys(client: &mut Client, w: u32) {
     let options = WriteOptions {
         w: Some(w),
         context: None,
+        ..WriteOptions::default()
     };
     for i in 0..KEYS {
         client
@@ -156,6 +157,7 @@ async fn tombstones_are_reaped_everywhere_and_stay_gone() {
         let options = WriteOptions {
             w: Some(3),
             context,
+            ..WriteOptions::default()
         };
         client.delete(&key, &options).await.unwrap();
     }

@@ -120,6 +120,7 @@ async fn one_node_killed_quorum_two_works_and_three_is_unavailable() {
     let all_three = WriteOptions {
         w: Some(3),
         context: Some(context),
+        ..WriteOptions::default()
     };
     let error = n1.put("k", "w", &all_three).await.unwrap_err();
     assert_eq!(error.code(), Some(Code::Unavailable), "{error}");
@@ -135,6 +136,7 @@ async fn a_restarted_stale_node_converges_through_read_repair() {
     let everywhere = WriteOptions {
         w: Some(3),
         context: None,
+        ..WriteOptions::default()
     };
     let context = n1.put("k", "old", &everywhere).await.unwrap();
     cluster.kill("n3");
@@ -180,6 +182,7 @@ async fn bad_input_is_invalid_argument_and_the_node_keeps_serving() {
             WriteOptions {
                 w: Some(4),
                 context: None,
+                ..WriteOptions::default()
             },
         ),
         ("zero counter", "k", Bytes::from("v"), bad_context("n1:0")),

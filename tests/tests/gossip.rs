@@ -66,6 +66,7 @@ async fn kill_and_restart_are_seen_through_get_membership() {
     let all_three = WriteOptions {
         w: Some(3),
         context: Some(context.clone()),
+        ..WriteOptions::default()
     };
     let error = n1.put("k", "w", &all_three).await.unwrap_err();
     assert_eq!(error.code(), Some(Code::Unavailable));

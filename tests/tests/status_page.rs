@@ -86,6 +86,7 @@ async fn the_status_page_shows_members_the_ring_and_a_dead_node() {
         let options = kv_client::WriteOptions {
             w: Some(3),
             context: None,
+            ..kv_client::WriteOptions::default()
         };
         client.put(&format!("k{i}"), "v", &options).await.unwrap();
     }

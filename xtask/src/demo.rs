@@ -108,6 +108,7 @@ async fn quorum(cluster: &mut Cluster) -> Result<(), String> {
     let options = WriteOptions {
         w: Some(3),
         context: Some(written),
+        ..WriteOptions::default()
     };
     match n1.put("demo:quorum", "v3", &options).await {
         Err(e) if e.code() == Some(tonic_code_unavailable()) => {
@@ -177,6 +178,7 @@ async fn repair(cluster: &mut Cluster) -> Result<(), String> {
     let options = WriteOptions {
         w: Some(3),
         context: None,
+        ..WriteOptions::default()
     };
     let context = n1
         .put("demo:repair", "v1", &options)

@@ -287,6 +287,7 @@ pub(crate) async fn write(
             let options = WriteOptions {
                 w: Some(w),
                 context: None,
+                ..WriteOptions::default()
             };
             client.put(&key, value, &options).await.map(|_| ())
         }
@@ -306,6 +307,7 @@ async fn delete(
         let options = WriteOptions {
             w: Some(3),
             context,
+            ..WriteOptions::default()
         };
         client.delete(&key, &options).await.map(|_| ())
     })

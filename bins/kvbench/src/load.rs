@@ -273,7 +273,11 @@ impl Worker {
     }
 
     async fn put(&mut self, key: u64, context: Option<Context>) -> Result<Context, String> {
-        let options = WriteOptions { w: self.w, context };
+        let options = WriteOptions {
+            w: self.w,
+            context,
+            ..WriteOptions::default()
+        };
         self.client
             .put(&key_name(key), self.value.clone(), &options)
             .await

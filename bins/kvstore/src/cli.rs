@@ -59,6 +59,8 @@ pub(crate) enum ClientCommand {
         /// Context from a previous get (e.g. n1:2,n2:1) to replace what it saw.
         #[arg(long)]
         context: Option<String>,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// Read a key, showing siblings and the context for the next write.
     Get {
@@ -74,6 +76,8 @@ pub(crate) enum ClientCommand {
         w: Option<u32>,
         #[arg(long)]
         context: Option<String>,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// List cluster members and their states.
     Membership,
@@ -104,11 +108,40 @@ pub(crate) enum ClientCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Hints held for replicas that missed writes: per target, how many, their age, the
+    /// target's state and how delivery goes.
+    Hints {
+        /// Ask every member (found through --addr's membership list), not just --addr.
+        #[arg(long)]
+        all: bool,
+    },
     /// Background anti-entropy (replica comparison and repair).
     Aae {
         #[command(subcommand)]
         command: AaeCommand,
     },
+}
+
+/// Which acknowledgements count toward a write's W (default: the node's setting).
+#[derive(Debug, Args)]
+pub(crate) struct ModeArgs {
+    /// Count a fallback's hint for a replica that is down toward W: the write succeeds
+    /// while W nodes are reachable; a read may miss it until the hint is delivered.
+    #[arg(long, conflicts_with = "strict")]
+    pub(crate) sloppy: bool,
+    /// Count only the key's replicas toward W (a quorum read then sees the write).
+    #[arg(long)]
+    pub(crate) strict: bool,
+}
+
+impl ModeArgs {
+    pub(crate) fn mode(&self) -> kv_client::WriteMode {
+        match (self.sloppy, self.strict) {
+            (true, _) => kv_client::WriteMode::Sloppy,
+            (_, true) => kv_client::WriteMode::Strict,
+            _ => kv_client::WriteMode::Default,
+        }
+    }
 }
 
 /// The nodes a ring change names.

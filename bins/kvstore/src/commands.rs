@@ -8,7 +8,7 @@ use kv_client::{Client, Context, MemberState, ReadResult, RingChangeKind as Kind
 use serde_json::{Value, json};
 
 use crate::cli::{AaeCommand, ClientArgs, ClientCommand};
-use crate::ring_commands;
+use crate::{hint_commands, ring_commands};
 
 pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(), String> {
     let mut client = Client::connect(&args.addr)
@@ -21,8 +21,9 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
             value,
             w,
             context,
+            mode,
         } => {
-            let options = write_options(w, context.as_deref())?;
+            let options = write_options(w, context.as_deref(), mode.mode())?;
             let written = client
                 .put(&key, value, &options)
                 .await
@@ -32,8 +33,13 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
                 json!({"status": "SUCCESS", "context": written.to_string()}),
             )
         }
-        ClientCommand::Delete { key, w, context } => {
-            let options = write_options(w, context.as_deref())?;
+        ClientCommand::Delete {
+            key,
+            w,
+            context,
+            mode,
+        } => {
+            let options = write_options(w, context.as_deref(), mode.mode())?;
             let written = client
                 .delete(&key, &options)
                 .await
@@ -89,6 +95,7 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
                 .map_err(|e| e.to_string())?;
             anti_entropy_output(&status)
         }
+        ClientCommand::Hints { all } => hint_commands::hints(&mut client, all).await?,
         ClientCommand::Health => {
             let health = client.health().await.map_err(|e| e.to_string())?;
             ring_commands::health_output(&health)
@@ -102,12 +109,20 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
     Ok(())
 }
 
-fn write_options(w: Option<u32>, context: Option<&str>) -> Result<WriteOptions, String> {
+fn write_options(
+    w: Option<u32>,
+    context: Option<&str>,
+    mode: kv_client::WriteMode,
+) -> Result<WriteOptions, String> {
     let context = context
         .map(str::parse::<Context>)
         .transpose()
         .map_err(|e| e.to_string())?;
-    Ok(WriteOptions { w, context })
+    Ok(WriteOptions {
+        w,
+        context,
+        mode,
+    })
 }
 
 /// Values print as text when they are UTF-8, otherwise as hex.

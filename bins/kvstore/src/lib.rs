@@ -8,6 +8,7 @@
 
 mod cli;
 mod commands;
+mod hint_commands;
 mod ring_commands;
 mod serve;
 

@@ -11,6 +11,11 @@ use prometheus_client::registry::{Registry, Unit};
 use kv_node::{Node, PeerState, PeerTransport};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -36,6 +41,7 @@ pub(crate) fn encode<T: PeerTransport>(node: &Node<T>) -> Result<String, std::fm
     node.stats().gossip.register(&mut registry);
     register_node(&mut registry, node);
     register_background(&mut registry, node);
+    register_hints(&mut registry, node);
     let mut text = String::new();
     encode_text(&mut text, &registry)?;
     Ok(text)
@@ -151,4 +157,43 @@ fn register_background<T: PeerTransport>(registry: &mut Registry, node: &Node<T>
         "Keys the last cleanup pass dropped (no longer replicated here)",
         gauge(node.cleanup_progress().keys_dropped),
     );
+}
+
+/// Hinted handoff: hints held per target and what happened to hints since start.
+fn register_hints<T: PeerTransport>(registry: &mut Registry, node: &Node<T>) {
+    let status = node.hints_status();
+    let pending = Family::<TargetLabels, Gauge>::default();
+    let pending_bytes = Family::<TargetLabels, Gauge>::default();
+    for target in &status.targets {
+        let labels = TargetLabels {
+            target: target.target.clone(),
+        };
+        pending
+            .get_or_create(&labels)
+            .set(i64::try_from(target.hints).unwrap_or(i64::MAX));
+        pending_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(target.bytes).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "kvstore_hints_pending",
+        "Hints this node holds for a replica that missed writes, per target",
+        pending,
+    );
+    registry.register_with_unit(
+        "kvstore_hints_pending",
+        "Bytes of hints this node holds, per target",
+        Unit::Bytes,
+        pending_bytes,
+    );
+    let counters = status.counters;
+    for (name, help, value) in [
+        ("kvstore_hints_stored", "Hints stored (a coalesced one counts each time)", counters.stored),
+        ("kvstore_hints_delivered", "Hints delivered to their target or the key's current replicas", counters.delivered),
+        ("kvstore_hints_expired", "Hints dropped undelivered after --hint-max-age", counters.expired),
+        ("kvstore_hints_dropped", "Hints refused because a hint cap was reached", counters.dropped),
+        ("kvstore_sloppy_acks", "Write acknowledgements that came from a fallback's hint", counters.sloppy_acks),
+    ] {
+        registry.register(name, help, ConstCounter::new(value));
+    }
 }

@@ -34,8 +34,8 @@ use tonic::transport::{Channel, Endpoint};
 pub use context::{Context, ContextParseError};
 pub use kv_proto::kvstore::{
     AntiEntropyResponse, ChangeRingResponse, GetMembershipResponse, GetRingResponse,
-    HealthResponse, MemberState, NodeOwnership, PeerExchange, RangeAgreement, RingChangeKind,
-    RingTransfersResponse, Transfer,
+    HealthResponse, HintsResponse, MemberState, NodeOwnership, PeerExchange, RangeAgreement,
+    RingChangeKind, RingTransfersResponse, TargetHints, Transfer, WriteMode,
 };
 pub use tonic::Code;
 
@@ -97,14 +97,18 @@ pub struct WriteOptions {
     pub w: Option<u32>,
     /// What the write replaces; `None` writes blind (concurrent with what is stored).
     pub context: Option<Context>,
+    /// Strict or sloppy quorum; `Default` uses the node's setting. With `Sloppy`, a
+    /// fallback's hint for a replica that is down counts toward W: the write succeeds
+    /// while W nodes are reachable, but a read may miss it until the hint is delivered.
+    pub mode: WriteMode,
 }
 
 impl WriteOptions {
     /// A write that replaces what `context` describes.
     pub fn with_context(context: Context) -> Self {
         Self {
-            w: None,
             context: Some(context),
+            ..Self::default()
         }
     }
 }
@@ -276,6 +280,7 @@ impl Client {
             version: options.context.as_ref().map(Context::to_api),
             client_id: self.client_id.clone(),
             request_id: self.request_id(),
+            write_mode: options.mode.into(),
             ..api::PutRequest::default()
         };
         let response = self
@@ -316,6 +321,7 @@ impl Client {
             version: options.context.as_ref().map(Context::to_api),
             client_id: self.client_id.clone(),
             request_id: self.request_id(),
+            write_mode: options.mode.into(),
         };
         let response = self
             .with_failover(|mut kv| {
@@ -397,6 +403,15 @@ impl Client {
         Ok(self
             .admin()
             .health(api::HealthRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// The hints the node holds for replicas that missed writes, per target.
+    pub async fn hints(&mut self) -> Result<HintsResponse, ClientError> {
+        Ok(self
+            .admin()
+            .hints(api::HintsRequest {})
             .await?
             .into_inner())
     }

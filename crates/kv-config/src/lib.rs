@@ -113,7 +113,28 @@ macro_rules! plain_knob {
         }
     )*};
 }
-plain_knob!(usize, u32, String);
+plain_knob!(usize, u32, u64, String);
+
+/// A duration given in whole seconds (for settings counted in hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Seconds(pub u64);
+
+impl std::str::FromStr for Seconds {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
+impl Knob<Seconds> for Duration {
+    fn set(&mut self, value: Seconds) {
+        *self = Duration::from_secs(value.0);
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_secs().to_string())
+    }
+}
 
 /// A duration set in milliseconds.
 impl Knob<u64> for Duration {
@@ -359,6 +380,25 @@ settings! {
     /// How long a tombstone is kept once every replica holds it, ms.
     #[arg(long)]
     tombstone_grace_ms: u64 => node.anti_entropy.tombstone_grace;
+    /// Hinted handoff: most bytes of hints this node holds for replicas that missed
+    /// writes; 0 turns hints off (missed writes then wait for anti-entropy).
+    #[arg(long)]
+    hint_max_bytes: u64 => node.hints.max_bytes;
+    /// Hinted handoff: most bytes of hints held for one target node.
+    #[arg(long)]
+    hint_max_target_bytes: u64 => node.hints.max_target_bytes;
+    /// Hinted handoff: a hint not updated for this many seconds is dropped undelivered
+    /// (anti-entropy repairs the replica instead).
+    #[arg(long)]
+    hint_max_age_secs: Seconds => node.hints.max_age;
+    /// Hinted handoff: most hints delivered per second, all targets together.
+    #[arg(long)]
+    hint_delivery_keys_per_sec: u32 => node.hints.delivery_keys_per_sec;
+    /// Count a fallback's hint for a replica that is down toward W (sloppy quorum) for
+    /// writes that do not choose: writes succeed while W nodes are reachable, but a read
+    /// may miss one until its hints are delivered. Default: strict.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    sloppy_quorum: bool => node.hints.sloppy_quorum;
     /// How often the ring layout is exchanged with a peer (and acks and transfers move
     /// on), ms.
     #[arg(long)]

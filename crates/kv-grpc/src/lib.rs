@@ -19,6 +19,7 @@
 mod batcher;
 mod channel;
 pub mod convert;
+mod convert_hints;
 mod convert_ring;
 mod peer_metrics;
 mod server;

@@ -227,6 +227,10 @@ impl<T: PeerTransport> InternalApi<T> {
                 self.write_one(write).await?;
                 Ok(Outcome::Write(proto::WriteResponse {}))
             }
+            Some(Op::Hint(hint)) => {
+                self.hint_one(hint).await?;
+                Ok(Outcome::Hint(proto::HintResponse {}))
+            }
             None => Err(WireError::EmptyItem.into()),
         }
     }
@@ -241,6 +245,17 @@ impl<T: PeerTransport> InternalApi<T> {
         trace_item("replica write", &request.request_id, &request.key);
         let versions = wire::decode_siblings(&request.siblings)?;
         self.node.replica_write(request.key, versions).await?;
+        Ok(())
+    }
+}
+
+impl<T: PeerTransport> InternalApi<T> {
+    async fn hint_one(&self, request: proto::HintRequest) -> Result<(), ItemFailure> {
+        trace_item("hint", &request.request_id, &request.key);
+        let versions = wire::decode_siblings(&request.siblings)?;
+        self.node
+            .store_hint(&request.target, request.key, versions)
+            .await?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::convert::{self, get_response, version_entries, version_to_api};
-use crate::convert_ring;
+use crate::{convert_hints, convert_ring};
 use crate::status::status_of;
 
 /// Serves `kvstore.KVStore` and `kvstore.Membership` for one node.
@@ -73,6 +73,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
             version: version_entries(req.version),
             client_id: req.client_id,
             request_id: req.request_id,
+            mode: requested_mode(req.write_mode)?,
         };
         Ok(Response::new(api::PutResponse {
             status: api::Status::Success.into(),
@@ -117,6 +118,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
             version: version_entries(req.version),
             client_id: req.client_id,
             request_id: req.request_id,
+            mode: requested_mode(req.write_mode)?,
         };
         Ok(Response::new(api::DeleteResponse {
             status: api::Status::Success.into(),
@@ -184,6 +186,16 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         Ok(Response::new(convert::health(self.node.health())))
     }
 
+    async fn hints(
+        &self,
+        _request: Request<api::HintsRequest>,
+    ) -> Result<Response<api::HintsResponse>, Status> {
+        Ok(Response::new(convert_hints::hints(
+            &self.node.config().node_id,
+            self.node.hints_status(),
+        )))
+    }
+
     async fn anti_entropy(
         &self,
         request: Request<api::AntiEntropyRequest>,
@@ -225,4 +237,9 @@ impl<T> PublicApi<T> {
         });
         std::iter::once(me).chain(peers).collect()
     }
+}
+
+/// A Put's or Delete's `write_mode`, refused as INVALID_ARGUMENT when unknown.
+fn requested_mode(raw: i32) -> Result<kv_node::WriteMode, Status> {
+    convert_hints::write_mode(raw).map_err(|e| status_of(&NodeError::from(e)))
 }

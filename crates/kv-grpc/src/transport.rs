@@ -157,6 +157,23 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         }
     }
 
+    async fn store_hint(
+        &self,
+        peer: &str,
+        target: &str,
+        key: Bytes,
+        versions: Siblings,
+        request_id: &str,
+    ) -> Result<(), TransportError> {
+        match self
+            .batched(peer, wire::hint_item(target, key, &versions, request_id))
+            .await?
+        {
+            Outcome::Hint(_) => Ok(()),
+            _ => Err(bad_reply(peer, &WireError::MismatchedResult)),
+        }
+    }
+
     async fn coordinate_write(
         &self,
         peer: &str,

@@ -132,6 +132,18 @@ pub fn write_item(key: Bytes, versions: &Siblings, request_id: &str) -> proto::B
     }
 }
 
+/// A batch item asking a fallback to hold `versions` of `key` for `target`.
+pub fn hint_item(target: &str, key: Bytes, versions: &Siblings, request_id: &str) -> proto::BatchItem {
+    proto::BatchItem {
+        op: Some(Op::Hint(proto::HintRequest {
+            target: target.to_owned(),
+            key,
+            siblings: encode_siblings(versions),
+            request_id: request_id.to_owned(),
+        })),
+    }
+}
+
 /// A replica's answer to a read: its versions, if it has the key.
 pub fn read_response(versions: Option<&Siblings>) -> proto::ReadResponse {
     match versions {
@@ -159,6 +171,7 @@ pub fn coordinate_request(command: WriteCommand) -> proto::CoordinateWriteReques
         context: encode_context(&command.context),
         write_quorum: u32::try_from(command.write_quorum).unwrap_or(u32::MAX),
         request_id: command.request_id,
+        sloppy: command.sloppy,
     }
 }
 
@@ -172,6 +185,7 @@ pub fn decode_coordinate_request(
         value: request.value,
         write_quorum: request.write_quorum as usize,
         request_id: request.request_id,
+        sloppy: request.sloppy,
     })
 }
 
@@ -394,8 +408,10 @@ mod tests {
             context,
             write_quorum: 2,
             request_id: "r".into(),
+            sloppy: true,
         };
         let decoded = decode_coordinate_request(coordinate_request(command.clone())).unwrap();
+        assert!(decoded.sloppy);
         assert_eq!(decoded.key, command.key);
         assert_eq!(decoded.value, None);
         assert_eq!(decoded.context, command.context);

@@ -114,6 +114,7 @@ async fn a_forwarded_write_is_checked_before_it_is_coordinated() {
         context,
         write_quorum,
         request_id: String::new(),
+        sloppy: false,
     };
     let malformed = api
         .coordinate_write(Request::new(request(Bytes::from_static(b"junk"), 1)))

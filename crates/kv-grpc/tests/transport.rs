@@ -146,6 +146,7 @@ impl ScriptedPeer {
             Some(wire::Op::Write(write)) => {
                 (write.key, wire::Outcome::Write(proto::WriteResponse {}))
             }
+            Some(wire::Op::Hint(hint)) => (hint.key, wire::Outcome::Hint(proto::HintResponse {})),
             None => return wire::Outcome::Error(proto::ItemError::default()),
         };
         if self.0.failing_key.as_ref() == Some(&key) {
@@ -219,6 +220,7 @@ fn command() -> WriteCommand {
         context: VersionVector::new(),
         write_quorum: 2,
         request_id: String::new(),
+        sloppy: false,
     }
 }
 

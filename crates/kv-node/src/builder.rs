@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::aae::run_anti_entropy;
+use crate::hints::run_hint_delivery;
 use crate::actor::{ACTOR_META, actor_id};
 use crate::gossip_driver::{Datagrams, GossipSettings, run_gossip};
 use crate::membership::{
@@ -171,6 +172,9 @@ pub enum BuildError {
 ///     async fn write(&self, peer: &str, _: Bytes, _: Siblings, _: &str) -> Result<(), TransportError> {
 ///         Err(none(peer))
 ///     }
+///     async fn store_hint(&self, peer: &str, _: &str, _: Bytes, _: Siblings, _: &str) -> Result<(), TransportError> {
+///         Err(none(peer))
+///     }
 ///     async fn coordinate_write(&self, peer: &str, _: WriteCommand) -> Result<VersionVector, TransportError> {
 ///         Err(none(peer))
 ///     }
@@ -293,10 +297,10 @@ impl<T: PeerTransport> NodeBuilder<T> {
             gossip,
         } = self.assemble()?;
         let (stop, stopped) = watch::channel(false);
-        let mut background = vec![tokio::spawn(run_anti_entropy(
-            Arc::clone(&node),
-            stop.subscribe(),
-        ))];
+        let mut background = vec![
+            tokio::spawn(run_anti_entropy(Arc::clone(&node), stop.subscribe())),
+            tokio::spawn(run_hint_delivery(Arc::clone(&node), stop.subscribe())),
+        ];
         let gossip = match (gossip, socket) {
             (Some(settings), Some(socket)) => {
                 background.push(tokio::spawn(run_layout_gossip(
@@ -360,6 +364,7 @@ impl<T: PeerTransport> NodeBuilder<T> {
             membership,
         );
         node.rebuild_index().map_err(BuildError::Index)?;
+        node.rebuild_hint_book().map_err(BuildError::Index)?;
         Ok(Assembled {
             node: Arc::new(node),
             start_token,

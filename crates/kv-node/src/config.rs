@@ -79,6 +79,46 @@ impl AntiEntropyConfig {
     }
 }
 
+/// Hinted handoff: the hints a node holds for replicas that missed writes, their limits,
+/// how fast they are delivered, and whether fallback acknowledgements count toward W.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintConfig {
+    /// Most bytes of hints this node holds, all targets together; 0 turns hints off
+    /// (a write a replica missed then waits for anti-entropy).
+    pub max_bytes: u64,
+    /// Most bytes of hints held for one target.
+    pub max_target_bytes: u64,
+    /// A hint not updated for this long is dropped undelivered (anti-entropy repairs the
+    /// replica instead), as Cassandra's `max_hint_window`.
+    pub max_age: Duration,
+    /// Most hints delivered per second, all targets together.
+    pub delivery_keys_per_sec: u32,
+    /// How often the node looks for targets to deliver to.
+    pub delivery_interval: Duration,
+    /// Whether writes that do not choose count fallback acknowledgements toward W.
+    pub sloppy_quorum: bool,
+}
+
+impl Default for HintConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            max_target_bytes: 64 * 1024 * 1024,
+            max_age: Duration::from_secs(3 * 3600),
+            delivery_keys_per_sec: 2_000,
+            delivery_interval: Duration::from_secs(1),
+            sloppy_quorum: false,
+        }
+    }
+}
+
+impl HintConfig {
+    /// Whether this node stores hints.
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+}
+
 /// The largest gRPC message a client may send: values are capped well below it.
 pub const CLIENT_MESSAGE_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -113,6 +153,8 @@ pub struct NodeConfig {
     /// How often a gossip-driven node exchanges its ring layout with a peer (and checks
     /// its acks and transfers). A change made here is pushed to every peer at once.
     pub layout_interval: Duration,
+    /// Hinted handoff and sloppy quorum.
+    pub hints: HintConfig,
 }
 
 impl NodeConfig {
@@ -132,6 +174,7 @@ impl NodeConfig {
             max_concurrent_repairs: 64,
             anti_entropy: AntiEntropyConfig::default(),
             layout_interval: Duration::from_secs(1),
+            hints: HintConfig::default(),
         }
     }
 
@@ -177,6 +220,18 @@ impl NodeConfig {
         if self.layout_interval.is_zero() {
             return Err(ConfigError::LayoutInterval);
         }
+        let hints = &self.hints;
+        if hints.enabled()
+            && (hints.max_target_bytes == 0
+                || hints.delivery_keys_per_sec == 0
+                || hints.delivery_interval.is_zero()
+                || hints.max_age.is_zero())
+        {
+            return Err(ConfigError::HintLimits);
+        }
+        if hints.sloppy_quorum && !hints.enabled() {
+            return Err(ConfigError::SloppyWithoutHints);
+        }
         if let Some(peer) = self.peers.iter().find(|p| p.node_id == self.node_id) {
             return Err(ConfigError::PeerIsSelf(peer.node_id.clone()));
         }
@@ -218,6 +273,14 @@ pub enum ConfigError {
     /// Layouts would be exchanged in a busy loop.
     #[error("the layout exchange interval must be above zero")]
     LayoutInterval,
+    /// Hints are on but one of their limits leaves them no room or time.
+    #[error(
+        "with hints on (max bytes above 0), the per-target cap, delivery rate, delivery interval and max age must be above zero"
+    )]
+    HintLimits,
+    /// Sloppy quorum needs fallbacks that store hints.
+    #[error("--sloppy-quorum needs hints: set --hint-max-bytes above 0")]
+    SloppyWithoutHints,
     /// The peer list contains this node.
     #[error("peer list contains this node's own id {0:?}")]
     PeerIsSelf(String),

@@ -270,6 +270,32 @@ pub enum NodeError {
     /// An anti-entropy request breaks the exchange protocol's limits.
     #[error("invalid anti-entropy request: {0}")]
     BadExchangeRequest(String),
+    /// A hint was sent to a node that stores none (`--hint-max-bytes 0`).
+    #[error("{node} stores no hints (started with --hint-max-bytes 0)")]
+    HintsDisabled {
+        /// This node.
+        node: String,
+    },
+    /// Storing a hint would pass one of the node's hint caps; anti-entropy will repair
+    /// the target instead.
+    #[error(
+        "{node} holds {held_bytes} bytes of hints {scope}; the cap is {max_bytes}          (--hint-max-{flag}); the target will be repaired by anti-entropy instead"
+    )]
+    HintsFull {
+        /// This node.
+        node: String,
+        /// `for n3` or `in total`.
+        scope: String,
+        /// Bytes held in that scope.
+        held_bytes: u64,
+        /// The cap.
+        max_bytes: u64,
+        /// The flag that sets it (`bytes`, `target-bytes`).
+        flag: &'static str,
+    },
+    /// A hint named a target that is not a node id.
+    #[error("invalid hint: {0}")]
+    BadHint(String),
     /// A membership command named a node gossip does not know.
     #[error(
         "no node {node:?} is known to this node: start it with --seeds pointing at a member, \
@@ -288,6 +314,7 @@ impl NodeError {
             Self::InvalidRequest(_)
             | Self::UnknownMember { .. }
             | Self::BadExchangeRequest(_)
+            | Self::BadHint(_)
             | Self::BadLayout(_)
             | Self::BadRingChange(_) => ErrorKind::InvalidArgument,
             Self::Joining { .. }
@@ -295,6 +322,8 @@ impl NodeError {
             | Self::NotReplica { .. }
             | Self::QuorumNotMet { .. }
             | Self::NoCoordinator { .. }
+            | Self::HintsDisabled { .. }
+            | Self::HintsFull { .. }
             | Self::ExchangeBusy { .. } => ErrorKind::Unavailable,
             Self::NotAMember { .. }
             | Self::NotAReplica { .. }
@@ -347,7 +376,9 @@ fn layout_kind(error: &kv_layout::LayoutError) -> ErrorKind {
 fn storage_kind(error: &StorageError) -> ErrorKind {
     match error {
         StorageError::TooManySiblings { .. } => ErrorKind::FailedPrecondition,
-        StorageError::KeyTooLong { .. } => ErrorKind::InvalidArgument,
+        StorageError::KeyTooLong { .. } | StorageError::BadHintTarget { .. } => {
+            ErrorKind::InvalidArgument
+        }
         StorageError::Corrupt { .. } | StorageError::Engine { .. } => ErrorKind::Internal,
     }
 }

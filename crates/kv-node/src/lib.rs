@@ -27,6 +27,7 @@ mod builder;
 mod config;
 mod error;
 mod gossip_driver;
+mod hints;
 mod membership;
 mod metrics;
 mod node;
@@ -41,11 +42,13 @@ pub use aae::{
 };
 pub use builder::{BuildError, NodeBuilder, RunningNode, StorageChoice};
 pub use config::{
-    AntiEntropyConfig, CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, Limits, MAX_NODE_ID_BYTES,
+    AntiEntropyConfig, CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, HintConfig, Limits,
+    MAX_NODE_ID_BYTES,
     NodeConfig, PeerSpec,
 };
 pub use error::{ErrorKind, Failures, NodeError, Operation};
 pub use gossip_driver::{Datagrams, GossipSettings};
+pub use hints::{HintCounters, HintTargetState, HintsStatus, TargetHints};
 pub use kv_gossip::{GossipConfig, GossipConfigError};
 pub use kv_layout::{Layout, RingVersion};
 pub use membership::{
@@ -55,5 +58,5 @@ pub use membership::{
 pub use metrics::{GossipMetrics, MembershipEvent, RECENT_EVENTS, RequestMetrics, RequestOp};
 pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
-pub use request::{ClientRead, ClientWrite, InvalidRequest};
+pub use request::{ClientRead, ClientWrite, InvalidRequest, WriteMode};
 pub use transport::{PeerTransport, RemoteError, TransportError, WriteCommand};

@@ -66,6 +66,11 @@ impl Placement {
         }
     }
 
+    /// The key's ring position.
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+
     /// How many replicas the request goes to.
     pub(crate) fn len(&self) -> usize {
         match &self.replicas {

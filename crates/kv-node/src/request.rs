@@ -24,6 +24,31 @@ pub struct ClientWrite {
     pub client_id: String,
     /// Free-form, bounded; for logs.
     pub request_id: String,
+    /// Strict or sloppy quorum; `Default` takes the node's setting.
+    pub mode: WriteMode,
+}
+
+/// Which acknowledgements count toward a write's W.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The node's setting (`HintConfig::sloppy_quorum`).
+    #[default]
+    Default,
+    /// Only the key's replicas count (Riak's PW): a quorum read sees the write.
+    Strict,
+    /// A fallback's durable hint for a replica that did not answer counts too.
+    Sloppy,
+}
+
+impl WriteMode {
+    /// Whether a write in this mode is sloppy on a node whose default is `sloppy_default`.
+    pub fn is_sloppy(self, sloppy_default: bool) -> bool {
+        match self {
+            Self::Default => sloppy_default,
+            Self::Strict => false,
+            Self::Sloppy => true,
+        }
+    }
 }
 
 /// A client's Get, fields not yet validated.
@@ -93,6 +118,9 @@ pub enum InvalidRequest {
     /// The version is malformed (zero counter, repeated or bad node id).
     #[error("malformed version: {0}")]
     MalformedVersion(#[from] ClockError),
+    /// `write_mode` is not one of the API's modes.
+    #[error("write_mode {0} is unknown; use 0 (the node's default), 1 (strict) or 2 (sloppy)")]
+    UnknownWriteMode(i32),
     /// `client_id` or `request_id` is over the limit.
     #[error("{field} is {len_bytes} bytes; the limit is {max_bytes} bytes")]
     IdTooLong {
@@ -106,12 +134,14 @@ pub enum InvalidRequest {
 }
 
 impl ClientWrite {
-    /// Validates every field against `limits` and a ring of `replicas` replicas per key.
+    /// Validates every field against `limits` and a ring of `replicas` replicas per key;
+    /// the command is sloppy as the request's mode (or `sloppy_default`) says.
     pub(crate) fn validate(
         self,
         limits: &Limits,
         replicas: usize,
         default_w: usize,
+        sloppy_default: bool,
     ) -> Result<WriteCommand, InvalidRequest> {
         ids(&self.client_id, &self.request_id, limits)?;
         quorum("consistency_r", self.consistency_r, 1, replicas)?;
@@ -127,6 +157,7 @@ impl ClientWrite {
             context,
             write_quorum,
             request_id: self.request_id,
+            sloppy: self.mode.is_sloppy(sloppy_default),
         })
     }
 }
@@ -253,7 +284,7 @@ mod tests {
 
     fn rejection(write: ClientWrite) -> String {
         write
-            .validate(&Limits::default(), 3, 2)
+            .validate(&Limits::default(), 3, 2, false)
             .expect_err("the write is invalid")
             .to_string()
     }
@@ -301,14 +332,33 @@ mod tests {
     }
 
     #[test]
+    fn a_request_mode_overrides_the_node_default() {
+        for (mode, default, sloppy) in [
+            (WriteMode::Strict, true, false),
+            (WriteMode::Sloppy, false, true),
+            (WriteMode::Default, false, false),
+            (WriteMode::Default, true, true),
+        ] {
+            let write = ClientWrite {
+                mode,
+                ..put("k", "v")
+            };
+            let command = write.validate(&Limits::default(), 3, 2, default).unwrap();
+            assert_eq!(command.sloppy, sloppy, "{mode:?} on a node defaulting to {default}");
+        }
+    }
+
+    #[test]
     fn defaults_fill_zero_quorums_and_deletes_need_no_value() {
-        let command = put("k", "v").validate(&Limits::default(), 3, 2).unwrap();
+        let command = put("k", "v").validate(&Limits::default(), 3, 2, false).unwrap();
         assert_eq!(command.write_quorum, 2);
+        assert!(!command.sloppy, "strict unless the node or the request says sloppy");
         let delete = ClientWrite {
             key: "k".into(),
             ..ClientWrite::default()
         };
-        let command = delete.validate(&Limits::default(), 1, 2).unwrap();
+        let command = delete.validate(&Limits::default(), 1, 2, true).unwrap();
+        assert!(command.sloppy, "the node's default applies to a request that does not choose");
         assert_eq!(command.write_quorum, 1, "the default is capped at N");
         assert!(command.value.is_none());
         let read = ClientRead {

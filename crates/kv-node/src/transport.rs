@@ -26,6 +26,8 @@ pub struct WriteCommand {
     pub write_quorum: usize,
     /// For tracing.
     pub request_id: String,
+    /// Whether a fallback's hint counts toward W (sloppy quorum).
+    pub sloppy: bool,
 }
 
 /// What a peer answered when it handled a request and refused or failed it.
@@ -108,6 +110,18 @@ pub trait PeerTransport: Send + Sync + 'static {
     fn write(
         &self,
         peer: &str,
+        key: Bytes,
+        versions: Siblings,
+        request_id: &str,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Asks `peer` (a fallback) to keep `versions` of `key` as a hint for `target`, a
+    /// replica that did not answer, until it can deliver them; Ok once the hint is
+    /// stored at the peer's durability.
+    fn store_hint(
+        &self,
+        peer: &str,
+        target: &str,
         key: Bytes,
         versions: Siblings,
         request_id: &str,

@@ -138,6 +138,28 @@ impl Ring {
         }
     }
 
+    /// Every member once, in the order met walking clockwise from `hash`: the preference
+    /// list first, then the nodes after it (Dynamo's fallbacks, for hinted handoff). The
+    /// walk allocates one bit per member and stops once every member was met.
+    pub fn successors(&self, hash: u64) -> impl Iterator<Item = &Arc<str>> + '_ {
+        let start = if self.tokens.is_empty() {
+            0
+        } else {
+            self.successor_token(hash)
+        };
+        let mut seen = vec![false; self.nodes.len()];
+        (0..self.tokens.len())
+            .map(move |step| (start + step) % self.tokens.len())
+            .filter_map(move |index| {
+                let owner = usize::from(self.owners[index]);
+                if std::mem::replace(&mut seen[owner], true) {
+                    return None;
+                }
+                Some(&self.nodes[owner])
+            })
+            .take(self.nodes.len())
+    }
+
     /// The primary replica of `key`, if the ring has members.
     pub fn owner(&self, key: &[u8]) -> Option<&str> {
         self.preference_list(key).iter().next()

@@ -50,6 +50,20 @@ proptest! {
     }
 
     #[test]
+    fn successors_start_with_the_preference_list_and_meet_every_member_once(names in unique_names(12), n in 1..6usize, keys in proptest::collection::vec(any::<Vec<u8>>(), 1..20)) {
+        let ring = Ring::new(members(&names), n).unwrap();
+        for key in &keys {
+            let hash = key_hash(key);
+            let walk: Vec<&str> = ring.successors(hash).map(|node| &**node).collect();
+            let list: Vec<&str> = ring.preference_list_for_hash(hash).iter().collect();
+            prop_assert_eq!(&walk[..list.len()], &list[..]);
+            prop_assert_eq!(walk.len(), names.len());
+            let distinct: HashSet<&str> = walk.iter().copied().collect();
+            prop_assert_eq!(distinct.len(), walk.len());
+        }
+    }
+
+    #[test]
     fn ring_does_not_depend_on_member_order(
         (names, shuffled) in unique_names(10).prop_flat_map(|names| (Just(names.clone()), Just(names).prop_shuffle()))
     ) {

@@ -5,9 +5,12 @@
 //!   versions, or a write whose context covered it superseded it.
 //! - **Sibling precision**: every final version is one a client wrote (same dot, same
 //!   value), and none of them was superseded by a write the final state itself contains.
-//! - **Read-your-writes**: a successful read that starts after a write was acknowledged,
-//!   with R + W > N, sees that write or a successor (its context covers the write's dot);
-//!   skipped once a node lost its memory after the write.
+//! - **Read-your-writes**: a successful read that starts after a strict write was
+//!   acknowledged, with R + W > N, sees that write or a successor (its context covers the
+//!   write's dot); skipped once a node lost its memory after the write. Sloppy writes do
+//!   not promise it (their acknowledgements may be hints on fallbacks): for them the
+//!   promise is eventual delivery, which the convergence and no-lost-write checks cover
+//!   once the hints drained.
 //! - **Convergence**: after repair every replica of a key holds the same versions; and
 //!   before any final read ([`check_converged_without_reads`]), once anti-entropy had
 //!   its rounds, the replicas already hold the same versions: anti-entropy alone brought
@@ -284,7 +287,11 @@ impl<'a> KeyCheck<'a> {
     fn read_your_writes(&mut self, input: &CheckInput<'_>) {
         let n = input.replicas as u32;
         let mut problems = Vec::new();
-        for write in self.ops.iter().filter(|op| op.is_acknowledged_write()) {
+        for write in self
+            .ops
+            .iter()
+            .filter(|op| op.is_acknowledged_write() && !op.sloppy)
+        {
             let Some(mint) = self.mint_of_op(write) else {
                 continue;
             };
@@ -358,6 +365,7 @@ mod tests {
             value: Some(Bytes::from(value.to_owned())),
             context: None,
             quorum,
+            sloppy: false,
             start: Duration::from_millis(start_ms),
             end: Duration::from_millis(end_ms),
             outcome: Outcome::Written {
@@ -490,7 +498,17 @@ mod tests {
             get(stale.clone(), 20, 1),
             get(stale, 5, 3),
         ];
-        let violations = check_one(&weak, mints, vec![final_state]);
+        let violations = check_one(&weak, mints.clone(), vec![final_state.clone()]);
+        assert!(violations.is_empty(), "{violations:?}");
+        // A sloppy write promises eventual delivery, not read-your-writes.
+        let sloppy = [
+            Op {
+                sloppy: true,
+                ..put("a", 0, 10, 2)
+            },
+            get(VersionVector::new(), 20, 2),
+        ];
+        let violations = check_one(&sloppy, mints, vec![final_state]);
         assert!(violations.is_empty(), "{violations:?}");
     }
 

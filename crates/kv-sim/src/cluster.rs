@@ -344,6 +344,43 @@ impl SimCluster {
         Ok(started.elapsed())
     }
 
+    /// Waits until no running node holds a hint (every hint delivered), at most `limit`
+    /// of simulated time.
+    pub async fn wait_hints_drained(&self, limit: Duration) -> Result<(), String> {
+        self.wait_until(limit, "hints were not all delivered", Self::hints_drained)
+            .await
+            .map(|_| ())
+    }
+
+    fn hints_drained(&self) -> bool {
+        (0..self.size())
+            .filter_map(|i| self.node(i))
+            .all(|node| node.hints_status().targets.iter().all(|t| t.hints == 0))
+    }
+
+    /// The hints each running node still holds, for a report.
+    pub fn pending_hints(&self) -> Vec<String> {
+        (0..self.size())
+            .filter_map(|i| self.node(i))
+            .flat_map(|node| {
+                let holder = node.config().node_id.clone();
+                node.hints_status()
+                    .targets
+                    .into_iter()
+                    .filter(|t| t.hints > 0)
+                    .map(move |t| {
+                        format!(
+                            "{holder} holds {} for {} ({}; {})",
+                            t.hints,
+                            t.target,
+                            t.state.label(),
+                            t.last_error
+                        )
+                    })
+            })
+            .collect()
+    }
+
     fn cleaned(&self) -> bool {
         self.running_members().iter().all(|node| {
             let cleanup = node.cleanup_progress();

@@ -60,6 +60,8 @@ pub struct Op {
     pub context: Option<VersionVector>,
     /// W for writes, R for reads.
     pub quorum: u32,
+    /// A write whose fallback acknowledgements count toward W (sloppy quorum).
+    pub sloppy: bool,
     /// Simulated time the request was sent.
     pub start: Duration,
     /// Simulated time the answer arrived.

@@ -34,5 +34,6 @@ mod run;
 pub mod store;
 pub mod workload;
 
-pub use report::{Availability, SeedReport, Summary};
+pub use report::{Availability, SeedReport, Summary, WriteAvailability};
 pub use run::{SimConfig, replay_command, run_seed};
+pub use workload::QuorumMode;

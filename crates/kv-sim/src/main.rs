@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kv_sim::{SeedReport, SimConfig, Summary, replay_command, run_seed};
+use kv_sim::{QuorumMode, SeedReport, SimConfig, Summary, replay_command, run_seed};
 
 /// Most violations printed per failing seed.
 const VIOLATIONS_SHOWN: usize = 10;
@@ -49,6 +49,10 @@ struct Args {
     /// Print one key's requests, minted versions and final replica states to stderr.
     #[arg(long)]
     dump_key: Option<String>,
+    /// Which quorum writes ask for: strict, sloppy (a fallback's hint counts toward W),
+    /// or mixed (each write chooses at random; the checker knows which it chose).
+    #[arg(long, default_value = "mixed")]
+    quorum_mode: QuorumMode,
     /// Worker threads (each seed runs single-threaded).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     threads: u64,
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         workload: Duration::from_secs(args.workload_secs),
         max_faults: args.max_faults,
         dump_key: args.dump_key.clone(),
+        mode: args.quorum_mode,
     };
     let started = Instant::now();
     let (first, count) = match args.seed {
@@ -147,6 +152,7 @@ fn run_guarded(seed: u64, config: &SimConfig) -> SeedReport {
             schedule: Vec::new(),
             ring_changes: Vec::new(),
             availability: kv_sim::Availability::default(),
+            writes_w2: kv_sim::WriteAvailability::default(),
             violations: vec![format!("the simulation panicked: {message}")],
         }
     })

@@ -38,6 +38,34 @@ impl Availability {
     }
 }
 
+/// Writes with W ≤ 2 that succeeded, per fault, strict and sloppy apart: what sloppy
+/// quorum buys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteAvailability {
+    /// Strict writes.
+    pub strict: Availability,
+    /// Sloppy writes.
+    pub sloppy: Availability,
+}
+
+impl WriteAvailability {
+    /// Counts one write.
+    pub fn record(&mut self, sloppy: bool, active: &[&'static str], succeeded: bool) {
+        let tally = if sloppy {
+            &mut self.sloppy
+        } else {
+            &mut self.strict
+        };
+        tally.record(active, succeeded);
+    }
+
+    /// Adds another tally.
+    pub fn merge(&mut self, other: &WriteAvailability) {
+        self.strict.merge(&other.strict);
+        self.sloppy.merge(&other.sloppy);
+    }
+}
+
 /// The outcome of one seed.
 #[derive(Debug, Clone)]
 pub struct SeedReport {
@@ -61,6 +89,8 @@ pub struct SeedReport {
     pub ring_changes: Vec<String>,
     /// Success rates by fault.
     pub availability: Availability,
+    /// Success rates of writes with W ≤ 2 by fault, strict and sloppy.
+    pub writes_w2: WriteAvailability,
     /// Broken promises; empty when the run passed.
     pub violations: Vec<String>,
 }
@@ -84,6 +114,8 @@ pub struct Summary {
     pub ring_changes_made: u64,
     /// Success rates by fault.
     pub availability: Availability,
+    /// Success rates of writes with W ≤ 2 by fault, strict and sloppy.
+    pub writes_w2: WriteAvailability,
     /// Seeds with violations, with their first violation.
     pub failed: Vec<(u64, String)>,
     /// Violations, summed.
@@ -107,6 +139,7 @@ impl Summary {
             .filter(|line| !line.contains("skipped"))
             .count() as u64;
         self.availability.merge(&report.availability);
+        self.writes_w2.merge(&report.writes_w2);
         self.violations += report.violations.len() as u64;
         if let Some(first) = report.violations.first() {
             self.failed.push((report.seed, first.clone()));
@@ -136,13 +169,16 @@ impl fmt::Display for Summary {
             f,
             "availability (requests succeeded while the fault was active):"
         )?;
-        for (label, (ok, total)) in &self.availability.by_fault {
-            let percent = if *total == 0 {
-                0.0
-            } else {
-                100.0 * *ok as f64 / *total as f64
-            };
-            writeln!(f, "  {label:<14} {percent:6.2}%  ({ok} of {total})")?;
+        write_rates(f, &self.availability)?;
+        for (mode, tally) in [
+            ("strict", &self.writes_w2.strict),
+            ("sloppy", &self.writes_w2.sloppy),
+        ] {
+            if tally.by_fault.is_empty() {
+                continue;
+            }
+            writeln!(f, "{mode} writes with W <= 2 succeeded while the fault was active:")?;
+            write_rates(f, tally)?;
         }
         write!(
             f,
@@ -151,4 +187,16 @@ impl fmt::Display for Summary {
             self.failed.len()
         )
     }
+}
+
+fn write_rates(f: &mut fmt::Formatter<'_>, tally: &Availability) -> fmt::Result {
+    for (label, (ok, total)) in &tally.by_fault {
+        let percent = if *total == 0 {
+            0.0
+        } else {
+            100.0 * *ok as f64 / *total as f64
+        };
+        writeln!(f, "  {label:<14} {percent:6.2}%  ({ok} of {total})")?;
+    }
+    Ok(())
 }

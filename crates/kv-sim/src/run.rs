@@ -12,9 +12,9 @@ use crate::checker::{self, CheckInput, KeyEvidence};
 use crate::cluster::SimCluster;
 use crate::faults::{self, ChangeKind, Fault, FaultKind, ScheduleLimits};
 use crate::history::{Op, OpKind, Outcome, TraceHasher};
-use crate::report::{Availability, SeedReport};
+use crate::report::{Availability, SeedReport, WriteAvailability};
 use crate::rng::SimRng;
-use crate::workload::{self, ClientRequest, History, WorkloadConfig};
+use crate::workload::{self, ClientRequest, History, QuorumMode, WorkloadConfig};
 
 /// Simulated time the cluster gets to converge before the workload starts, and again
 /// after the faults end.
@@ -43,6 +43,8 @@ pub struct SimConfig {
     pub max_faults: u64,
     /// Print this key's history, mints and replica states to stderr (for replays).
     pub dump_key: Option<String>,
+    /// Strict or sloppy writes, or a random choice per write.
+    pub mode: QuorumMode,
 }
 
 impl Default for SimConfig {
@@ -54,6 +56,7 @@ impl Default for SimConfig {
             workload: Duration::from_secs(20),
             max_faults: 4,
             dump_key: None,
+            mode: QuorumMode::Mixed,
         }
     }
 }
@@ -61,12 +64,13 @@ impl Default for SimConfig {
 /// The command that replays `seed` with `config`.
 pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     format!(
-        "cargo xtask sim --seed {seed} --nodes {} --clients {} --keys {} --workload-secs {} --max-faults {}",
+        "cargo xtask sim --seed {seed} --nodes {} --clients {} --keys {} --workload-secs {} --max-faults {} --quorum-mode {}",
         config.nodes,
         config.clients,
         config.keys,
         config.workload.as_secs(),
-        config.max_faults
+        config.max_faults,
+        config.mode.name()
     )
 }
 
@@ -117,6 +121,7 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
         end: workload_end,
         allow_w1: !schedule.iter().any(loses_a_copy),
         max_think: Duration::from_millis(250),
+        mode: config.mode,
     };
     let clients: Vec<_> = (0..config.clients)
         .map(|client| {
@@ -145,6 +150,12 @@ async fn simulate(seed: u64, config: &SimConfig) -> SeedReport {
     violations.extend(checker::check_converged_without_reads(&collect_evidence(
         &cluster, config,
     )));
+    if let Err(message) = cluster.wait_hints_drained(CONVERGENCE_LIMIT).await {
+        violations.push(format!(
+            "eventual delivery: {message}; pending: {}",
+            cluster.pending_hints().join("; ")
+        ));
+    }
     violations.extend(check_cleaned(&cluster, config).await);
     final_reads(&cluster, config, &history).await;
     tokio::time::sleep(REPAIR_SETTLE).await;
@@ -241,6 +252,7 @@ async fn final_reads(cluster: &SimCluster, config: &SimConfig, history: &History
                 value: None,
                 context: None,
                 quorum: cluster.replication_factor() as u32,
+                sloppy: false,
             };
             let op = workload::execute(cluster, request).await;
             let done = op.succeeded();
@@ -312,6 +324,7 @@ fn report(
         trace.add(op);
     }
     let mut availability = Availability::default();
+    let mut writes_w2 = WriteAvailability::default();
     for op in history {
         let active: Vec<&'static str> = schedule
             .iter()
@@ -319,6 +332,9 @@ fn report(
             .map(|f| f.kind.label())
             .collect();
         availability.record(&active, op.succeeded());
+        if op.kind != OpKind::Get && op.quorum <= 2 {
+            writes_w2.record(op.sloppy, &active, op.succeeded());
+        }
     }
     SeedReport {
         seed,
@@ -337,6 +353,7 @@ fn report(
         schedule: schedule.iter().map(ToString::to_string).collect(),
         ring_changes: Vec::new(),
         availability,
+        writes_w2,
         violations,
     }
 }

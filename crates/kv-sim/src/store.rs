@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kv_clock::{Dot, VersionVector};
-use kv_storage::{MemoryStore, ScanItem, Siblings, Storage, StorageError, Update, Write};
+use kv_storage::{
+    Hint, HintUpdate, MemoryStore, ScanItem, Siblings, Storage, StorageError, Update, Write,
+};
 
 /// One version created by a coordinator.
 #[derive(Debug, Clone)]
@@ -140,5 +142,41 @@ impl Storage for RecordingStore {
 
     fn count(&self) -> Result<u64, StorageError> {
         self.inner.count()
+    }
+
+    fn store_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        versions: &Siblings,
+        now_unix_ms: u64,
+    ) -> Result<HintUpdate, StorageError> {
+        self.inner.store_hint(target, key, versions, now_unix_ms)
+    }
+
+    fn hints(
+        &self,
+        target: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        self.inner.hints(target, after, limit)
+    }
+
+    fn all_hints(
+        &self,
+        after: Option<(&str, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        self.inner.all_hints(after, limit)
+    }
+
+    fn remove_hint_if_unchanged(
+        &self,
+        target: &str,
+        key: &[u8],
+        expected: &Siblings,
+    ) -> Result<Option<u64>, StorageError> {
+        self.inner.remove_hint_if_unchanged(target, key, expected)
     }
 }

@@ -33,6 +33,42 @@ pub struct WorkloadConfig {
     pub allow_w1: bool,
     /// Largest pause between two requests of one client.
     pub max_think: Duration,
+    /// Strict or sloppy writes, or a random choice per write.
+    pub mode: QuorumMode,
+}
+
+/// Which quorum the simulated clients' writes ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumMode {
+    /// Every write strict (only the key's replicas count toward W).
+    Strict,
+    /// Every write sloppy (a fallback's hint counts too).
+    Sloppy,
+    /// Each write chooses at random.
+    Mixed,
+}
+
+impl std::str::FromStr for QuorumMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Self::Strict),
+            "sloppy" => Ok(Self::Sloppy),
+            "mixed" => Ok(Self::Mixed),
+            other => Err(format!("unknown quorum mode {other:?}; use strict, sloppy or mixed")),
+        }
+    }
+}
+
+impl QuorumMode {
+    /// As the replay command spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Sloppy => "sloppy",
+            Self::Mixed => "mixed",
+        }
+    }
 }
 
 /// The recorded history, shared by all clients.
@@ -60,6 +96,8 @@ pub struct ClientRequest {
     pub context: Option<VersionVector>,
     /// W or R.
     pub quorum: u32,
+    /// A sloppy write.
+    pub sloppy: bool,
 }
 
 /// Runs one client until `config.end`.
@@ -130,6 +168,12 @@ fn choose(
         _ => rng.between(lowest_w, 3) as u32,
     };
     let with_context = kind != OpKind::Get && rng.chance(600);
+    let sloppy = kind != OpKind::Get
+        && match config.mode {
+            QuorumMode::Strict => false,
+            QuorumMode::Sloppy => true,
+            QuorumMode::Mixed => rng.chance(500),
+        };
     ClientRequest {
         client,
         kind,
@@ -138,6 +182,7 @@ fn choose(
         value: (kind == OpKind::Put).then(|| Bytes::from(format!("c{client}.{sequence}"))),
         context: with_context.then(|| contexts.get(&key).cloned().unwrap_or_default()),
         quorum,
+        sloppy,
     }
 }
 
@@ -165,6 +210,7 @@ pub async fn execute(cluster: &SimCluster, request: ClientRequest) -> Op {
         value: request.value,
         context: request.context,
         quorum: request.quorum,
+        sloppy: request.sloppy,
         start,
         end: cluster.now(),
         outcome,
@@ -185,6 +231,11 @@ async fn call(
     let key = key_name(request.key);
     let (client_id, request_id) = (format!("c{}", request.client), String::new());
     let version = request.context.as_ref().map(to_api);
+    let write_mode = if request.sloppy {
+        api::WriteMode::Sloppy
+    } else {
+        api::WriteMode::Strict
+    };
     let answer = match request.kind {
         OpKind::Put => api
             .put(Request::new(api::PutRequest {
@@ -195,6 +246,7 @@ async fn call(
                 version,
                 client_id,
                 request_id,
+                write_mode: write_mode.into(),
             }))
             .await
             .map(|r| written(r.into_inner().version.as_ref())),
@@ -205,6 +257,7 @@ async fn call(
                 version,
                 client_id,
                 request_id,
+                write_mode: write_mode.into(),
             }))
             .await
             .map(|r| written(r.into_inner().version.as_ref())),

@@ -31,6 +31,12 @@ pub enum StorageError {
         /// The limit.
         max_bytes: usize,
     },
+    /// A hint's target is not a node id the store can hold.
+    #[error("hint target is {len_bytes} bytes; a node id of 1..=255 bytes is needed")]
+    BadHintTarget {
+        /// Target length.
+        len_bytes: usize,
+    },
     /// The underlying engine failed (I/O, a poisoned journal, ...).
     #[error("storage engine error while {action}: {source}")]
     Engine {

@@ -7,9 +7,12 @@ use std::sync::{Mutex, PoisonError};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::group_sync::GroupSync;
+use crate::hints::{
+    check_target, coalesce, decode_hint, encode_hint, hint_from_raw, hint_key, target_bounds,
+};
 use crate::record::{decode_record, encode_record, split_storage_key, storage_key};
 use crate::rules::{apply_merge, apply_write};
-use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
+use crate::{Hint, HintUpdate, KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
 
 /// Read-modify-write is serialised per key through one of this many lock stripes.
 const LOCK_STRIPES: usize = 256;
@@ -18,6 +21,8 @@ const MAX_KEY_BYTES: usize = 65_536 - 8;
 const KEYSPACE: &str = "kv";
 /// Metadata about the store itself (its actor id, the ring history), apart from the data.
 const META_KEYSPACE: &str = "meta";
+/// Hints held for other replicas (see `hints.rs`), apart from this node's own keys.
+const HINTS_KEYSPACE: &str = "hints";
 
 /// How far a write must get before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +50,7 @@ pub struct FjallStore {
     db: Database,
     keyspace: Keyspace,
     meta: Keyspace,
+    hints: Keyspace,
     hasher: KeyHasher,
     durability: Durability,
     stripes: Vec<Mutex<()>>,
@@ -76,10 +82,14 @@ impl FjallStore {
         let meta = db
             .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(|e| engine("opening the metadata keyspace", e))?;
+        let hints = db
+            .keyspace(HINTS_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(|e| engine("opening the hints keyspace", e))?;
         Ok(Self {
             db,
             keyspace,
             meta,
+            hints,
             hasher,
             durability,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -154,6 +164,37 @@ impl FjallStore {
 }
 
 impl FjallStore {
+    /// Hints are locked by the stripe of their key, as the key's own writes are.
+    fn hint_stripe(&self, key: &[u8]) -> &Mutex<()> {
+        self.stripe((self.hasher)(key))
+    }
+
+    fn read_hint(&self, raw_key: &[u8]) -> Result<Option<fjall::Slice>, StorageError> {
+        self.hints
+            .get(raw_key)
+            .map_err(|e| engine("reading a hint", e))
+    }
+
+    /// Hints from `start` (inclusive or not) up to `end`, at most `limit`.
+    fn hint_range(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        let mut found = Vec::new();
+        for guard in self.hints.range::<Vec<u8>, _>((start, end)) {
+            if found.len() >= limit {
+                break;
+            }
+            let (raw_key, raw_value) = guard
+                .into_inner()
+                .map_err(|e| engine("scanning hints", e))?;
+            found.push(hint_from_raw(&raw_key, &raw_value)?);
+        }
+        Ok(found)
+    }
+
     fn insert(&self, raw_key: Vec<u8>, versions: &Siblings) -> Result<(), StorageError> {
         self.keyspace
             .insert(raw_key, encode_record(versions))
@@ -248,6 +289,92 @@ impl Storage for FjallStore {
 
     fn writes_block(&self) -> bool {
         self.durability == Durability::Sync
+    }
+
+    fn store_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        versions: &Siblings,
+        now_unix_ms: u64,
+    ) -> Result<HintUpdate, StorageError> {
+        check_target(target)?;
+        let raw_key = hint_key(target, key);
+        let (ticket, update) = {
+            let _guard = self
+                .hint_stripe(key)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let stored = self.read_hint(&raw_key)?;
+            let before_bytes = stored.as_ref().map(|raw| (raw_key.len() + raw.len()) as u64);
+            let held = stored.map(|raw| decode_hint(key, &raw)).transpose()?;
+            let record = encode_hint(&coalesce(held.as_ref().map(|h| &h.0), versions), now_unix_ms);
+            let after_bytes = (raw_key.len() + record.len()) as u64;
+            self.hints
+                .insert(raw_key, record)
+                .map_err(|e| engine("writing a hint", e))?;
+            let update = HintUpdate {
+                before_bytes,
+                after_bytes,
+            };
+            (self.sync_ticket(), update)
+        };
+        self.wait_durable(ticket)?;
+        Ok(update)
+    }
+
+    fn hints(
+        &self,
+        target: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        check_target(target)?;
+        let (first, end) = target_bounds(target);
+        let start = after.map_or(Bound::Included(first), |key| {
+            Bound::Excluded(hint_key(target, key))
+        });
+        self.hint_range(start, Bound::Excluded(end), limit)
+    }
+
+    fn all_hints(
+        &self,
+        after: Option<(&str, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        let start = after.map_or(Bound::Unbounded, |(target, key)| {
+            Bound::Excluded(hint_key(target, key))
+        });
+        self.hint_range(start, Bound::Unbounded, limit)
+    }
+
+    fn remove_hint_if_unchanged(
+        &self,
+        target: &str,
+        key: &[u8],
+        expected: &Siblings,
+    ) -> Result<Option<u64>, StorageError> {
+        check_target(target)?;
+        let raw_key = hint_key(target, key);
+        let (ticket, freed) = {
+            let _guard = self
+                .hint_stripe(key)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(raw) = self.read_hint(&raw_key)? else {
+                return Ok(None);
+            };
+            if decode_hint(key, &raw)?.0 != *expected {
+                return Ok(None);
+            }
+            let freed = (raw_key.len() + raw.len()) as u64;
+            self.hints
+                .remove(raw_key)
+                .map_err(|e| engine("removing a hint", e))?;
+            (self.sync_ticket(), freed)
+        };
+        self.wait_durable(ticket)?;
+        Ok(Some(freed))
     }
 
     fn disk_bytes(&self) -> u64 {

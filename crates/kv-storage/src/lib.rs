@@ -29,6 +29,7 @@
 mod error;
 mod fjall_store;
 mod group_sync;
+mod hints;
 mod memory;
 mod record;
 mod rules;
@@ -40,6 +41,7 @@ use kv_clock::{ActorId, DvvSet, VersionVector};
 
 pub use error::StorageError;
 pub use fjall_store::{Durability, FjallStore};
+pub use hints::{Hint, HintUpdate, MAX_HINT_TARGET_BYTES};
 pub use memory::MemoryStore;
 
 /// What a replica stores per key: live values (`None` = tombstone) and their history.
@@ -156,4 +158,39 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Sets a named piece of metadata, synced to the device whatever the durability (it
     /// changes rarely, and a node must not forget it).
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError>;
+
+    /// Adds `versions` of `key` to the hint held for replica `target` (DVVSet sync with
+    /// what the hint held: hints for one key coalesce), stamped `now_unix_ms`. Durable
+    /// like a write of a key.
+    fn store_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        versions: &Siblings,
+        now_unix_ms: u64,
+    ) -> Result<HintUpdate, StorageError>;
+
+    /// Up to `limit` of `target`'s hints in key order, after key `after`.
+    fn hints(
+        &self,
+        target: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError>;
+
+    /// Up to `limit` hints of every target in (target, key) order, after `after`.
+    fn all_hints(
+        &self,
+        after: Option<(&str, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError>;
+
+    /// Removes `target`'s hint for `key` if it still holds exactly `expected` (a hint
+    /// that grew since it was delivered stays). Returns the bytes freed, if removed.
+    fn remove_hint_if_unchanged(
+        &self,
+        target: &str,
+        key: &[u8],
+        expected: &Siblings,
+    ) -> Result<Option<u64>, StorageError>;
 }

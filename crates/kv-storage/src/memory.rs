@@ -6,8 +6,11 @@ use std::sync::{PoisonError, RwLock};
 
 use bytes::Bytes;
 
+use crate::hints::{
+    check_target, coalesce, decode_hint, encode_hint, hint_from_raw, hint_key, target_bounds,
+};
 use crate::rules::{apply_merge, apply_write};
-use crate::{KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
+use crate::{Hint, HintUpdate, KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
 
 /// Keys and versions in a B-tree ordered by (ring position, key). Nothing survives the
 /// process.
@@ -16,6 +19,8 @@ pub struct MemoryStore {
     hasher: KeyHasher,
     map: RwLock<BTreeMap<(u64, Bytes), Siblings>>,
     meta: RwLock<BTreeMap<String, Vec<u8>>>,
+    /// Hints by raw hint key, as encoded records (the same sizes fjall reports).
+    hints: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -25,6 +30,7 @@ impl MemoryStore {
             hasher,
             map: RwLock::new(BTreeMap::new()),
             meta: RwLock::new(BTreeMap::new()),
+            hints: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -119,5 +125,84 @@ impl Storage for MemoryStore {
     fn count(&self) -> Result<u64, StorageError> {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
         Ok(map.len() as u64)
+    }
+
+    fn store_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        versions: &Siblings,
+        now_unix_ms: u64,
+    ) -> Result<HintUpdate, StorageError> {
+        check_target(target)?;
+        let raw_key = hint_key(target, key);
+        let mut hints = self.hints.write().unwrap_or_else(PoisonError::into_inner);
+        let stored = hints
+            .get(&raw_key)
+            .map(|raw| decode_hint(key, raw))
+            .transpose()?;
+        let before_bytes = hints.get(&raw_key).map(|raw| (raw_key.len() + raw.len()) as u64);
+        let record = encode_hint(&coalesce(stored.as_ref().map(|s| &s.0), versions), now_unix_ms);
+        let after_bytes = (raw_key.len() + record.len()) as u64;
+        hints.insert(raw_key, record);
+        Ok(HintUpdate {
+            before_bytes,
+            after_bytes,
+        })
+    }
+
+    fn hints(
+        &self,
+        target: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        check_target(target)?;
+        let (first, end) = target_bounds(target);
+        let start = after.map_or(Bound::Included(first), |key| {
+            Bound::Excluded(hint_key(target, key))
+        });
+        let hints = self.hints.read().unwrap_or_else(PoisonError::into_inner);
+        hints
+            .range((start, Bound::Excluded(end)))
+            .take(limit)
+            .map(|(raw_key, raw)| hint_from_raw(raw_key, raw))
+            .collect()
+    }
+
+    fn all_hints(
+        &self,
+        after: Option<(&str, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        let start = after.map_or(Bound::Unbounded, |(target, key)| {
+            Bound::Excluded(hint_key(target, key))
+        });
+        let hints = self.hints.read().unwrap_or_else(PoisonError::into_inner);
+        hints
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(raw_key, raw)| hint_from_raw(raw_key, raw))
+            .collect()
+    }
+
+    fn remove_hint_if_unchanged(
+        &self,
+        target: &str,
+        key: &[u8],
+        expected: &Siblings,
+    ) -> Result<Option<u64>, StorageError> {
+        check_target(target)?;
+        let raw_key = hint_key(target, key);
+        let mut hints = self.hints.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(raw) = hints.get(&raw_key) else {
+            return Ok(None);
+        };
+        if decode_hint(key, raw)?.0 != *expected {
+            return Ok(None);
+        }
+        let freed = (raw_key.len() + raw.len()) as u64;
+        hints.remove(&raw_key);
+        Ok(Some(freed))
     }
 }

@@ -183,6 +183,50 @@ fn scan_pages_through_a_hash_range(store: &dyn Storage) {
     );
 }
 
+fn hints_coalesce_per_target_and_key_and_stay_apart_from_keys(store: &dyn Storage) {
+    let (n1, n2) = (actor("n1"), actor("n2"));
+    let first = put(store, "scratch", &VersionVector::new(), "a", &n1);
+    let concurrent = {
+        let other = MemoryStore::new(key_hash);
+        put(&other, "scratch", &VersionVector::new(), "b", &n2)
+    };
+    let stored = store.store_hint("n3", b"k", &first, 100).unwrap();
+    assert_eq!(stored.before_bytes, None);
+    let grown = store.store_hint("n3", b"k", &concurrent, 200).unwrap();
+    assert_eq!(grown.before_bytes, Some(stored.after_bytes));
+    assert!(grown.after_bytes > stored.after_bytes);
+    store.store_hint("n4", b"k", &first, 150).unwrap();
+    store.store_hint("n3", b"j", &first, 150).unwrap();
+
+    let for_n3 = store.hints("n3", None, 10).unwrap();
+    let keys: Vec<&[u8]> = for_n3.iter().map(|h| &h.key[..]).collect();
+    assert_eq!(keys, [&b"j"[..], &b"k"[..]]);
+    let coalesced = &for_n3[1];
+    assert_eq!(values(&coalesced.versions), [value("a"), value("b")]);
+    assert_eq!(coalesced.updated_unix_ms, 200);
+    assert_eq!(coalesced.size_bytes, grown.after_bytes);
+    assert_eq!(store.hints("n3", Some(b"j"), 10).unwrap().len(), 1);
+    assert_eq!(store.hints("n4", None, 10).unwrap().len(), 1);
+    assert_eq!(store.hints("n", None, 10).unwrap().len(), 0);
+    let everything = store.all_hints(None, 10).unwrap();
+    assert_eq!(everything.len(), 3);
+    let page = store.all_hints(Some(("n3", b"k")), 10).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].target, "n4");
+    // Hints are not keys: the store's own key space only holds what was put.
+    assert_eq!(store.count().unwrap(), 1);
+    assert!(store.get(b"k").unwrap().is_none());
+
+    // Only the exact state delivered is removed.
+    assert_eq!(store.remove_hint_if_unchanged("n3", b"k", &first).unwrap(), None);
+    let freed = store
+        .remove_hint_if_unchanged("n3", b"k", &coalesced.versions)
+        .unwrap();
+    assert_eq!(freed, Some(grown.after_bytes));
+    assert_eq!(store.hints("n3", None, 10).unwrap().len(), 1);
+    assert!(store.store_hint("", b"k", &first, 1).is_err());
+}
+
 macro_rules! suite {
     ($engine:ident, $make:expr) => {
         mod $engine {
@@ -226,6 +270,10 @@ macro_rules! suite {
             #[test]
             fn removal_only_takes_the_state_it_expects() {
                 run(super::removal_only_takes_the_state_it_expects)
+            }
+            #[test]
+            fn hints_coalesce_per_target_and_key_and_stay_apart_from_keys() {
+                run(super::hints_coalesce_per_target_and_key_and_stay_apart_from_keys)
             }
         }
     };

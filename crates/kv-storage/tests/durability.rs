@@ -79,6 +79,23 @@ fn data_survives_reopen_after_drop() {
 }
 
 #[test]
+fn hints_survive_reopen_after_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = ActorId::new("n1").unwrap();
+    let written = {
+        let store = FjallStore::open(dir.path(), key_hash, Durability::Sync).unwrap();
+        let written = put_value(&store, b"scratch", "v", &n1);
+        store.store_hint("n3", b"k", &written, 7).unwrap();
+        written
+    };
+    let store = FjallStore::open(dir.path(), key_hash, Durability::Sync).unwrap();
+    let hints = store.hints("n3", None, 10).unwrap();
+    assert_eq!(hints.len(), 1);
+    assert_eq!(hints[0].versions, written);
+    assert_eq!(hints[0].updated_unix_ms, 7);
+}
+
+#[test]
 fn a_corrupt_record_is_reported_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = ActorId::new("n1").unwrap();

@@ -1,7 +1,8 @@
 //! Work a request leaves behind once the client has its answer: letting slower replicas
-//! of a write finish, collecting late read replies, and repairing the replicas whose
-//! answer was stale. Each has a bound: late replies a grace period, repairs a budget of
-//! concurrent tasks (a repair over budget is skipped and counted).
+//! of a write finish (and hinting the ones that never acknowledged), collecting late read
+//! replies, and repairing the replicas whose answer was stale. Each has a bound: late
+//! replies a grace period, repairs a budget of concurrent tasks (a repair over budget is
+//! skipped and counted).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,23 +16,60 @@ use tokio::time::Instant;
 
 use super::Node;
 use super::coordinator::answers;
+use crate::hints::Ack;
+use crate::membership::Routing;
 use crate::placement::Placement;
 use crate::{PeerTransport, TransportError};
+
+/// A coordinated write, for the work after its answer: where it went and what it wrote.
+pub(crate) struct Written {
+    pub(crate) routing: Arc<Routing>,
+    pub(crate) placement: Placement,
+    pub(crate) key: Bytes,
+    pub(crate) versions: Siblings,
+}
+
+/// Whether a reply came from the replica it was asked of (a hint on a fallback did not).
+pub(crate) trait FromReplica {
+    fn from_replica(&self) -> bool;
+}
+
+impl FromReplica for Ack {
+    fn from_replica(&self) -> bool {
+        *self == Ack::Replica
+    }
+}
+
+impl FromReplica for Option<Siblings> {
+    fn from_replica(&self) -> bool {
+        true
+    }
+}
 
 /// How long after a client's answer late replica replies are still awaited.
 const LATE_REPLY_GRACE: Duration = Duration::from_secs(2);
 
 impl<T: PeerTransport> Node<T> {
-    /// Lets the slower replicas of a write finish without delaying the client.
+    /// Lets the slower replicas of a write finish without delaying the client, then
+    /// leaves hints for the replicas that never acknowledged it (silent, not refusing).
     pub(super) fn finish_in_background(
         self: &Arc<Self>,
-        fanout: Fanout<(), TransportError>,
-        placement: Placement,
+        fanout: Fanout<Ack, TransportError>,
+        written: Written,
     ) {
         let node = Arc::clone(self);
         tokio::spawn(async move {
             let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
+            let Written {
+                routing,
+                placement,
+                key,
+                versions,
+            } = written;
             node.observe_replies(&placement, &replies);
+            let missed = silent_replicas(placement.len(), &replies);
+            node.hint_missed(&routing, &placement, &missed, &key, &versions)
+                .await;
         });
     }
 
@@ -83,7 +121,7 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// Records which peers answered (liveness under a static membership).
-    pub(super) fn observe_replies<V>(
+    pub(super) fn observe_replies<V: FromReplica>(
         &self,
         placement: &Placement,
         replies: &[Reply<V, TransportError>],
@@ -99,8 +137,19 @@ impl<T: PeerTransport> Node<T> {
             let answered = reply
                 .result
                 .as_ref()
-                .map_or_else(|e| !e.is_silence(), |_| true);
+                .map_or_else(|e| !e.is_silence(), FromReplica::from_replica);
             self.peers.observe(&peer, answered);
         }
     }
+}
+
+/// The replicas (indices below `replicas`) that neither acknowledged nor refused: no
+/// reply at all, or a silent failure (unreachable, timed out, declared dead).
+fn silent_replicas(replicas: usize, replies: &[Reply<Ack, TransportError>]) -> Vec<usize> {
+    (0..replicas)
+        .filter(|&index| {
+            let reply = replies.iter().find(|r| r.replica == index);
+            reply.is_none_or(|r| r.result.as_ref().is_err_and(TransportError::is_silence))
+        })
+        .collect()
 }

@@ -16,6 +16,8 @@ use kv_storage::Siblings;
 use tokio::time::Instant;
 
 use super::Node;
+use super::background::Written;
+use crate::hints::Ack;
 use crate::error::{Failures, Operation};
 use crate::membership::Routing;
 use crate::metrics::RequestOp;
@@ -52,13 +54,14 @@ impl<T: PeerTransport> Node<T> {
             &self.config.limits,
             routing.replicas(),
             self.config.write_quorum,
+            self.config.hints.sloppy_quorum,
         )?;
         let placement = routing.write_placement(kv_ring::key_hash(&command.key));
         let own = placement
             .position(&self.config.node_id)
             .filter(|_| self.coordinates(&routing));
         match own {
-            Some(own) => self.coordinate(placement, own, command).await,
+            Some(own) => self.coordinate(&routing, placement, own, command).await,
             None => self.forward_write(&placement, command).await,
         }
     }
@@ -216,38 +219,57 @@ impl<T: PeerTransport> Node<T> {
                 replicas: placement.describe(),
             });
         };
-        self.coordinate(placement, own, command).await
+        self.coordinate(&routing, placement, own, command).await
     }
 
     /// Mints the new version locally, then replicates it and waits for W acknowledgements
-    /// (this one included).
+    /// (this one included). A sloppy write gives each other replica a fallback whose hint
+    /// acknowledges for it if it stays silent; replicas that never acknowledge get hints
+    /// in the background either way.
     async fn coordinate(
         self: &Arc<Self>,
+        routing: &Arc<Routing>,
         placement: Placement,
         own: usize,
         command: WriteCommand,
     ) -> Result<VersionVector, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let stored = self.store_locally(&command).await?;
-        let mut fanout = self.fan_out(
-            &placement,
-            Some(own),
-            command.write_quorum,
-            |transport, peer| {
-                let (key, versions) = (command.key.clone(), stored.clone());
-                let request_id = command.request_id.clone();
-                async move { transport.write(&peer, key, versions, &request_id).await }
-            },
-        )?;
+        let others: Vec<usize> = (0..placement.len()).filter(|&i| i != own).collect();
+        let fallbacks = if command.sloppy && self.config.hints.enabled() {
+            self.fallbacks(routing, &placement, others.len())
+        } else {
+            Vec::new()
+        };
+        let calls = others.iter().enumerate().map(|(rank, &index)| {
+            let replica = placement.replica(index);
+            let dead = self.peers.is_dead(&replica);
+            let call = self.replicate(
+                replica,
+                dead,
+                fallbacks.get(rank).cloned(),
+                command.key.clone(),
+                stored.clone(),
+                command.request_id.clone(),
+            );
+            (index, call)
+        });
+        let mut fanout = start_fanout(&placement, command.write_quorum, calls)?;
         fanout.record(Reply {
             replica: own,
-            result: Ok(()),
+            result: Ok(Ack::Replica),
         });
         let outcome = fanout.wait(deadline).await;
         self.observe_replies(&placement, fanout.replies());
         let acked = fanout.quorum().successes();
         let failures = failures(fanout.replies());
-        self.finish_in_background(fanout, placement.clone());
+        let written = Written {
+            routing: Arc::clone(routing),
+            placement: placement.clone(),
+            key: command.key.clone(),
+            versions: stored.clone(),
+        };
+        self.finish_in_background(fanout, written);
         self.decide(
             Operation::Write,
             outcome,
@@ -354,9 +376,8 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// Starts `call` toward every replica of `placement` but `skip` (this node), needing
-    /// `needed` successes (in every version's list, for a write while the ring changes).
-    /// A replica gossip declared DEAD fails at once without a call, so the quorum is
-    /// decided without waiting for its timeout.
+    /// `needed` successes. A replica gossip declared DEAD fails at once without a call,
+    /// so the quorum is decided without waiting for its timeout.
     fn fan_out<V, C, F>(
         &self,
         placement: &Placement,
@@ -382,14 +403,7 @@ impl<T: PeerTransport> Node<T> {
                     pending.await
                 })
             });
-        let quorum: GroupQuorum = placement.quorum(needed).map_err(|_| {
-            NodeError::from(InvalidRequest::QuorumOutOfRange {
-                field: "quorum",
-                requested: u32::try_from(needed).unwrap_or(u32::MAX),
-                replicas: placement.len(),
-            })
-        })?;
-        Ok(Fanout::start_grouped(calls, quorum))
+        start_fanout(placement, needed, calls)
     }
 
     /// Turns a quorum outcome into the client's answer.
@@ -422,7 +436,7 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// This node's own failure, recorded among the replicas' replies.
-    fn local_failure(&self, error: &NodeError) -> TransportError {
+    pub(crate) fn local_failure(&self, error: &NodeError) -> TransportError {
         TransportError::Remote {
             peer: self.config.node_id.clone(),
             error: RemoteError {
@@ -433,8 +447,29 @@ impl<T: PeerTransport> Node<T> {
     }
 }
 
+/// Starts `calls` (replica index, call) needing `needed` successes (in every version's
+/// list, for a write while the ring changes).
+fn start_fanout<V, F>(
+    placement: &Placement,
+    needed: usize,
+    calls: impl IntoIterator<Item = (usize, F)>,
+) -> Result<Fanout<V, TransportError>, NodeError>
+where
+    V: Send + 'static,
+    F: Future<Output = Result<V, TransportError>> + Send + 'static,
+{
+    let quorum: GroupQuorum = placement.quorum(needed).map_err(|_| {
+        NodeError::from(InvalidRequest::QuorumOutOfRange {
+            field: "quorum",
+            requested: u32::try_from(needed).unwrap_or(u32::MAX),
+            replicas: placement.len(),
+        })
+    })?;
+    Ok(Fanout::start_grouped(calls, quorum))
+}
+
 /// The failure a coordinator records, without calling, for a peer gossip declared dead.
-fn declared_dead(peer: &str) -> TransportError {
+pub(crate) fn declared_dead(peer: &str) -> TransportError {
     TransportError::Unreachable {
         peer: peer.to_owned(),
         reason: "declared DEAD by the failure detector".into(),

@@ -7,6 +7,8 @@ mod background;
 mod coordinator;
 mod replica;
 
+pub(crate) use coordinator::declared_dead;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -90,6 +92,7 @@ pub struct Node<T> {
     pub(crate) transport: Arc<T>,
     pub(crate) peers: PeerTable,
     pub(crate) aae: AntiEntropy,
+    pub(crate) hints: crate::hints::HintBook,
     repair_slots: Arc<Semaphore>,
     stats: NodeStats,
 }
@@ -107,6 +110,7 @@ impl<T: PeerTransport> Node<T> {
         Self {
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             aae: AntiEntropy::new(config.anti_entropy.max_keys_per_sec),
+            hints: crate::hints::HintBook::default(),
             config,
             actor: std::sync::RwLock::new(actor),
             membership,
@@ -135,6 +139,15 @@ impl<T> Node<T> {
             took_ms = took.as_millis() as u64,
             "anti-entropy index rebuilt"
         );
+        Ok(())
+    }
+
+    /// Counts the hints the store holds (before the node takes writes).
+    pub(crate) fn rebuild_hint_book(&self) -> Result<(), kv_storage::StorageError> {
+        let hints = self.hints.rebuild(self.storage.as_ref())?;
+        if hints > 0 {
+            tracing::info!(hints, "hints held for other replicas");
+        }
         Ok(())
     }
 

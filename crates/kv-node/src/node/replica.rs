@@ -135,31 +135,38 @@ impl<T> Node<T> {
             .map_err(|partner| NodeError::ExchangeBusy { partner })
     }
 
-    /// Runs a storage write of `key`, then moves the key in the anti-entropy index. The
-    /// write runs inline when it is quick (memory, page cache), or on the blocking pool
-    /// when it may wait on the disk: a thread hand-off costs more than a buffered write,
-    /// but an fsync must not stall the event loop.
+    /// Runs a storage write of `key`, then moves the key in the anti-entropy index.
     async fn write_storage(
         &self,
         key: Bytes,
         write: impl FnOnce(&dyn Storage, &[u8]) -> Result<Update, StorageError> + Send + 'static,
     ) -> Result<Update, NodeError> {
-        let update = if self.storage.writes_block() {
-            let (storage, key) = (Arc::clone(&self.storage), key.clone());
-            match tokio::task::spawn_blocking(move || write(storage.as_ref(), &key)).await {
-                Ok(result) => result?,
-                Err(join_error) => {
-                    return Err(NodeError::Storage(StorageError::Engine {
-                        action: "running a blocking write",
-                        source: Box::new(join_error),
-                    }));
-                }
-            }
-        } else {
-            write(self.storage.as_ref(), &key)?
-        };
+        let written = key.clone();
+        let update = self
+            .on_storage(move |storage| write(storage, &written))
+            .await?;
         self.aae.index.observe(&key, &update, Instant::now());
         Ok(update)
+    }
+
+    /// Runs a storage write inline when it is quick (memory, page cache), or on the
+    /// blocking pool when it may wait on the disk: a thread hand-off costs more than a
+    /// buffered write, but an fsync must not stall the event loop.
+    pub(crate) async fn on_storage<R: Send + 'static>(
+        &self,
+        write: impl FnOnce(&dyn Storage) -> Result<R, StorageError> + Send + 'static,
+    ) -> Result<R, NodeError> {
+        if !self.storage.writes_block() {
+            return Ok(write(self.storage.as_ref())?);
+        }
+        let storage = Arc::clone(&self.storage);
+        match tokio::task::spawn_blocking(move || write(storage.as_ref())).await {
+            Ok(result) => Ok(result?),
+            Err(join_error) => Err(NodeError::Storage(StorageError::Engine {
+                action: "running a blocking write",
+                source: Box::new(join_error),
+            })),
+        }
     }
 }
 
