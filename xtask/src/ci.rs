@@ -13,7 +13,13 @@ const DEMOS_AFTER_STEP: usize = 3;
 /// Runs every demo against a fresh local cluster (ports 50051-50053), then the Python
 /// client's tests.
 fn run_demos() -> Result<(), String> {
-    for demo in [Demo::Quorum, Demo::Conflict, Demo::Repair, Demo::Membership] {
+    for demo in [
+        Demo::Quorum,
+        Demo::Conflict,
+        Demo::Repair,
+        Demo::Membership,
+        Demo::Handoff,
+    ] {
         let started = Instant::now();
         println!("==> demo {demo:?}");
         crate::block_on(crate::demo::run(demo))

@@ -17,14 +17,25 @@ pub(crate) enum Demo {
     Repair,
     /// Gossip failure detection: ALIVE, killed → SUSPECT → DEAD, restarted → ALIVE.
     Membership,
+    /// Hinted handoff on 5 nodes: two of a key's replicas down, a sloppy W=2 write
+    /// succeeds through a fallback and reaches them when they return, with no read.
+    Handoff,
 }
 
 const REPAIR_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(demo: Demo) -> Result<(), String> {
-    let mut cluster = Cluster::up(&UpArgs::default()).await?;
-    println!("cluster up: 3 nodes, N=3 R=2 W=2\n");
+    let args = match demo {
+        Demo::Handoff => crate::demo_handoff::cluster_args(),
+        _ => UpArgs::default(),
+    };
+    let mut cluster = Cluster::up(&args).await?;
+    println!(
+        "cluster up: {} nodes, N={} R={} W={}\n",
+        args.nodes, args.rf, args.r, args.w
+    );
     let result = match demo {
+        Demo::Handoff => crate::demo_handoff::handoff(&mut cluster).await,
         Demo::Quorum => quorum(&mut cluster).await,
         Demo::Conflict => conflict(&cluster).await,
         Demo::Repair => repair(&mut cluster).await,

@@ -14,6 +14,7 @@ mod ci;
 mod cluster;
 mod cluster_ring;
 mod demo;
+mod demo_handoff;
 mod measure;
 mod measure_ring;
 mod pytest;

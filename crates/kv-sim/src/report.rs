@@ -39,30 +39,45 @@ impl Availability {
 }
 
 /// Writes with W ≤ 2 that succeeded, per fault, strict and sloppy apart: what sloppy
-/// quorum buys.
+/// quorum buys. `*_alone` counts only writes made while a single fault was active.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteAvailability {
     /// Strict writes.
     pub strict: Availability,
     /// Sloppy writes.
     pub sloppy: Availability,
+    /// Strict writes while one fault alone was active.
+    pub strict_alone: Availability,
+    /// Sloppy writes while one fault alone was active.
+    pub sloppy_alone: Availability,
 }
 
 impl WriteAvailability {
-    /// Counts one write.
-    pub fn record(&mut self, sloppy: bool, active: &[&'static str], succeeded: bool) {
-        let tally = if sloppy {
-            &mut self.sloppy
+    /// Counts one write made while `faults` faults were active (`labels` name them).
+    pub fn record(
+        &mut self,
+        sloppy: bool,
+        faults: usize,
+        labels: &[&'static str],
+        succeeded: bool,
+    ) {
+        let (any, alone) = if sloppy {
+            (&mut self.sloppy, &mut self.sloppy_alone)
         } else {
-            &mut self.strict
+            (&mut self.strict, &mut self.strict_alone)
         };
-        tally.record(active, succeeded);
+        any.record(labels, succeeded);
+        if faults == 1 {
+            alone.record(labels, succeeded);
+        }
     }
 
     /// Adds another tally.
     pub fn merge(&mut self, other: &WriteAvailability) {
         self.strict.merge(&other.strict);
         self.sloppy.merge(&other.sloppy);
+        self.strict_alone.merge(&other.strict_alone);
+        self.sloppy_alone.merge(&other.sloppy_alone);
     }
 }
 
@@ -170,14 +185,17 @@ impl fmt::Display for Summary {
             "availability (requests succeeded while the fault was active):"
         )?;
         write_rates(f, &self.availability)?;
+        let writes = &self.writes_w2;
         for (mode, tally) in [
-            ("strict", &self.writes_w2.strict),
-            ("sloppy", &self.writes_w2.sloppy),
+            ("strict writes with W <= 2, any faults", &writes.strict),
+            ("sloppy writes with W <= 2, any faults", &writes.sloppy),
+            ("strict writes with W <= 2, the fault alone", &writes.strict_alone),
+            ("sloppy writes with W <= 2, the fault alone", &writes.sloppy_alone),
         ] {
             if tally.by_fault.is_empty() {
                 continue;
             }
-            writeln!(f, "{mode} writes with W <= 2 succeeded while the fault was active:")?;
+            writeln!(f, "{mode}:")?;
             write_rates(f, tally)?;
         }
         write!(

@@ -326,14 +326,11 @@ fn report(
     let mut availability = Availability::default();
     let mut writes_w2 = WriteAvailability::default();
     for op in history {
-        let active: Vec<&'static str> = schedule
-            .iter()
-            .filter(|f| f.active_at(op.start))
-            .map(|f| f.kind.label())
-            .collect();
+        let active = active_labels(schedule, op);
         availability.record(&active, op.succeeded());
         if op.kind != OpKind::Get && op.quorum <= 2 {
-            writes_w2.record(op.sloppy, &active, op.succeeded());
+            let faults = schedule.iter().filter(|f| f.active_at(op.start)).count();
+            writes_w2.record(op.sloppy, faults, &active, op.succeeded());
         }
     }
     SeedReport {
@@ -357,6 +354,24 @@ fn report(
         violations,
     }
 }
+
+/// The labels of the faults active when `op` started; a request that entered the
+/// cluster on the majority side of a partition also counts under `partition-majority`.
+fn active_labels(schedule: &[Fault], op: &Op) -> Vec<&'static str> {
+    let mut labels = Vec::new();
+    for fault in schedule.iter().filter(|f| f.active_at(op.start)) {
+        labels.push(fault.kind.label());
+        if let FaultKind::Partition { side } = &fault.kind
+            && !side.contains(&op.node)
+        {
+            labels.push(PARTITION_MAJORITY);
+        }
+    }
+    labels
+}
+
+/// Requests that entered on the majority side of a partition.
+const PARTITION_MAJORITY: &str = "partition-majority";
 
 fn dump_key(key: &str, history: &[Op], evidence: &[KeyEvidence]) {
     for op in history.iter().filter(|op| op.key == key.as_bytes()) {

@@ -187,12 +187,19 @@ fn choose(
 }
 
 /// Sends `request` to its node and waits for the answer, the node's crash, or the
-/// client's own timeout.
+/// client's own timeout. Like kv-client with several nodes, a client whose node is down
+/// (the connection is refused: the request never reached it) tries the next node; one
+/// that crashed during the call is not retried (the request may have been applied).
 pub async fn execute(cluster: &SimCluster, request: ClientRequest) -> Op {
     let start = cluster.now();
-    let outcome = match cluster.endpoint(request.node) {
-        None => failed(Code::Unavailable, "connection refused: node is down"),
-        Some((api, mut crashed)) => {
+    let nodes = cluster.size();
+    let reachable = (0..nodes)
+        .map(|step| (request.node + step) % nodes)
+        .find_map(|node| cluster.endpoint(node).map(|endpoint| (node, endpoint)));
+    let node = reachable.as_ref().map_or(request.node, |(node, _)| *node);
+    let outcome = match reachable {
+        None => failed(Code::Unavailable, "connection refused: every node is down"),
+        Some((_, (api, mut crashed))) => {
             let call = call(&api, &request);
             tokio::select! {
                 biased;
@@ -206,7 +213,7 @@ pub async fn execute(cluster: &SimCluster, request: ClientRequest) -> Op {
         client: request.client,
         kind: request.kind,
         key: Bytes::from(key_name(request.key)),
-        node: request.node,
+        node,
         value: request.value,
         context: request.context,
         quorum: request.quorum,

@@ -1,5 +1,6 @@
 //! Delivery of the hints a node holds: every interval, for each target with hints, hand
-//! them over if gossip sees the target ALIVE (paced by one token bucket for all targets),
+//! them over unless gossip sees the target SUSPECT or DEAD (under a static peer list the
+//! attempt itself is the probe), paced by one token bucket for all targets;
 //! send them to the key's current replicas if the target left the ring or no longer
 //! replicates the key, and drop the ones past the age limit. A hint leaves the store only
 //! once its receiver acknowledged it (durably, at the receiver's durability), and only if
@@ -13,7 +14,7 @@ use kv_storage::{Hint, Siblings};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{HINT_PAGE, HintTargetState, now_unix_ms};
+use super::{HINT_PAGE, now_unix_ms};
 use crate::aae::RateLimiter;
 use crate::membership::Routing;
 use crate::node::Node;
@@ -52,6 +53,17 @@ pub(crate) async fn run_hint_delivery<T: PeerTransport>(
     }
 }
 
+/// Where a target's hints go in this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receivers {
+    /// The target itself.
+    Target,
+    /// The target left the ring: each key's replicas in the live versions.
+    CurrentReplicas,
+    /// The target is down: nowhere (the pass only drops expired hints).
+    NoneNow,
+}
+
 /// How one pass over a target's hints ended.
 struct Pass {
     oldest_unix_ms: Option<u64>,
@@ -67,12 +79,17 @@ impl<T: PeerTransport> Node<T> {
             return;
         };
         for target in self.hints.pending_targets() {
-            let state = self.hint_target_state(Some(&routing), &target);
-            let deliver = matches!(state, HintTargetState::Alive | HintTargetState::NotAMember);
-            if !deliver && !sweep {
+            let receivers = if !routing.is_member(&target) {
+                Receivers::CurrentReplicas
+            } else if self.peers.is_down(&target) {
+                Receivers::NoneNow
+            } else {
+                Receivers::Target
+            };
+            if receivers == Receivers::NoneNow && !sweep {
                 continue;
             }
-            let pass = self.hint_pass(&routing, &target, state, limiter).await;
+            let pass = self.hint_pass(&routing, &target, receivers, limiter).await;
             if pass.completed || pass.error.is_some() {
                 self.hints
                     .record_pass(&target, pass.oldest_unix_ms, pass.completed, pass.error);
@@ -86,7 +103,7 @@ impl<T: PeerTransport> Node<T> {
         self: &Arc<Self>,
         routing: &Routing,
         target: &str,
-        state: HintTargetState,
+        receivers: Receivers,
         limiter: &mut RateLimiter,
     ) -> Pass {
         let max_age_ms = self.config().hints.max_age.as_millis() as u64;
@@ -114,14 +131,12 @@ impl<T: PeerTransport> Node<T> {
                 self.remove_hint(hint, false).await;
             }
             for batch in live.chunks(DELIVERY_BATCH) {
-                let deliverable =
-                    matches!(state, HintTargetState::Alive | HintTargetState::NotAMember);
-                if !deliverable {
+                if receivers == Receivers::NoneNow {
                     oldest = oldest_of(oldest, batch);
                     continue;
                 }
                 tokio::time::sleep(limiter.take(batch.len() as u32)).await;
-                if let Err(error) = self.hand_over(routing, target, state, batch).await {
+                if let Err(error) = self.hand_over(routing, target, receivers, batch).await {
                     return stopped(oldest_of(oldest, batch), error);
                 }
             }
@@ -141,15 +156,15 @@ impl<T: PeerTransport> Node<T> {
         self: &Arc<Self>,
         routing: &Routing,
         target: &str,
-        state: HintTargetState,
+        receivers: Receivers,
         batch: &[Hint],
     ) -> Result<(), String> {
         let mut sends = tokio::task::JoinSet::new();
         for (index, hint) in batch.iter().enumerate() {
             let node = Arc::clone(self);
             let (key, versions) = (hint.key.clone(), hint.versions.clone());
-            let receivers = match state {
-                HintTargetState::NotAMember => routing.all_replicas(kv_ring::key_hash(&key)),
+            let receivers = match receivers {
+                Receivers::CurrentReplicas => routing.all_replicas(kv_ring::key_hash(&key)),
                 _ => vec![Arc::from(target)],
             };
             sends.spawn(async move {
