@@ -84,10 +84,13 @@ async fn write_keys(client: &mut Client, prefix: &str, count: usize, options: &W
 }
 
 async fn wait_pending(cluster: &TestCluster, holder: &str, target: &str, expected: u64) {
-    wait_for(&format!("{expected} hints on {holder} for {target}"), || async {
-        let view = hints(cluster, holder).await;
-        (pending_for(&view, target) == expected, format!("{view:?}"))
-    })
+    wait_for(
+        &format!("{expected} hints on {holder} for {target}"),
+        || async {
+            let view = hints(cluster, holder).await;
+            (pending_for(&view, target) == expected, format!("{view:?}"))
+        },
+    )
     .await;
 }
 
@@ -170,13 +173,19 @@ async fn a_delivery_cut_short_by_the_targets_crash_loses_nothing_and_resumes() {
     wait_for("delivery under way", || async {
         let view = hints(&cluster, "n1").await;
         let pending = pending_for(&view, "n3");
-        (pending > 0 && view.delivered_total >= 50, format!("{view:?}"))
+        (
+            pending > 0 && view.delivered_total >= 50,
+            format!("{view:?}"),
+        )
     })
     .await;
     cluster.kill("n3");
     let view = hints(&cluster, "n1").await;
     let pending = pending_for(&view, "n3");
-    assert!(pending > 0, "the delivery finished before the kill: {view:?}");
+    assert!(
+        pending > 0,
+        "the delivery finished before the kill: {view:?}"
+    );
     // A hint leaves n1 only once n3 acknowledged it; the others are all still there.
     assert!(
         pending + view.delivered_total >= KEYS as u64,
@@ -241,12 +250,7 @@ async fn a_sloppy_write_survives_two_replicas_down_and_reaches_them_when_they_re
         wait_storage_keys(&cluster, node, 1).await;
     }
     for node in down {
-        let read = cluster
-            .client(node)
-            .await
-            .get(key, Some(1))
-            .await
-            .unwrap();
+        let read = cluster.client(node).await.get(key, Some(1)).await.unwrap();
         let values = read.values();
         assert!(
             values.contains(&bytes::Bytes::from("sloppy")),

@@ -37,11 +37,15 @@ async fn gossip_cluster(test: &str, count: usize) -> TestCluster {
 /// Keys a writer had acknowledged, with their values.
 type Acked = Arc<Mutex<Vec<(String, String)>>>;
 
-async fn write_keys(client: &mut Client, prefix: &str, count: usize, acked: &Acked) {
+async fn write_keys(client: &mut Client, prefix: &str, count: usize, w: u32, acked: &Acked) {
+    let options = WriteOptions {
+        w: Some(w),
+        ..WriteOptions::default()
+    };
     for i in 0..count {
         let (key, value) = (format!("{prefix}-{i}"), format!("v{i}"));
         client
-            .put(&key, value.clone(), &WriteOptions::default())
+            .put(&key, value.clone(), &options)
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
         acked
@@ -120,7 +124,7 @@ async fn assert_all_readable(cluster: &TestCluster, nodes: &[&str], acked: &Acke
 async fn three_to_six_to_four_under_load_keeps_every_acknowledged_key() {
     let mut cluster = gossip_cluster("three_to_six_to_four", 3).await;
     let acked: Acked = Arc::default();
-    write_keys(&mut cluster.client("n1").await, "base", KEYS, &acked).await;
+    write_keys(&mut cluster.client("n1").await, "base", KEYS, 2, &acked).await;
     let (stop, stopped) = watch::channel(false);
     let load = start_load(cluster.address("n2"), Arc::clone(&acked), stopped);
 
@@ -232,7 +236,9 @@ async fn wait_dead(cluster: &TestCluster, observer: &str, node: &str) {
 async fn kill_nine_of_every_node_comes_back_by_itself() {
     let mut cluster = gossip_cluster("kill_nine_of_every_node", 3).await;
     let acked: Acked = Arc::default();
-    write_keys(&mut cluster.client("n2").await, "k", 200, &acked).await;
+    // W=3: every node holds every key when all are killed, so an R=1 read through any of
+    // them must find it (with W=2 the last write's third copy may still be in flight).
+    write_keys(&mut cluster.client("n2").await, "k", 200, 3, &acked).await;
     for node in ["n1", "n2", "n3"] {
         cluster.kill(node);
     }

@@ -6,7 +6,7 @@
 //! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
 //! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
 //! - `pytest`: the Python client's tests against real server processes.
-//! - `measure aae|ring`: anti-entropy and ring-change figures on a release cluster of real
+//! - `measure aae|ring|handoff`: anti-entropy and ring-change figures on a release cluster of real
 //!   processes.
 
 mod bench;
@@ -16,6 +16,7 @@ mod cluster_ring;
 mod demo;
 mod demo_handoff;
 mod measure;
+mod measure_handoff;
 mod measure_ring;
 mod pytest;
 mod sim;
@@ -74,6 +75,9 @@ enum Measurement {
     Aae(measure::AaeArgs),
     /// Ring changes: keys and bytes moved by a join and a leave, copy rate, load during.
     Ring(measure_ring::RingArgs),
+    /// Catch-up of a replica stopped under write load: hinted handoff against
+    /// anti-entropy alone.
+    Handoff(measure_handoff::HandoffArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +95,9 @@ fn main() -> ExitCode {
         Task::Measure {
             what: Measurement::Ring(args),
         } => block_on(measure_ring::ring(args)),
+        Task::Measure {
+            what: Measurement::Handoff(args),
+        } => block_on(measure_handoff::handoff(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -118,11 +118,7 @@ fn write_options(
         .map(str::parse::<Context>)
         .transpose()
         .map_err(|e| e.to_string())?;
-    Ok(WriteOptions {
-        w,
-        context,
-        mode,
-    })
+    Ok(WriteOptions { w, context, mode })
 }
 
 /// Values print as text when they are UTF-8, otherwise as hex.

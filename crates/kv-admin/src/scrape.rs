@@ -188,11 +188,31 @@ fn register_hints<T: PeerTransport>(registry: &mut Registry, node: &Node<T>) {
     );
     let counters = status.counters;
     for (name, help, value) in [
-        ("kvstore_hints_stored", "Hints stored (a coalesced one counts each time)", counters.stored),
-        ("kvstore_hints_delivered", "Hints delivered to their target or the key's current replicas", counters.delivered),
-        ("kvstore_hints_expired", "Hints dropped undelivered after --hint-max-age", counters.expired),
-        ("kvstore_hints_dropped", "Hints refused because a hint cap was reached", counters.dropped),
-        ("kvstore_sloppy_acks", "Write acknowledgements that came from a fallback's hint", counters.sloppy_acks),
+        (
+            "kvstore_hints_stored",
+            "Hints stored (a coalesced one counts each time)",
+            counters.stored,
+        ),
+        (
+            "kvstore_hints_delivered",
+            "Hints delivered to their target or the key's current replicas",
+            counters.delivered,
+        ),
+        (
+            "kvstore_hints_expired",
+            "Hints dropped undelivered after --hint-max-age",
+            counters.expired,
+        ),
+        (
+            "kvstore_hints_dropped",
+            "Hints refused because a hint cap was reached",
+            counters.dropped,
+        ),
+        (
+            "kvstore_sloppy_acks",
+            "Write acknowledgements that came from a fallback's hint",
+            counters.sloppy_acks,
+        ),
     ] {
         registry.register(name, help, ConstCounter::new(value));
     }

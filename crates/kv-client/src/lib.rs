@@ -409,11 +409,7 @@ impl Client {
 
     /// The hints the node holds for replicas that missed writes, per target.
     pub async fn hints(&mut self) -> Result<HintsResponse, ClientError> {
-        Ok(self
-            .admin()
-            .hints(api::HintsRequest {})
-            .await?
-            .into_inner())
+        Ok(self.admin().hints(api::HintsRequest {}).await?.into_inner())
     }
 
     /// The node's background anti-entropy: per peer, the last exchange and keys repaired;

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::convert::{self, get_response, version_entries, version_to_api};
-use crate::{convert_hints, convert_ring};
 use crate::status::status_of;
+use crate::{convert_hints, convert_ring};
 
 /// Serves `kvstore.KVStore` and `kvstore.Membership` for one node.
 #[derive(Debug)]

@@ -133,7 +133,12 @@ pub fn write_item(key: Bytes, versions: &Siblings, request_id: &str) -> proto::B
 }
 
 /// A batch item asking a fallback to hold `versions` of `key` for `target`.
-pub fn hint_item(target: &str, key: Bytes, versions: &Siblings, request_id: &str) -> proto::BatchItem {
+pub fn hint_item(
+    target: &str,
+    key: Bytes,
+    versions: &Siblings,
+    request_id: &str,
+) -> proto::BatchItem {
     proto::BatchItem {
         op: Some(Op::Hint(proto::HintRequest {
             target: target.to_owned(),

@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::aae::run_anti_entropy;
-use crate::hints::run_hint_delivery;
 use crate::actor::{ACTOR_META, actor_id};
 use crate::gossip_driver::{Datagrams, GossipSettings, run_gossip};
+use crate::hints::run_hint_delivery;
 use crate::membership::{
     Origin, RingState, persist_layout, run_layout_gossip, run_transfers, stored_layout,
 };

@@ -43,8 +43,7 @@ pub use aae::{
 pub use builder::{BuildError, NodeBuilder, RunningNode, StorageChoice};
 pub use config::{
     AntiEntropyConfig, CLIENT_MESSAGE_LIMIT_BYTES, ConfigError, HintConfig, Limits,
-    MAX_NODE_ID_BYTES,
-    NodeConfig, PeerSpec,
+    MAX_NODE_ID_BYTES, NodeConfig, PeerSpec,
 };
 pub use error::{ErrorKind, Failures, NodeError, Operation};
 pub use gossip_driver::{Datagrams, GossipSettings};

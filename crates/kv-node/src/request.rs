@@ -344,21 +344,32 @@ mod tests {
                 ..put("k", "v")
             };
             let command = write.validate(&Limits::default(), 3, 2, default).unwrap();
-            assert_eq!(command.sloppy, sloppy, "{mode:?} on a node defaulting to {default}");
+            assert_eq!(
+                command.sloppy, sloppy,
+                "{mode:?} on a node defaulting to {default}"
+            );
         }
     }
 
     #[test]
     fn defaults_fill_zero_quorums_and_deletes_need_no_value() {
-        let command = put("k", "v").validate(&Limits::default(), 3, 2, false).unwrap();
+        let command = put("k", "v")
+            .validate(&Limits::default(), 3, 2, false)
+            .unwrap();
         assert_eq!(command.write_quorum, 2);
-        assert!(!command.sloppy, "strict unless the node or the request says sloppy");
+        assert!(
+            !command.sloppy,
+            "strict unless the node or the request says sloppy"
+        );
         let delete = ClientWrite {
             key: "k".into(),
             ..ClientWrite::default()
         };
         let command = delete.validate(&Limits::default(), 1, 2, true).unwrap();
-        assert!(command.sloppy, "the node's default applies to a request that does not choose");
+        assert!(
+            command.sloppy,
+            "the node's default applies to a request that does not choose"
+        );
         assert_eq!(command.write_quorum, 1, "the default is capped at N");
         assert!(command.value.is_none());
         let read = ClientRead {

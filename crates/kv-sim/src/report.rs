@@ -189,8 +189,14 @@ impl fmt::Display for Summary {
         for (mode, tally) in [
             ("strict writes with W <= 2, any faults", &writes.strict),
             ("sloppy writes with W <= 2, any faults", &writes.sloppy),
-            ("strict writes with W <= 2, the fault alone", &writes.strict_alone),
-            ("sloppy writes with W <= 2, the fault alone", &writes.sloppy_alone),
+            (
+                "strict writes with W <= 2, the fault alone",
+                &writes.strict_alone,
+            ),
+            (
+                "sloppy writes with W <= 2, the fault alone",
+                &writes.sloppy_alone,
+            ),
         ] {
             if tally.by_fault.is_empty() {
                 continue;

@@ -55,7 +55,9 @@ impl std::str::FromStr for QuorumMode {
             "strict" => Ok(Self::Strict),
             "sloppy" => Ok(Self::Sloppy),
             "mixed" => Ok(Self::Mixed),
-            other => Err(format!("unknown quorum mode {other:?}; use strict, sloppy or mixed")),
+            other => Err(format!(
+                "unknown quorum mode {other:?}; use strict, sloppy or mixed"
+            )),
         }
     }
 }

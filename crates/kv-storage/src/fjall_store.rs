@@ -12,7 +12,9 @@ use crate::hints::{
 };
 use crate::record::{decode_record, encode_record, split_storage_key, storage_key};
 use crate::rules::{apply_merge, apply_write};
-use crate::{Hint, HintUpdate, KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
+use crate::{
+    Hint, HintUpdate, KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write,
+};
 
 /// Read-modify-write is serialised per key through one of this many lock stripes.
 const LOCK_STRIPES: usize = 256;
@@ -306,9 +308,14 @@ impl Storage for FjallStore {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let stored = self.read_hint(&raw_key)?;
-            let before_bytes = stored.as_ref().map(|raw| (raw_key.len() + raw.len()) as u64);
+            let before_bytes = stored
+                .as_ref()
+                .map(|raw| (raw_key.len() + raw.len()) as u64);
             let held = stored.map(|raw| decode_hint(key, &raw)).transpose()?;
-            let record = encode_hint(&coalesce(held.as_ref().map(|h| &h.0), versions), now_unix_ms);
+            let record = encode_hint(
+                &coalesce(held.as_ref().map(|h| &h.0), versions),
+                now_unix_ms,
+            );
             let after_bytes = (raw_key.len() + record.len()) as u64;
             self.hints
                 .insert(raw_key, record)

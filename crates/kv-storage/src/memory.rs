@@ -10,7 +10,9 @@ use crate::hints::{
     check_target, coalesce, decode_hint, encode_hint, hint_from_raw, hint_key, target_bounds,
 };
 use crate::rules::{apply_merge, apply_write};
-use crate::{Hint, HintUpdate, KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write};
+use crate::{
+    Hint, HintUpdate, KeyHasher, ScanItem, Siblings, Storage, StorageError, Update, Write,
+};
 
 /// Keys and versions in a B-tree ordered by (ring position, key). Nothing survives the
 /// process.
@@ -141,8 +143,13 @@ impl Storage for MemoryStore {
             .get(&raw_key)
             .map(|raw| decode_hint(key, raw))
             .transpose()?;
-        let before_bytes = hints.get(&raw_key).map(|raw| (raw_key.len() + raw.len()) as u64);
-        let record = encode_hint(&coalesce(stored.as_ref().map(|s| &s.0), versions), now_unix_ms);
+        let before_bytes = hints
+            .get(&raw_key)
+            .map(|raw| (raw_key.len() + raw.len()) as u64);
+        let record = encode_hint(
+            &coalesce(stored.as_ref().map(|s| &s.0), versions),
+            now_unix_ms,
+        );
         let after_bytes = (raw_key.len() + record.len()) as u64;
         hints.insert(raw_key, record);
         Ok(HintUpdate {

@@ -218,7 +218,10 @@ fn hints_coalesce_per_target_and_key_and_stay_apart_from_keys(store: &dyn Storag
     assert!(store.get(b"k").unwrap().is_none());
 
     // Only the exact state delivered is removed.
-    assert_eq!(store.remove_hint_if_unchanged("n3", b"k", &first).unwrap(), None);
+    assert_eq!(
+        store.remove_hint_if_unchanged("n3", b"k", &first).unwrap(),
+        None
+    );
     let freed = store
         .remove_hint_if_unchanged("n3", b"k", &coalesced.versions)
         .unwrap();

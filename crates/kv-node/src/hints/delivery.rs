@@ -198,7 +198,10 @@ impl<T: PeerTransport> Node<T> {
         may_redirect: bool,
     ) -> Result<(), String> {
         for receiver in receivers {
-            match self.merge_into(receiver, key.clone(), versions.clone()).await {
+            match self
+                .merge_into(receiver, key.clone(), versions.clone())
+                .await
+            {
                 Ok(()) => {}
                 Err(TransportError::Remote { error, .. })
                     if may_redirect && error.kind == ErrorKind::FailedPrecondition =>
@@ -233,14 +236,17 @@ impl<T: PeerTransport> Node<T> {
 
     /// Drops a hint that was delivered (or expired), unless a write added to it since.
     async fn remove_hint(&self, hint: &Hint, delivered: bool) {
-        let (target, key, versions) = (hint.target.clone(), hint.key.clone(), hint.versions.clone());
+        let (target, key, versions) =
+            (hint.target.clone(), hint.key.clone(), hint.versions.clone());
         let removed = self
             .on_storage(move |storage| storage.remove_hint_if_unchanged(&target, &key, &versions))
             .await;
         match removed {
             Ok(Some(freed)) => self.hints.record_removed(&hint.target, freed, delivered),
             Ok(None) => {}
-            Err(error) => tracing::warn!(hint_target = %hint.target, %error, "removing a hint failed"),
+            Err(error) => {
+                tracing::warn!(hint_target = %hint.target, %error, "removing a hint failed")
+            }
         }
     }
 }

@@ -130,7 +130,10 @@ impl<T: PeerTransport> Node<T> {
                     }
                 }
             }
-            if let Err(error) = self.store_hint(&target, key.clone(), versions.clone()).await {
+            if let Err(error) = self
+                .store_hint(&target, key.clone(), versions.clone())
+                .await
+            {
                 tracing::warn!(%target, %error, "hint not stored; anti-entropy will repair the replica");
             }
         }

@@ -126,7 +126,8 @@ impl HintBook {
         if update.before_bytes.is_none() {
             book.hints += 1;
         }
-        book.bytes = (book.bytes + update.after_bytes).saturating_sub(update.before_bytes.unwrap_or(0));
+        book.bytes =
+            (book.bytes + update.after_bytes).saturating_sub(update.before_bytes.unwrap_or(0));
         book.oldest_unix_ms.get_or_insert(now_unix_ms);
         self.stored.fetch_add(1, Ordering::Relaxed);
     }
@@ -347,11 +348,7 @@ impl<T> Node<T> {
 
     /// How `target` looks for delivery: a member of a live ring version in some
     /// liveness state, or not a member any more.
-    fn hint_target_state(
-        &self,
-        routing: Option<&crate::Routing>,
-        target: &str,
-    ) -> HintTargetState {
+    fn hint_target_state(&self, routing: Option<&crate::Routing>, target: &str) -> HintTargetState {
         if routing.is_some_and(|r| !r.is_member(target)) {
             return HintTargetState::NotAMember;
         }

@@ -31,17 +31,17 @@ pub(crate) struct Written {
 
 /// Whether a reply came from the replica it was asked of (a hint on a fallback did not).
 pub(crate) trait FromReplica {
-    fn from_replica(&self) -> bool;
+    fn answered_by_replica(&self) -> bool;
 }
 
 impl FromReplica for Ack {
-    fn from_replica(&self) -> bool {
+    fn answered_by_replica(&self) -> bool {
         *self == Ack::Replica
     }
 }
 
 impl FromReplica for Option<Siblings> {
-    fn from_replica(&self) -> bool {
+    fn answered_by_replica(&self) -> bool {
         true
     }
 }
@@ -137,7 +137,7 @@ impl<T: PeerTransport> Node<T> {
             let answered = reply
                 .result
                 .as_ref()
-                .map_or_else(|e| !e.is_silence(), FromReplica::from_replica);
+                .map_or_else(|e| !e.is_silence(), FromReplica::answered_by_replica);
             self.peers.observe(&peer, answered);
         }
     }

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::Node;
 use super::background::Written;
-use crate::hints::Ack;
 use crate::error::{Failures, Operation};
+use crate::hints::Ack;
 use crate::membership::Routing;
 use crate::metrics::RequestOp;
 use crate::placement::Placement;
