@@ -172,10 +172,18 @@ class Client:
         self.close()
 
     def put(
-        self, key: str, value: bytes | str, context: Optional[Context] = None, w: int = 0
+        self,
+        key: str,
+        value: bytes | str,
+        context: Optional[Context] = None,
+        w: int = 0,
+        sloppy: Optional[bool] = None,
     ) -> Context:
         """Writes `value`; with the `context` of a read it replaces what was read.
-        Returns the context after the write (pass it to supersede this write)."""
+        `sloppy=True` lets a fallback's hint for a replica that is down count toward W
+        (the write succeeds while W nodes are reachable; a read may miss it until the
+        hint is delivered), `sloppy=False` counts only replicas, None uses the node's
+        setting. Returns the context after the write (pass it to supersede this write)."""
         if isinstance(value, str):
             value = value.encode()
         request = pb.PutRequest(
@@ -185,6 +193,7 @@ class Client:
             version=(context or Context())._to_pb(),
             client_id=self._client_id,
             request_id=uuid.uuid4().hex,
+            write_mode=_write_mode(sloppy),
         )
         response = self._call(lambda stub, t: stub.Put(request, timeout=t))
         return Context._from_pb(response.version)
@@ -206,14 +215,22 @@ class Client:
             values = [response.value.value]
         return Read(key=key, values=values, context=Context._from_pb(response.context))
 
-    def delete(self, key: str, context: Optional[Context] = None, w: int = 0) -> Context:
-        """Deletes `key` (a tombstone covering `context`; without one, a blind delete)."""
+    def delete(
+        self,
+        key: str,
+        context: Optional[Context] = None,
+        w: int = 0,
+        sloppy: Optional[bool] = None,
+    ) -> Context:
+        """Deletes `key` (a tombstone covering `context`; without one, a blind delete).
+        `sloppy` as for `put`."""
         request = pb.DeleteRequest(
             key=key,
             consistency_w=w,
             version=(context or Context())._to_pb(),
             client_id=self._client_id,
             request_id=uuid.uuid4().hex,
+            write_mode=_write_mode(sloppy),
         )
         response = self._call(lambda stub, t: stub.Delete(request, timeout=t))
         return Context._from_pb(response.version)
@@ -234,6 +251,12 @@ class Client:
             f"no node could be reached ({', '.join(unreachable)})",
             unreachable[-1] if unreachable else "-",
         )
+
+
+def _write_mode(sloppy: Optional[bool]) -> int:
+    if sloppy is None:
+        return pb.WRITE_MODE_DEFAULT
+    return pb.WRITE_MODE_SLOPPY if sloppy else pb.WRITE_MODE_STRICT
 
 
 def _never_reached(error: grpc.RpcError) -> bool:

@@ -77,3 +77,22 @@ def test_a_quorum_that_cannot_be_met_is_unavailable(cluster):
             kv.put(key("relaxed"), b"v", w=2)
     finally:
         cluster.start("n3")
+
+
+def test_sloppy_and_strict_writes_and_no_node_counts_twice(cluster):
+    with Client(cluster.addresses["n1"]) as kv:
+        k = key("mode")
+        kv.put(k, b"strict", w=2, sloppy=False)
+        kv.put(k, b"sloppy", context=kv.get(k).context, w=2, sloppy=True)
+        assert kv.get(k).value == b"sloppy"
+    cluster.kill("n2")
+    cluster.kill("n3")
+    try:
+        with Client(cluster.addresses["n1"]) as kv:
+            # Three nodes, N=3: no node lies outside a key's replicas, so there is no
+            # fallback and a sloppy W=2 cannot be met by n1 alone.
+            with pytest.raises(Unavailable):
+                kv.put(key("alone"), b"v", w=2, sloppy=True)
+    finally:
+        cluster.start("n2")
+        cluster.start("n3")

@@ -231,6 +231,11 @@ class MembershipStub:
                 request_serializer=kvstore__pb2.AntiEntropyRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.AntiEntropyResponse.FromString,
                 _registered_method=True)
+        self.Hints = channel.unary_unary(
+                '/kvstore.Membership/Hints',
+                request_serializer=kvstore__pb2.HintsRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.HintsResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -280,6 +285,14 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Hints(self, request, context):
+        """The hints this node holds for replicas that missed writes, per target, and how
+        their delivery goes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -312,6 +325,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.AntiEntropy,
                     request_deserializer=kvstore__pb2.AntiEntropyRequest.FromString,
                     response_serializer=kvstore__pb2.AntiEntropyResponse.SerializeToString,
+            ),
+            'Hints': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hints,
+                    request_deserializer=kvstore__pb2.HintsRequest.FromString,
+                    response_serializer=kvstore__pb2.HintsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +495,33 @@ class Membership:
             '/kvstore.Membership/AntiEntropy',
             kvstore__pb2.AntiEntropyRequest.SerializeToString,
             kvstore__pb2.AntiEntropyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.Membership/Hints',
+            kvstore__pb2.HintsRequest.SerializeToString,
+            kvstore__pb2.HintsResponse.FromString,
             options,
             channel_credentials,
             insecure,
