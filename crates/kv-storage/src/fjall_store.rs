@@ -8,7 +8,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::group_sync::GroupSync;
 use crate::hints::{
-    check_target, coalesce, decode_hint, encode_hint, hint_from_raw, hint_key, target_bounds,
+    RawBounds, all_scan, grown_record, hint_from_raw, hint_key, removable, target_scan,
 };
 use crate::record::{decode_record, encode_record, split_storage_key, storage_key};
 use crate::rules::{apply_merge, apply_write};
@@ -177,15 +177,10 @@ impl FjallStore {
             .map_err(|e| engine("reading a hint", e))
     }
 
-    /// Hints from `start` (inclusive or not) up to `end`, at most `limit`.
-    fn hint_range(
-        &self,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-        limit: usize,
-    ) -> Result<Vec<Hint>, StorageError> {
+    /// At most `limit` hints within `bounds`.
+    fn hint_range(&self, bounds: RawBounds, limit: usize) -> Result<Vec<Hint>, StorageError> {
         let mut found = Vec::new();
-        for guard in self.hints.range::<Vec<u8>, _>((start, end)) {
+        for guard in self.hints.range::<Vec<u8>, _>(bounds) {
             if found.len() >= limit {
                 break;
             }
@@ -300,30 +295,18 @@ impl Storage for FjallStore {
         versions: &Siblings,
         now_unix_ms: u64,
     ) -> Result<HintUpdate, StorageError> {
-        check_target(target)?;
-        let raw_key = hint_key(target, key);
+        let raw_key = hint_key(target, key)?;
         let (ticket, update) = {
             let _guard = self
                 .hint_stripe(key)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let stored = self.read_hint(&raw_key)?;
-            let before_bytes = stored
-                .as_ref()
-                .map(|raw| (raw_key.len() + raw.len()) as u64);
-            let held = stored.map(|raw| decode_hint(key, &raw)).transpose()?;
-            let record = encode_hint(
-                &coalesce(held.as_ref().map(|h| &h.0), versions),
-                now_unix_ms,
-            );
-            let after_bytes = (raw_key.len() + record.len()) as u64;
+            let (record, update) =
+                grown_record(&raw_key, key, stored.as_deref(), versions, now_unix_ms)?;
             self.hints
                 .insert(raw_key, record)
                 .map_err(|e| engine("writing a hint", e))?;
-            let update = HintUpdate {
-                before_bytes,
-                after_bytes,
-            };
             (self.sync_ticket(), update)
         };
         self.wait_durable(ticket)?;
@@ -336,12 +319,7 @@ impl Storage for FjallStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Hint>, StorageError> {
-        check_target(target)?;
-        let (first, end) = target_bounds(target);
-        let start = after.map_or(Bound::Included(first), |key| {
-            Bound::Excluded(hint_key(target, key))
-        });
-        self.hint_range(start, Bound::Excluded(end), limit)
+        self.hint_range(target_scan(target, after)?, limit)
     }
 
     fn all_hints(
@@ -349,10 +327,7 @@ impl Storage for FjallStore {
         after: Option<(&str, &[u8])>,
         limit: usize,
     ) -> Result<Vec<Hint>, StorageError> {
-        let start = after.map_or(Bound::Unbounded, |(target, key)| {
-            Bound::Excluded(hint_key(target, key))
-        });
-        self.hint_range(start, Bound::Unbounded, limit)
+        self.hint_range(all_scan(after), limit)
     }
 
     fn remove_hint_if_unchanged(
@@ -361,20 +336,18 @@ impl Storage for FjallStore {
         key: &[u8],
         expected: &Siblings,
     ) -> Result<Option<u64>, StorageError> {
-        check_target(target)?;
-        let raw_key = hint_key(target, key);
+        let raw_key = hint_key(target, key)?;
         let (ticket, freed) = {
             let _guard = self
                 .hint_stripe(key)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let Some(raw) = self.read_hint(&raw_key)? else {
+            let Some(stored) = self.read_hint(&raw_key)? else {
                 return Ok(None);
             };
-            if decode_hint(key, &raw)?.0 != *expected {
+            let Some(freed) = removable(&raw_key, key, &stored, expected)? else {
                 return Ok(None);
-            }
-            let freed = (raw_key.len() + raw.len()) as u64;
+            };
             self.hints
                 .remove(raw_key)
                 .map_err(|e| engine("removing a hint", e))?;

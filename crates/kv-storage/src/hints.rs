@@ -7,6 +7,8 @@
 //! Hint record: `format: u8 (=1) || xxh3_64(payload) as u32 LE || payload`, where the
 //!              payload is `updated_unix_ms: u64 LE || kv-clock encoding of the versions`.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use kv_clock::{decode_dvvset, encode_dvvset};
 use xxhash_rust::xxh3::xxh3_64;
@@ -44,7 +46,7 @@ pub struct HintUpdate {
     pub after_bytes: u64,
 }
 
-pub(crate) fn check_target(target: &str) -> Result<(), StorageError> {
+fn check_target(target: &str) -> Result<(), StorageError> {
     if target.is_empty() || target.len() > MAX_HINT_TARGET_BYTES {
         return Err(StorageError::BadHintTarget {
             len_bytes: target.len(),
@@ -53,7 +55,13 @@ pub(crate) fn check_target(target: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub(crate) fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {
+/// The raw key of `target`'s hint for `key`, refused for a target no node id can be.
+pub(crate) fn hint_key(target: &str, key: &[u8]) -> Result<Vec<u8>, StorageError> {
+    check_target(target)?;
+    Ok(raw_hint_key(target, key))
+}
+
+fn raw_hint_key(target: &str, key: &[u8]) -> Vec<u8> {
     debug_assert!(target.len() <= MAX_HINT_TARGET_BYTES);
     let mut out = Vec::with_capacity(1 + target.len() + key.len());
     out.push(target.len() as u8);
@@ -62,9 +70,62 @@ pub(crate) fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Raw-key bounds of a scan, as both engines take them.
+pub(crate) type RawBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The raw keys of `target`'s hints after key `after` (all of them without it).
+pub(crate) fn target_scan(target: &str, after: Option<&[u8]>) -> Result<RawBounds, StorageError> {
+    check_target(target)?;
+    let (first, end) = target_bounds(target);
+    let start = after.map_or(Bound::Included(first), |key| {
+        Bound::Excluded(raw_hint_key(target, key))
+    });
+    Ok((start, Bound::Excluded(end)))
+}
+
+/// The raw keys of every target's hints after `(target, key)`.
+pub(crate) fn all_scan(after: Option<(&str, &[u8])>) -> RawBounds {
+    let start = after.map_or(Bound::Unbounded, |(target, key)| {
+        Bound::Excluded(raw_hint_key(target, key))
+    });
+    (start, Bound::Unbounded)
+}
+
+/// The record a hint holds once `versions` are added to what `stored` (its raw record,
+/// if any) held, and what that does to its size.
+pub(crate) fn grown_record(
+    raw_key: &[u8],
+    key: &[u8],
+    stored: Option<&[u8]>,
+    versions: &Siblings,
+    now_unix_ms: u64,
+) -> Result<(Vec<u8>, HintUpdate), StorageError> {
+    let held = stored.map(|raw| decode_hint(key, raw)).transpose()?;
+    let record = encode_hint(
+        &coalesce(held.as_ref().map(|h| &h.0), versions),
+        now_unix_ms,
+    );
+    let update = HintUpdate {
+        before_bytes: stored.map(|raw| (raw_key.len() + raw.len()) as u64),
+        after_bytes: (raw_key.len() + record.len()) as u64,
+    };
+    Ok((record, update))
+}
+
+/// The bytes a stored hint frees if it still holds exactly `expected`.
+pub(crate) fn removable(
+    raw_key: &[u8],
+    key: &[u8],
+    stored: &[u8],
+    expected: &Siblings,
+) -> Result<Option<u64>, StorageError> {
+    let unchanged = decode_hint(key, stored)?.0 == *expected;
+    Ok(unchanged.then_some((raw_key.len() + stored.len()) as u64))
+}
+
 /// The first raw key of `target`'s hints and the first raw key past them.
-pub(crate) fn target_bounds(target: &str) -> (Vec<u8>, Vec<u8>) {
-    let start = hint_key(target, b"");
+fn target_bounds(target: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = raw_hint_key(target, b"");
     let mut end = start.clone();
     // Keys of this target all start with `start`; the next prefix in byte order ends them.
     while let Some(last) = end.pop() {
@@ -91,7 +152,7 @@ pub(crate) fn split_hint_key(raw: &[u8]) -> Result<(String, Bytes), StorageError
     Ok((target, Bytes::copy_from_slice(key)))
 }
 
-pub(crate) fn encode_hint(versions: &Siblings, updated_unix_ms: u64) -> Vec<u8> {
+fn encode_hint(versions: &Siblings, updated_unix_ms: u64) -> Vec<u8> {
     let mut payload = updated_unix_ms.to_le_bytes().to_vec();
     encode_dvvset(versions, &mut payload);
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
@@ -102,7 +163,7 @@ pub(crate) fn encode_hint(versions: &Siblings, updated_unix_ms: u64) -> Vec<u8> 
 }
 
 /// Decodes a hint record into (versions, updated_unix_ms).
-pub(crate) fn decode_hint(key: &[u8], raw: &[u8]) -> Result<(Siblings, u64), StorageError> {
+fn decode_hint(key: &[u8], raw: &[u8]) -> Result<(Siblings, u64), StorageError> {
     if raw.len() < HEADER_BYTES + TIME_BYTES {
         return Err(corrupt(key, "hint record shorter than its header"));
     }
@@ -121,7 +182,7 @@ pub(crate) fn decode_hint(key: &[u8], raw: &[u8]) -> Result<(Siblings, u64), Sto
 }
 
 /// The versions a hint holds after `incoming` is added to what it held.
-pub(crate) fn coalesce(stored: Option<&Siblings>, incoming: &Siblings) -> Siblings {
+fn coalesce(stored: Option<&Siblings>, incoming: &Siblings) -> Siblings {
     match stored {
         None => incoming.clone(),
         Some(held) => {
@@ -156,7 +217,7 @@ mod tests {
         let actor = ActorId::new("n1").unwrap();
         let mut versions = Siblings::default();
         versions.update(&VersionVector::new(), Some(Bytes::from("v")), &actor);
-        let raw_key = hint_key("n3", b"user:1");
+        let raw_key = hint_key("n3", b"user:1").unwrap();
         let raw = encode_hint(&versions, 42);
         let hint = hint_from_raw(&raw_key, &raw).unwrap();
         assert_eq!(hint.target, "n3");
@@ -173,7 +234,7 @@ mod tests {
     fn target_bounds_hold_exactly_that_targets_hints() {
         let (start, end) = target_bounds("n1");
         for (target, inside) in [("n1", true), ("n10", false), ("n0", false), ("n2", false)] {
-            let key = hint_key(target, b"k");
+            let key = hint_key(target, b"k").unwrap();
             assert_eq!(key >= start && key < end, inside, "{target}");
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{PoisonError, RwLock};
 use bytes::Bytes;
 
 use crate::hints::{
-    check_target, coalesce, decode_hint, encode_hint, hint_from_raw, hint_key, target_bounds,
+    RawBounds, all_scan, grown_record, hint_from_raw, hint_key, removable, target_scan,
 };
 use crate::rules::{apply_merge, apply_write};
 use crate::{
@@ -136,26 +136,12 @@ impl Storage for MemoryStore {
         versions: &Siblings,
         now_unix_ms: u64,
     ) -> Result<HintUpdate, StorageError> {
-        check_target(target)?;
-        let raw_key = hint_key(target, key);
+        let raw_key = hint_key(target, key)?;
         let mut hints = self.hints.write().unwrap_or_else(PoisonError::into_inner);
-        let stored = hints
-            .get(&raw_key)
-            .map(|raw| decode_hint(key, raw))
-            .transpose()?;
-        let before_bytes = hints
-            .get(&raw_key)
-            .map(|raw| (raw_key.len() + raw.len()) as u64);
-        let record = encode_hint(
-            &coalesce(stored.as_ref().map(|s| &s.0), versions),
-            now_unix_ms,
-        );
-        let after_bytes = (raw_key.len() + record.len()) as u64;
+        let stored = hints.get(&raw_key).map(Vec::as_slice);
+        let (record, update) = grown_record(&raw_key, key, stored, versions, now_unix_ms)?;
         hints.insert(raw_key, record);
-        Ok(HintUpdate {
-            before_bytes,
-            after_bytes,
-        })
+        Ok(update)
     }
 
     fn hints(
@@ -164,17 +150,7 @@ impl Storage for MemoryStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Hint>, StorageError> {
-        check_target(target)?;
-        let (first, end) = target_bounds(target);
-        let start = after.map_or(Bound::Included(first), |key| {
-            Bound::Excluded(hint_key(target, key))
-        });
-        let hints = self.hints.read().unwrap_or_else(PoisonError::into_inner);
-        hints
-            .range((start, Bound::Excluded(end)))
-            .take(limit)
-            .map(|(raw_key, raw)| hint_from_raw(raw_key, raw))
-            .collect()
+        self.hint_range(target_scan(target, after)?, limit)
     }
 
     fn all_hints(
@@ -182,15 +158,7 @@ impl Storage for MemoryStore {
         after: Option<(&str, &[u8])>,
         limit: usize,
     ) -> Result<Vec<Hint>, StorageError> {
-        let start = after.map_or(Bound::Unbounded, |(target, key)| {
-            Bound::Excluded(hint_key(target, key))
-        });
-        let hints = self.hints.read().unwrap_or_else(PoisonError::into_inner);
-        hints
-            .range((start, Bound::Unbounded))
-            .take(limit)
-            .map(|(raw_key, raw)| hint_from_raw(raw_key, raw))
-            .collect()
+        self.hint_range(all_scan(after), limit)
     }
 
     fn remove_hint_if_unchanged(
@@ -199,17 +167,26 @@ impl Storage for MemoryStore {
         key: &[u8],
         expected: &Siblings,
     ) -> Result<Option<u64>, StorageError> {
-        check_target(target)?;
-        let raw_key = hint_key(target, key);
+        let raw_key = hint_key(target, key)?;
         let mut hints = self.hints.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(raw) = hints.get(&raw_key) else {
+        let Some(stored) = hints.get(&raw_key) else {
             return Ok(None);
         };
-        if decode_hint(key, raw)?.0 != *expected {
-            return Ok(None);
+        let freed = removable(&raw_key, key, stored, expected)?;
+        if freed.is_some() {
+            hints.remove(&raw_key);
         }
-        let freed = (raw_key.len() + raw.len()) as u64;
-        hints.remove(&raw_key);
-        Ok(Some(freed))
+        Ok(freed)
+    }
+}
+
+impl MemoryStore {
+    fn hint_range(&self, bounds: RawBounds, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let hints = self.hints.read().unwrap_or_else(PoisonError::into_inner);
+        hints
+            .range(bounds)
+            .take(limit)
+            .map(|(raw_key, raw)| hint_from_raw(raw_key, raw))
+            .collect()
     }
 }
