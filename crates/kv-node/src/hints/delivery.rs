@@ -14,7 +14,8 @@ use kv_storage::{Hint, Siblings};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{HINT_PAGE, now_unix_ms};
+use super::book::HINT_PAGE;
+use super::now_unix_ms;
 use crate::aae::RateLimiter;
 use crate::membership::Routing;
 use crate::node::Node;

@@ -15,7 +15,6 @@ use kv_storage::Siblings;
 use tokio::time::Instant;
 
 use super::Node;
-use super::coordinator::answers;
 use crate::hints::Ack;
 use crate::membership::Routing;
 use crate::placement::Placement;
@@ -150,6 +149,19 @@ fn silent_replicas(replicas: usize, replies: &[Reply<Ack, TransportError>]) -> V
         .filter(|&index| {
             let reply = replies.iter().find(|r| r.replica == index);
             reply.is_none_or(|r| r.result.as_ref().is_err_and(TransportError::is_silence))
+        })
+        .collect()
+}
+
+/// The successful read replies as (replica index, versions) pairs for reconciliation.
+pub(super) fn answers(
+    replies: &[Reply<Option<Siblings>, TransportError>],
+) -> Vec<(usize, Option<Siblings>)> {
+    replies
+        .iter()
+        .filter_map(|reply| match &reply.result {
+            Ok(versions) => Some((reply.replica, versions.clone())),
+            Err(_) => None,
         })
         .collect()
 }

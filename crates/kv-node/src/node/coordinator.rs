@@ -16,7 +16,7 @@ use kv_storage::Siblings;
 use tokio::time::Instant;
 
 use super::Node;
-use super::background::Written;
+use super::background::{Written, answers};
 use crate::error::{Failures, Operation};
 use crate::hints::Ack;
 use crate::membership::Routing;
@@ -484,17 +484,4 @@ fn failures<V>(replies: &[Reply<V, TransportError>]) -> Failures {
             .filter_map(|reply| reply.result.as_ref().err().cloned())
             .collect(),
     )
-}
-
-/// The successful read replies as (replica index, versions) pairs for reconciliation.
-pub(super) fn answers(
-    replies: &[Reply<Option<Siblings>, TransportError>],
-) -> Vec<(usize, Option<Siblings>)> {
-    replies
-        .iter()
-        .filter_map(|reply| match &reply.result {
-            Ok(versions) => Some((reply.replica, versions.clone())),
-            Err(_) => None,
-        })
-        .collect()
 }

@@ -92,7 +92,7 @@ pub struct Node<T> {
     pub(crate) transport: Arc<T>,
     pub(crate) peers: PeerTable,
     pub(crate) aae: AntiEntropy,
-    pub(crate) hints: crate::hints::HintBook,
+    pub(crate) hints: crate::hints::book::HintBook,
     repair_slots: Arc<Semaphore>,
     stats: NodeStats,
 }
@@ -110,7 +110,7 @@ impl<T: PeerTransport> Node<T> {
         Self {
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             aae: AntiEntropy::new(config.anti_entropy.max_keys_per_sec),
-            hints: crate::hints::HintBook::default(),
+            hints: crate::hints::book::HintBook::default(),
             config,
             actor: std::sync::RwLock::new(actor),
             membership,
