@@ -15,15 +15,22 @@ use crate::{PeerState, PeerTransport};
 
 /// Most peers one push reaches at once.
 const MAX_PUSH_PEERS: usize = 64;
+/// How often a node that does not serve yet (restarted, waiting for a member to confirm
+/// its ring) tries an exchange: it refuses every request until one succeeds.
+const JOINING_POLL: Duration = Duration::from_millis(100);
 
 /// Runs layout exchanges and acks until `stop` turns true.
 pub(crate) async fn run_layout_gossip<T: PeerTransport>(
     node: Arc<Node<T>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let interval = node.config().layout_interval;
     let mut turn = 0usize;
     loop {
+        let interval = if node.serving() {
+            node.config().layout_interval
+        } else {
+            node.config().layout_interval.min(JOINING_POLL)
+        };
         // `biased`: a fixed polling order keeps a seeded simulation reproducible.
         let push = tokio::select! {
             biased;
