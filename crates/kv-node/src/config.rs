@@ -105,7 +105,7 @@ impl Default for HintConfig {
             max_bytes: 256 * 1024 * 1024,
             max_target_bytes: 64 * 1024 * 1024,
             max_age: Duration::from_secs(3 * 3600),
-            delivery_keys_per_sec: 2_000,
+            delivery_keys_per_sec: 10_000,
             delivery_interval: Duration::from_secs(1),
             sloppy_quorum: false,
         }
