@@ -55,6 +55,8 @@ fn steps(skip_deny: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         ("tests", vec!["test", "--workspace"]),
+        // Gossip, ring and movement bounds at small sizes, on the tests' artifacts.
+        ("scale (quick)", vec!["xtask", "scale", "--quick"]),
         // The benches compile in the test profile, on the artifacts the tests built: a
         // release build here would compile the whole workspace a second time.
         (

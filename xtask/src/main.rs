@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's automation, in Rust instead of shell scripts.
 //!
-//! - `ci`: the quality gate `.ci/run` runs (fmt, clippy, tests, bench build, cargo-deny).
+//! - `ci`: the quality gate `.ci/run` runs (fmt, clippy, tests, scale bounds, demos,
+//!   Python tests, bench build, cargo-deny).
 //! - `cluster up|down|status|kill|restart|logs`: a local cluster under `.local/`.
-//! - `demo quorum|conflict|repair|membership`: the original system's demos, checked.
+//! - `demo quorum|conflict|repair|membership|handoff`: the demos, checked.
 //! - `bench`: load against the no-op floor and a release cluster, as ratios to the floor.
 //! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
+//! - `scale`: gossip, ring and data-movement figures at up to 1,000 nodes (SCALING.md).
 //! - `pytest`: the Python client's tests against real server processes.
 //! - `measure aae|ring|handoff`: anti-entropy and ring-change figures on a release cluster of real
 //!   processes.
@@ -19,6 +21,7 @@ mod measure;
 mod measure_handoff;
 mod measure_ring;
 mod pytest;
+mod scale;
 mod sim;
 
 use std::path::PathBuf;
@@ -55,6 +58,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print the scale figures (gossip at up to 1,000 members, ring, data movement,
+    /// layout sizes); `--quick` checks CI's bounds on small sizes.
+    #[command(disable_help_flag = true)]
+    Scale {
+        /// Options for kv-scale, e.g. `--quick` or `--gossip-sizes 100,500`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run a demo against a fresh local cluster; exits non-zero if it misbehaves.
     Demo {
         #[arg(value_enum)]
@@ -88,6 +99,7 @@ fn main() -> ExitCode {
         Task::Demo { name } => block_on(demo::run(name)),
         Task::Bench(args) => block_on(bench::run(args)),
         Task::Sim { args } => sim::run(&args),
+        Task::Scale { args } => scale::run(&args),
         Task::Pytest => pytest::run(),
         Task::Measure {
             what: Measurement::Aae(args),

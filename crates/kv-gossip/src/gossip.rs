@@ -261,13 +261,16 @@ impl Gossip {
         self.refresh_members();
     }
 
-    /// Rebuilds the member table from foca's membership state (the only source of
-    /// SUSPECT), emitting an event for every change.
+    /// Brings the member table in line with foca's membership state (the only source of
+    /// SUSPECT), emitting an event for every change. Runs after every input, so it only
+    /// clones what changed: a datagram costs one pass over the members, not a rebuild.
     fn refresh_members(&mut self) {
-        let mut current: BTreeMap<String, (NodeIdentity, MemberState, u16)> = BTreeMap::new();
+        let me = &self.foca.identity().node_id;
+        // Ordered by node id, so events come out in the same order on every replay.
+        let mut newest: BTreeMap<&str, (&NodeIdentity, MemberState, u16)> = BTreeMap::new();
         for member in self.foca.iter_membership_state() {
             let identity = member.id();
-            if identity.node_id.is_empty() || identity.node_id == self.identity().node_id {
+            if identity.node_id.is_empty() || identity.node_id == *me {
                 continue;
             }
             let state = match member.state() {
@@ -275,41 +278,45 @@ impl Gossip {
                 foca::State::Suspect => MemberState::Suspect,
                 foca::State::Down => MemberState::Dead,
             };
-            let newer = current
-                .get(&identity.node_id)
-                .is_none_or(|(known, _, _)| identity.bump > known.bump);
-            if newer {
-                current.insert(
-                    identity.node_id.clone(),
-                    (identity.clone(), state, member.incarnation()),
-                );
+            let slot = newest.entry(identity.node_id.as_str());
+            match slot {
+                std::collections::btree_map::Entry::Occupied(mut known)
+                    if identity.bump > known.get().0.bump =>
+                {
+                    known.insert((identity, state, member.incarnation()));
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {}
+                std::collections::btree_map::Entry::Vacant(empty) => {
+                    empty.insert((identity, state, member.incarnation()));
+                }
             }
         }
         let mut changes = Vec::new();
-        for (node_id, (identity, state, incarnation)) in current {
-            let view = self.members.entry(node_id.clone());
-            let entry = view.or_insert_with(|| {
+        for (node_id, (identity, state, incarnation)) in newest {
+            if let Some(entry) = self.members.get_mut(node_id) {
+                if entry.state != state || entry.identity != *identity {
+                    changes.push(GossipEvent::StateChanged {
+                        identity: identity.clone(),
+                        state,
+                    });
+                    entry.since = self.now;
+                    entry.identity = identity.clone();
+                    entry.state = state;
+                }
+                entry.incarnation = incarnation;
+            } else {
                 changes.push(GossipEvent::StateChanged {
                     identity: identity.clone(),
                     state,
                 });
-                MemberView {
+                let view = MemberView {
                     identity: identity.clone(),
                     state,
                     incarnation,
                     since: self.now,
-                }
-            });
-            if entry.state != state || entry.identity != identity {
-                changes.push(GossipEvent::StateChanged {
-                    identity: identity.clone(),
-                    state,
-                });
-                entry.since = self.now;
+                };
+                self.members.insert(node_id.to_owned(), view);
             }
-            entry.identity = identity;
-            entry.state = state;
-            entry.incarnation = incarnation;
         }
         for event in changes {
             self.push_event(event);
