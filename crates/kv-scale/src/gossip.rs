@@ -3,7 +3,8 @@
 //! in time order (one heap for datagrams, one for timers): no sockets, no clock, same
 //! seed, same run.
 //!
-//! A run forms the cluster (everyone announces to n1), then measures: how long a new
+//! A run forms the cluster (members join one after another, 20 ms apart, each through a
+//! random earlier member), then measures: how long a new
 //! member's join takes to reach every member; bytes sent per member per second in steady
 //! state; false suspicions (SUSPECT raised about a member that is up) per member-hour;
 //! and, after a crash, how long until every other member sees it SUSPECT and DEAD.
@@ -20,6 +21,8 @@ use rand::{RngExt, SeedableRng};
 const MS: Duration = Duration::from_millis(1);
 /// How long the cluster may take to form before the run gives up.
 const FORM_LIMIT: Duration = Duration::from_secs(600);
+/// Time between two members' first announces while the cluster forms.
+const JOIN_GAP: Duration = Duration::from_millis(20);
 /// Longest any single measurement may take (simulated).
 const MEASURE_LIMIT: Duration = Duration::from_secs(300);
 
@@ -58,6 +61,9 @@ struct Net {
 }
 
 impl Net {
+    /// `count` nodes joining one after another, `JOIN_GAP` apart, each through a random
+    /// member that joined before it (as an operator's rollout would), with room for
+    /// `capacity` nodes in all.
     fn new(count: usize, seed: u64, capacity: usize) -> Self {
         let mut net = Self {
             nodes: Vec::with_capacity(capacity),
@@ -75,13 +81,20 @@ impl Net {
             views: HashMap::new(),
         };
         for i in 0..count {
-            net.add(i, seed);
+            let through = if i == 0 {
+                0
+            } else {
+                net.rng.random_range(0..i)
+            };
+            net.add(i, through, seed);
+            let next = net.now + JOIN_GAP;
+            net.run_until(next);
         }
         net
     }
 
-    /// Starts node `i`, announcing itself to n1.
-    fn add(&mut self, i: usize, seed: u64) {
+    /// Starts node `i`, announcing itself to node `through`.
+    fn add(&mut self, i: usize, through: usize, seed: u64) {
         let me = identity(i);
         self.index.insert(me.gossip_addr, i);
         let node_seed = seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -89,7 +102,7 @@ impl Net {
         debug_assert_eq!(self.nodes.len(), i);
         self.nodes.push(Some(gossip));
         if i > 0 {
-            let seed_addr = identity(0).gossip_addr;
+            let seed_addr = identity(through).gossip_addr;
             if let Some(node) = self.nodes[i].as_mut() {
                 node.announce(seed_addr, self.now);
             }
@@ -239,7 +252,8 @@ pub struct GossipFigures {
     pub members: usize,
     /// Packet loss, per mille.
     pub loss_per_mille: u32,
-    /// Time until every member saw every other ALIVE, from everyone announcing at once.
+    /// Time until every member saw every other ALIVE, counted from the last member's
+    /// announce.
     pub formed: Option<Duration>,
     /// Time until every member saw a newcomer ALIVE.
     pub join_spread: Option<Duration>,
@@ -265,7 +279,7 @@ pub fn run(n: usize, loss_per_mille: u32, steady: Duration, seed: u64) -> Gossip
         (0..n).all(|subject| net.all_see_alive(subject))
     });
 
-    net.add(n, seed);
+    net.add(n, 0, seed);
     let join_spread = net.run_until_true(10 * MS, MEASURE_LIMIT, |net| net.all_see_alive(n));
 
     let members = n + 1;

@@ -26,6 +26,9 @@ struct Args {
     /// Simulated seconds of steady state per gossip run.
     #[arg(long, default_value_t = 120)]
     steady_secs: u64,
+    /// Packet loss levels of the gossip runs, per mille (full run).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 10, 50])]
+    losses: Vec<u32>,
 }
 
 const VNODES: u32 = 256;
@@ -53,7 +56,12 @@ fn main() -> ExitCode {
         args.gossip_sizes.clone()
     };
     let steady = Duration::from_secs(if args.quick { 60 } else { args.steady_secs });
-    gossip_table(&gossip_sizes, steady, args.seed, args.quick, &mut broken);
+    let losses = if args.quick {
+        vec![0]
+    } else {
+        args.losses.clone()
+    };
+    gossip_table(&gossip_sizes, &losses, steady, args.seed, &mut broken);
     println!(
         "\nwall-clock time: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -143,9 +151,9 @@ fn metadata_table(sizes: &[usize]) {
 
 fn gossip_table(
     sizes: &[usize],
+    losses: &[u32],
     steady: Duration,
     seed: u64,
-    quick: bool,
     broken: &mut Vec<String>,
 ) {
     let secs = |d: Option<Duration>| {
@@ -162,7 +170,6 @@ fn gossip_table(
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for &n in sizes {
-        let losses: &[u32] = if quick { &[0] } else { &[0, 10, 50] };
         for &loss in losses {
             let f = gossip::run(n, loss, steady, seed);
             println!(
