@@ -334,6 +334,10 @@ settings! {
     /// Gossip: how long a SUSPECT node has before it is DEAD, ms.
     #[arg(long)]
     suspect_timeout_ms: u64 => gossip.suspect_to_down;
+    /// Gossip: how often a member announces itself to a random other member (whose answer
+    /// feeds it members it may not know), ms; lower it in large clusters (SCALING.md).
+    #[arg(long)]
+    announce_period_ms: u64 => gossip.announce_period;
     /// Storage engine: fjall (persistent) or memory.
     #[arg(long)]
     storage: String => serve.storage;

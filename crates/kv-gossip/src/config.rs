@@ -19,6 +19,16 @@ pub enum GossipConfigError {
     /// The suspect-to-down timeout is zero.
     #[error("suspect-to-down timeout must be non-zero")]
     SuspectTimeout,
+    /// Members would announce themselves more often than they probe.
+    #[error(
+        "announce period ({announce_ms} ms) must be at least the probe period ({period_ms} ms)"
+    )]
+    AnnouncePeriod {
+        /// The announce period.
+        announce_ms: u128,
+        /// The probe period.
+        period_ms: u128,
+    },
     /// The packet size limit is outside what UDP and foca allow.
     #[error("max packet size {0} bytes is outside 512..=65000")]
     PacketSize(usize),
@@ -37,6 +47,11 @@ pub struct GossipConfig {
     pub remove_down_after: Duration,
     /// Largest datagram sent or accepted.
     pub max_packet_bytes: usize,
+    /// How often a member announces itself to a random other member, whose answer feeds
+    /// it as many members as fit in a datagram. A member that joined after others'
+    /// updates stopped travelling learns them this way (or when they probe it), so this
+    /// sets how fast full views form in a large cluster (see SCALING.md).
+    pub announce_period: Duration,
 }
 
 impl GossipConfig {
@@ -49,6 +64,7 @@ impl GossipConfig {
             suspect_to_down: Duration::from_secs(3),
             remove_down_after: Duration::from_secs(24 * 3600),
             max_packet_bytes: 1400,
+            announce_period: Duration::from_secs(10),
         }
     }
 
@@ -66,6 +82,12 @@ impl GossipConfig {
         if !(512..=65_000).contains(&self.max_packet_bytes) {
             return Err(GossipConfigError::PacketSize(self.max_packet_bytes));
         }
+        if self.announce_period < self.probe_period {
+            return Err(GossipConfigError::AnnouncePeriod {
+                announce_ms: self.announce_period.as_millis(),
+                period_ms: self.probe_period.as_millis(),
+            });
+        }
         Ok(())
     }
 
@@ -82,7 +104,7 @@ impl GossipConfig {
         config.max_packet_size = NonZeroUsize::new(self.max_packet_bytes - 1).expect("validated");
         config.notify_down_members = true;
         config.periodic_announce = Some(foca::PeriodicParams {
-            frequency: Duration::from_secs(10),
+            frequency: self.announce_period,
             num_members: NonZeroUsize::new(1).expect("non-zero"),
         });
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
@@ -100,5 +122,21 @@ impl GossipConfig {
 impl Default for GossipConfig {
     fn default() -> Self {
         Self::lan()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_settings_are_valid_and_an_announce_faster_than_probing_is_refused() {
+        assert_eq!(GossipConfig::lan().validate(), Ok(()));
+        let hasty = GossipConfig {
+            announce_period: Duration::from_millis(500),
+            ..GossipConfig::lan()
+        };
+        let refused = hasty.validate().unwrap_err().to_string();
+        assert!(refused.contains("announce period (500 ms)"), "{refused}");
     }
 }

@@ -14,7 +14,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use kv_gossip::{Gossip, GossipConfig, GossipEvent, MemberState, NodeIdentity};
+pub use kv_gossip::GossipConfig;
+use kv_gossip::{Gossip, GossipEvent, MemberState, NodeIdentity};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -41,6 +42,7 @@ fn identity(i: usize) -> NodeIdentity {
 
 /// The simulated cluster.
 struct Net {
+    config: GossipConfig,
     nodes: Vec<Option<Gossip>>,
     index: HashMap<SocketAddr, usize>,
     in_flight: BinaryHeap<InFlight>,
@@ -64,8 +66,9 @@ impl Net {
     /// `count` nodes joining one after another, `JOIN_GAP` apart, each through a random
     /// member that joined before it (as an operator's rollout would), with room for
     /// `capacity` nodes in all.
-    fn new(count: usize, seed: u64, capacity: usize) -> Self {
+    fn new(count: usize, seed: u64, capacity: usize, config: GossipConfig) -> Self {
         let mut net = Self {
+            config,
             nodes: Vec::with_capacity(capacity),
             index: HashMap::new(),
             in_flight: BinaryHeap::new(),
@@ -98,7 +101,7 @@ impl Net {
         let me = identity(i);
         self.index.insert(me.gossip_addr, i);
         let node_seed = seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let gossip = Gossip::new(me, GossipConfig::lan(), node_seed).expect("lan config is valid");
+        let gossip = Gossip::new(me, self.config.clone(), node_seed).expect("a valid config");
         debug_assert_eq!(self.nodes.len(), i);
         self.nodes.push(Some(gossip));
         if i > 0 {
@@ -272,7 +275,18 @@ pub struct GossipFigures {
 /// Forms an `n`-member cluster with `loss_per_mille` loss, then joins one more member,
 /// watches `steady` of steady state, and crashes one member.
 pub fn run(n: usize, loss_per_mille: u32, steady: Duration, seed: u64) -> GossipFigures {
-    let mut net = Net::new(n, seed, n + 1);
+    run_with(GossipConfig::lan(), n, loss_per_mille, steady, seed)
+}
+
+/// [`run`] with another failure-detector configuration.
+pub fn run_with(
+    config: GossipConfig,
+    n: usize,
+    loss_per_mille: u32,
+    steady: Duration,
+    seed: u64,
+) -> GossipFigures {
+    let mut net = Net::new(n, seed, n + 1, config);
     net.loss_per_mille = loss_per_mille;
     let step = 100 * MS;
     let formed = net.run_until_true(step, FORM_LIMIT, |net| {

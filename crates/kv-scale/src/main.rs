@@ -26,6 +26,9 @@ struct Args {
     /// Simulated seconds of steady state per gossip run.
     #[arg(long, default_value_t = 120)]
     steady_secs: u64,
+    /// Gossip announce period, ms (default: kv-gossip's LAN setting, 10 s).
+    #[arg(long)]
+    announce_period_ms: Option<u64>,
     /// Packet loss levels of the gossip runs, per mille (full run).
     #[arg(long, value_delimiter = ',', default_values_t = [0, 10, 50])]
     losses: Vec<u32>,
@@ -61,7 +64,18 @@ fn main() -> ExitCode {
     } else {
         args.losses.clone()
     };
-    gossip_table(&gossip_sizes, &losses, steady, args.seed, &mut broken);
+    let mut config = kv_gossip_config();
+    if let Some(ms) = args.announce_period_ms {
+        config.announce_period = Duration::from_millis(ms);
+    }
+    gossip_table(
+        &config,
+        &gossip_sizes,
+        &losses,
+        steady,
+        args.seed,
+        &mut broken,
+    );
     println!(
         "\nwall-clock time: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -149,7 +163,12 @@ fn metadata_table(sizes: &[usize]) {
     }
 }
 
+fn kv_gossip_config() -> kv_scale::gossip::GossipConfig {
+    kv_scale::gossip::GossipConfig::lan()
+}
+
 fn gossip_table(
+    config: &kv_scale::gossip::GossipConfig,
     sizes: &[usize],
     losses: &[u32],
     steady: Duration,
@@ -162,7 +181,10 @@ fn gossip_table(
         })
     };
     println!(
-        "\n## Gossip (foca SWIM, probe 1 s, suspect-to-DEAD 3 s, 1-5 ms latency; {} s steady state, seed {seed})\n",
+        "\n## Gossip (foca SWIM, probe {} ms, suspect-to-DEAD {} ms, announce every {} ms, 1-5 ms latency; {} s steady state, seed {seed})\n",
+        config.probe_period.as_millis(),
+        config.suspect_to_down.as_millis(),
+        config.announce_period.as_millis(),
         steady.as_secs()
     );
     println!(
@@ -171,7 +193,7 @@ fn gossip_table(
     println!("|---|---|---|---|---|---|---|---|---|");
     for &n in sizes {
         for &loss in losses {
-            let f = gossip::run(n, loss, steady, seed);
+            let f = gossip::run_with(config.clone(), n, loss, steady, seed);
             println!(
                 "| {n} | {:.0}% | {} | {} | {:.0} | {:.2} | {} | {} | {} |",
                 f64::from(loss) / 10.0,
