@@ -128,6 +128,27 @@ fn block_on<F: std::future::Future<Output = Result<(), String>>>(future: F) -> R
         .block_on(future)
 }
 
+/// Runs `package`'s binary through `cargo run` (in release mode with `release`) with
+/// `args`; on failure, says that `what` failed and how.
+fn run_package(package: &str, release: bool, args: &[String], what: &str) -> Result<(), String> {
+    let mut command = std::process::Command::new(cargo());
+    command.args(["run", "--quiet", "--package", package]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .arg("--")
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
