@@ -7,8 +7,13 @@ use std::time::{Duration, Instant};
 use kv_client::{AntiEntropyResponse, Client, ReadResult, WriteOptions};
 use kv_e2e::TestCluster;
 
-/// Rounds every 300 ms and a 1.5 s grace, so the tests take seconds.
-const FAST_AAE: &[&str] = &["--aae-interval-ms=300", "--tombstone-grace-ms=1500"];
+/// Rounds every 300 ms and a 1.5 s grace, so the tests take seconds; hints off, so what a
+/// returning node gets comes from anti-entropy alone (`hints.rs` tests the other way).
+const FAST_AAE: &[&str] = &[
+    "--aae-interval-ms=300",
+    "--tombstone-grace-ms=1500",
+    "--hint-max-bytes=0",
+];
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(60);
 const KEYS: usize = 300;
 

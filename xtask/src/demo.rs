@@ -27,6 +27,12 @@ const REPAIR_WAIT: Duration = Duration::from_secs(10);
 pub(crate) async fn run(demo: Demo) -> Result<(), String> {
     let args = match demo {
         Demo::Handoff => crate::demo_handoff::cluster_args(),
+        // Hints off: n1's hint would bring n3 up to date within a second of its restart,
+        // before the stale read the demo shows.
+        Demo::Repair => UpArgs {
+            node_args: vec!["--hint-max-bytes=0".into()],
+            ..UpArgs::default()
+        },
         _ => UpArgs::default(),
     };
     let mut cluster = Cluster::up(&args).await?;

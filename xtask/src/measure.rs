@@ -49,6 +49,8 @@ pub(crate) async fn aae(args: AaeArgs) -> Result<(), String> {
         node_args: vec![
             format!("--aae-interval-ms={}", args.interval_ms),
             format!("--tombstone-grace-ms={}", args.grace_ms),
+            // Anti-entropy alone: hints would deliver the missed writes first.
+            "--hint-max-bytes=0".into(),
         ],
         ..UpArgs::default()
     };
