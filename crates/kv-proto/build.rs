@@ -13,10 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let descriptors = protox::compile(&files, [&proto_dir])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    // prost does not write the descriptor set itself; reflection needs it.
+    // prost does not write the descriptor set itself; reflection needs it. Only the public
+    // API's: the client listener must not list the node-to-node service.
+    let public = protox::compile([&files[0]], [&proto_dir])?;
     std::fs::write(
         out_dir.join("kvstore_descriptor.bin"),
-        descriptors.encode_to_vec(),
+        public.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
         .bytes(".")

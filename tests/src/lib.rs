@@ -76,12 +76,16 @@ impl TestCluster {
     ) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let (mut grpc, gossip) = (
-            free_tcp_addresses(count * 2, &[]),
+            free_tcp_addresses(count * 3, &[]),
             free_udp_addresses(count, &[]),
         );
-        let admin = grpc.split_off(count);
+        let admin = grpc.split_off(count * 2);
+        let internal = grpc.split_off(count);
         let layouts: Vec<NodeLayout> = (1..=count)
-            .map(|i| NodeLayout::new(i, grpc[i - 1], gossip[i - 1], data.path()))
+            .map(|i| {
+                let at = i - 1;
+                NodeLayout::new(i, grpc[at], internal[at], gossip[at], data.path())
+            })
             .collect();
         // Test defaults, unless the test sets the flag itself.
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
@@ -130,13 +134,14 @@ impl TestCluster {
         let taken_tcp: Vec<SocketAddr> = self
             .nodes
             .iter()
-            .flat_map(|n| [n.layout.grpc, n.admin])
+            .flat_map(|n| [n.layout.grpc, n.layout.internal, n.admin])
             .collect();
         let taken_gossip: Vec<SocketAddr> = self.nodes.iter().map(|n| n.layout.gossip).collect();
-        let tcp = free_tcp_addresses(2, &taken_tcp);
+        let tcp = free_tcp_addresses(3, &taken_tcp);
         let layout = NodeLayout::new(
             index,
             tcp[0],
+            tcp[2],
             free_udp_addresses(1, &taken_gossip)[0],
             self.data.path(),
         );
@@ -213,9 +218,14 @@ impl TestCluster {
         Client::connect(&self.address(node)).await.expect("connect")
     }
 
-    /// The gRPC address of `node`.
+    /// The client gRPC address of `node`.
     pub fn address(&self, node: &str) -> String {
         self.nodes[self.index(node)].layout.grpc.to_string()
+    }
+
+    /// The node-to-node (internal) gRPC address of `node`.
+    pub fn internal_address(&self, node: &str) -> String {
+        self.nodes[self.index(node)].layout.internal.to_string()
     }
 
     /// The admin HTTP address of `node` (/healthz, /readyz, /metrics, /status).

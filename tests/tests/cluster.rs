@@ -212,10 +212,16 @@ async fn bad_input_is_invalid_argument_and_the_node_keeps_serving() {
         "delete empty key: {error}"
     );
 
-    // A message over the 4 MiB transport limit is refused by gRPC itself.
+    // A message over the 4 MiB transport limit is refused before it is decoded, with
+    // RESOURCE_EXHAUSTED as the gRPC spec says (tonic's own answer is OUT_OF_RANGE).
     let oversized = Bytes::from(vec![b'x'; 5 * 1024 * 1024]);
     let error = n1.put("k", oversized, &blind()).await.unwrap_err();
-    assert!(error.code().is_some(), "oversized message: {error}");
+    assert_eq!(
+        error.code(),
+        Some(Code::ResourceExhausted),
+        "oversized message: {error}"
+    );
+    assert!(error.to_string().contains("the limit is"), "{error}");
 
     n1.put("k", "still serving", &blind()).await.unwrap();
     let read = cluster.client("n2").await.get("k", None).await.unwrap();
@@ -322,6 +328,10 @@ async fn standard_health_and_reflection_services_answer() {
             "{expected} missing from {names:?}"
         );
     }
+    assert!(
+        !names.iter().any(|n| n.starts_with("kvstore.internal")),
+        "the client listener lists the node-to-node service: {names:?}"
+    );
     // What grpcurl asks before it calls a method (the seed README's calls included): the
     // file that defines the service.
     for symbol in [

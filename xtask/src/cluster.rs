@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::{cargo, workspace_root};
 
 const BASE_GRPC_PORT: u16 = 50051;
+/// n1's node-to-node port; the client port plus 100, as `kvstore serve` defaults it.
+const BASE_INTERNAL_PORT: u16 = 50151;
 const BASE_GOSSIP_PORT: u16 = 7946;
 /// n1's admin HTTP port (/healthz, /readyz, /metrics); n2's is the next, and so on.
 const BASE_ADMIN_PORT: u16 = 9091;
@@ -494,14 +496,16 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
         .collect()
 }
 
-/// Node `n<i>` of a cluster of `count` on the fixed local ports (gRPC 5005i, gossip
-/// 7946+i-1, admin HTTP 909i): its identity, addresses, seeds and data dir.
+/// Node `n<i>` of a cluster of `count` on the fixed local ports (client gRPC 5005i,
+/// internal gRPC 5015i, gossip 7946+i-1, admin HTTP 909i): its identity, addresses, seeds
+/// and data dir.
 pub(crate) fn node_spec(i: usize, count: usize, dir: &Path) -> NodeSpec {
     let layout: Vec<NodeLayout> = (1..=count.max(i))
         .map(|n| {
             let grpc = ([127, 0, 0, 1], BASE_GRPC_PORT + n as u16 - 1).into();
+            let internal = ([127, 0, 0, 1], BASE_INTERNAL_PORT + n as u16 - 1).into();
             let gossip = ([127, 0, 0, 1], BASE_GOSSIP_PORT + n as u16 - 1).into();
-            NodeLayout::new(n, grpc, gossip, &dir.join("data"))
+            NodeLayout::new(n, grpc, internal, gossip, &dir.join("data"))
         })
         .collect();
     let node = &layout[i - 1];

@@ -40,6 +40,9 @@ pub(crate) struct LoadArgs {
     /// Requests in flight at once (one per worker).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Bearer token with the write role, for nodes started with --auth-tokens.
+    #[arg(long, env = "KVSTORE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// gRPC connections shared by the workers.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -127,12 +130,14 @@ pub(crate) async fn run(args: LoadArgs, as_json: bool) -> Result<(), String> {
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let target = &targets[i % targets.len()];
-        clients.push(
-            Client::connect(target)
-                .await
-                .map_err(|e| e.to_string())?
-                .with_client_id("kvbench"),
-        );
+        let client = Client::connect(target)
+            .await
+            .map_err(|e| e.to_string())?
+            .with_client_id("kvbench");
+        clients.push(match &args.token {
+            Some(token) => client.with_token(token).map_err(|e| e.to_string())?,
+            None => client,
+        });
     }
     let value = bytes::Bytes::from(vec![b'v'; args.value_size]);
     let completed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -45,6 +45,30 @@ pub(crate) struct ClientArgs {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true, display_order = 1001)]
     pub(crate) json: bool,
+    /// Bearer token for nodes started with --auth-tokens (prefer the environment
+    /// variable: a flag shows in the process list).
+    #[arg(
+        long,
+        global = true,
+        env = "KVSTORE_TOKEN",
+        hide_env_values = true,
+        display_order = 1002
+    )]
+    pub(crate) token: Option<String>,
+}
+
+impl ClientArgs {
+    /// A client of the node at `address`, with the token when one is given.
+    pub(crate) async fn connect(&self, address: &str) -> Result<kv_client::Client, String> {
+        let client = kv_client::Client::connect(address)
+            .await
+            .map_err(|e| e.to_string())?
+            .with_client_id("kvstore-cli");
+        match &self.token {
+            Some(token) => client.with_token(token).map_err(|e| e.to_string()),
+            None => Ok(client),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,17 +4,14 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kv_client::{Client, Context, MemberState, ReadResult, RingChangeKind as Kind, WriteOptions};
+use kv_client::{Context, MemberState, ReadResult, RingChangeKind as Kind, WriteOptions};
 use serde_json::{Value, json};
 
 use crate::cli::{AaeCommand, ClientArgs, ClientCommand};
 use crate::{hint_commands, ring_commands};
 
 pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(), String> {
-    let mut client = Client::connect(&args.addr)
-        .await
-        .map_err(|e| e.to_string())?
-        .with_client_id("kvstore-cli");
+    let mut client = args.connect(&args.addr).await?;
     let (text, json) = match command {
         ClientCommand::Put {
             key,
@@ -95,7 +92,7 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> Result<(),
                 .map_err(|e| e.to_string())?;
             anti_entropy_output(&status)
         }
-        ClientCommand::Hints { all } => hint_commands::hints(&mut client, all).await?,
+        ClientCommand::Hints { all } => hint_commands::hints(&mut client, args, all).await?,
         ClientCommand::Health => {
             let health = client.health().await.map_err(|e| e.to_string())?;
             ring_commands::health_output(&health)
@@ -190,8 +187,15 @@ fn state_name(state: i32) -> &'static str {
 
 fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value) {
     let mut text = format!(
-        "view of {}\n{:<10} {:<8} {:<5} {:>5} {:<22} {:<22} SINCE\n",
-        view.node_id, "NODE", "STATE", "RING", "INC", "GRPC ADDRESS", "GOSSIP ADDRESS"
+        "view of {}\n{:<10} {:<8} {:<5} {:>5} {:<22} {:<22} {:<22} SINCE\n",
+        view.node_id,
+        "NODE",
+        "STATE",
+        "RING",
+        "INC",
+        "CLIENT ADDRESS",
+        "INTERNAL ADDRESS",
+        "GOSSIP ADDRESS"
     );
     for member in &view.members {
         let since = if member.last_change_unix_ms == 0 {
@@ -202,24 +206,23 @@ fn membership_output(view: &kv_client::GetMembershipResponse) -> (String, Value)
             format!("{ago}s ago")
         };
         let ring = if member.in_ring { "yes" } else { "no" };
-        let gossip = if member.gossip_address.is_empty() {
-            "-"
-        } else {
-            member.gossip_address.as_str()
-        };
+        let or_dash = |address: &'_ str| if address.is_empty() { "-" } else { address }.to_owned();
         let _ = writeln!(
             text,
-            "{:<10} {:<8} {ring:<5} {:>5} {:<22} {gossip:<22} {since}",
+            "{:<10} {:<8} {ring:<5} {:>5} {:<22} {:<22} {:<22} {since}",
             member.node_id,
             state_name(member.state),
             member.incarnation,
-            member.grpc_address
+            or_dash(&member.grpc_address),
+            or_dash(&member.internal_address),
+            or_dash(&member.gossip_address),
         );
     }
     let json = json!({
         "node_id": view.node_id,
         "members": view.members.iter().map(|m| json!({
             "node_id": m.node_id, "state": state_name(m.state), "grpc_address": m.grpc_address,
+            "internal_address": m.internal_address,
             "incarnation": m.incarnation, "last_change_unix_ms": m.last_change_unix_ms,
             "gossip_address": m.gossip_address, "in_ring": m.in_ring,
         })).collect::<Vec<_>>(),

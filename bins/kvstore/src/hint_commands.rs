@@ -6,8 +6,14 @@ use std::fmt::Write as _;
 use kv_client::{Client, HintsResponse, MemberState};
 use serde_json::{Value, json};
 
+use crate::cli::ClientArgs;
+
 /// Asks the node behind `client`, or with `all` every member it lists, for its hints.
-pub(crate) async fn hints(client: &mut Client, all: bool) -> Result<(String, Value), String> {
+pub(crate) async fn hints(
+    client: &mut Client,
+    args: &ClientArgs,
+    all: bool,
+) -> Result<(String, Value), String> {
     let mut views = vec![client.hints().await.map_err(|e| e.to_string())?];
     if all {
         let members = client.membership().await.map_err(|e| e.to_string())?;
@@ -19,7 +25,7 @@ pub(crate) async fn hints(client: &mut Client, all: bool) -> Result<(String, Val
                 views.push(unreachable_view(&member.node_id));
                 continue;
             }
-            match member_hints(&member.grpc_address).await {
+            match member_hints(args, &member.grpc_address).await {
                 Ok(view) => views.push(view),
                 Err(_) => views.push(unreachable_view(&member.node_id)),
             }
@@ -28,11 +34,8 @@ pub(crate) async fn hints(client: &mut Client, all: bool) -> Result<(String, Val
     Ok((text(&views), json(&views)))
 }
 
-async fn member_hints(address: &str) -> Result<HintsResponse, String> {
-    let mut client = Client::connect(address)
-        .await
-        .map_err(|e| e.to_string())?
-        .with_client_id("kvstore-cli");
+async fn member_hints(args: &ClientArgs, address: &str) -> Result<HintsResponse, String> {
+    let mut client = args.connect(address).await?;
     client.hints().await.map_err(|e| e.to_string())
 }
 

@@ -29,7 +29,7 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            cli::Command::Serve(args) => serve::run(*args).await,
+            cli::Command::Serve(args) => Box::pin(serve::run(*args)).await,
             cli::Command::Client(command) => commands::run(command, &cli.client).await,
         }
     });

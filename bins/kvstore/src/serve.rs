@@ -1,6 +1,7 @@
 //! `kvstore serve`: read the settings, start logging, build the node with
-//! `kv_node::NodeBuilder`, serve it with `kv_grpc::serve` until SIGINT or SIGTERM, then
-//! shut down gracefully.
+//! `kv_node::NodeBuilder`, serve its client API (`kv_grpc::serve_clients`) and its
+//! node-to-node service (`kv_grpc::serve_internal`) on their own listeners until SIGINT
+//! or SIGTERM, then shut down gracefully.
 
 use std::time::Duration;
 
@@ -26,10 +27,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     )?;
     let plan = resolved.plan().map_err(|e| e.to_string())?;
     let transport = GrpcTransport::new(&plan.node.peers, plan.node.peer_timeout);
-    let address = plan.listen;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let access = client_access(&plan)?;
+    let (client_listener, internal_listener) = bind_listeners(&plan).await?;
     let mut builder = NodeBuilder::new(plan.node, transport)
         .storage(plan.storage.open().map_err(|e| e.to_string())?);
     if let Some(gossip) = plan.gossip {
@@ -45,8 +44,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     let config = running.node().config();
     tracing::info!(
         node_id = %config.node_id,
-        listen = %address,
-        advertised = %config.grpc_address,
+        listen = %plan.listen,
+        advertised = %config.client_address,
+        internal_listen = %plan.internal_listen,
+        internal_advertised = %config.internal_address,
         peers = config.peers.len(),
         n = config.replication_factor,
         r = config.read_quorum,
@@ -54,31 +55,104 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         "serving"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = std::sync::Arc::new(stop);
     let admin = match plan.admin_listen {
-        Some(address) => Some(start_admin(&running, address, stopped).await?),
+        Some(address) => Some(start_admin(&running, address, stopped.clone()).await?),
         None => None,
     };
-    let served = kv_grpc::serve(
-        std::sync::Arc::clone(running.node()),
-        listener,
-        shutdown_signal(),
-    )
-    .await;
-    let _ = stop.send(true);
+    let signal = tokio::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        async move {
+            shutdown_signal().await;
+            stop.send_replace(true);
+        }
+    });
+    // Either server failing stops the other: a node reachable by clients but not by its
+    // peers (or the reverse) must not linger.
+    let node = running.node();
+    let (clients, internal) = tokio::join!(
+        stop_all_after(
+            &stop,
+            kv_grpc::serve_clients(
+                std::sync::Arc::clone(node),
+                client_listener,
+                access,
+                stopped_signal(stopped.clone())
+            )
+        ),
+        stop_all_after(
+            &stop,
+            kv_grpc::serve_internal(
+                std::sync::Arc::clone(node),
+                internal_listener,
+                plan.max_concurrent_internal_calls,
+                stopped_signal(stopped)
+            )
+        ),
+    );
+    signal.abort();
     if let Some(admin) = admin {
         let _ = admin.await;
     }
     running.shut_down(GOSSIP_LEAVE_GRACE).await;
-    served.map_err(|e| e.to_string())?;
+    clients.map_err(|e| format!("client listener: {e}"))?;
+    internal.map_err(|e| format!("internal listener: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How the client listener admits calls: the token file, loaded and checked now, and the
+/// bound on calls in flight.
+fn client_access(plan: &kv_config::Plan) -> Result<kv_grpc::ClientAccess, String> {
+    let tokens = if let Some(path) = &plan.auth_tokens {
+        let table = kv_grpc::TokenTable::load(path).map_err(|e| format!("--auth-tokens: {e}"))?;
+        tracing::info!(tokens = table.len(), file = %path.display(), "client calls need a bearer token");
+        Some(table)
+    } else {
+        tracing::warn!("no --auth-tokens: every client may read, write and change the ring");
+        None
+    };
+    Ok(kv_grpc::ClientAccess {
+        tokens,
+        max_concurrent_calls: plan.max_concurrent_client_calls,
+    })
+}
+
+/// Binds the client and internal listeners, naming the flag to change when one is taken.
+async fn bind_listeners(
+    plan: &kv_config::Plan,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), String> {
+    let bind = |address, flag| async move {
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen on {address} ({flag}): {e}"))
+    };
+    Ok((
+        bind(plan.listen, "--listen").await?,
+        bind(plan.internal_listen, "--internal-listen").await?,
+    ))
+}
+
+/// Resolves once `stopped` turns true (or its sender is gone).
+async fn stopped_signal(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Runs `server` to its end, then tells everything else to stop.
+async fn stop_all_after<E>(
+    stop: &tokio::sync::watch::Sender<bool>,
+    server: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let result = server.await;
+    stop.send_replace(true);
+    result
 }
 
 /// Serves the admin endpoints on `address` until `stopped` turns true.
 async fn start_admin(
     running: &kv_node::RunningNode<GrpcTransport>,
     address: std::net::SocketAddr,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -86,10 +160,7 @@ async fn start_admin(
     tracing::info!(admin = %address, "admin endpoints: /healthz /readyz /metrics");
     let node = std::sync::Arc::clone(running.node());
     Ok(tokio::spawn(async move {
-        let stop = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        if let Err(error) = kv_admin::serve_admin(node, listener, stop).await {
+        if let Err(error) = kv_admin::serve_admin(node, listener, stopped_signal(stopped)).await {
             tracing::warn!(%error, "the admin listener failed");
         }
     }))

@@ -44,8 +44,10 @@ class LocalCluster:
     def __init__(self, binary, count=3):
         self.binary = binary
         self.logs = tempfile.mkdtemp(prefix="kvstore-pytest-")
-        ports = _free_ports(count)
-        self.addresses = {f"n{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(ports)}
+        ports = _free_ports(2 * count)
+        self.addresses = {f"n{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(ports[:count])}
+        # The node-to-node service has its own port; static peers name it.
+        self.internal = {f"n{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(ports[count:])}
         self.processes = {}
         for node in self.addresses:
             self.start(node)
@@ -57,11 +59,12 @@ class LocalCluster:
                 time.sleep(0.1)
 
     def start(self, node):
-        peers = ",".join(f"{n}={a}" for n, a in self.addresses.items() if n != node)
+        peers = ",".join(f"{n}={a}" for n, a in self.internal.items() if n != node)
         log = open(os.path.join(self.logs, f"{node}.log"), "ab")
         self.processes[node] = subprocess.Popen(
             [
                 self.binary, "serve", "--node-id", node, "--listen", self.addresses[node],
+                "--internal-listen", self.internal[node],
                 "--peers", peers, "--storage", "memory", "--peer-timeout-ms", "500",
                 "--request-timeout-ms", "2000",
             ],

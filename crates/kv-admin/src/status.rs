@@ -45,7 +45,10 @@ async fn peer_stores(peers: &[kv_node::PeerStatus]) -> HashMap<String, (u64, u64
         .filter(|p| p.state == PeerState::Alive)
         .take(MAX_PEERS_ASKED)
     {
-        let (id, address) = (peer.node_id.clone(), peer.grpc_address.to_string());
+        let Some(address) = peer.client_address else {
+            continue;
+        };
+        let (id, address) = (peer.node_id.clone(), address.to_string());
         calls.spawn(async move {
             let ask = async {
                 let health = kv_client::Client::connect(&address)
@@ -106,7 +109,7 @@ pub(crate) async fn render<T: PeerTransport>(node: &Node<T>) -> String {
         id: health.node_id.clone(),
         state: "ALIVE",
         since_unix: None,
-        address: node.config().grpc_address.to_string(),
+        address: node.config().client_address.to_string(),
         primary_share: share(&health.node_id).map(|o| o.primary_share),
         replica_share: share(&health.node_id).map(|o| o.replica_share),
         store: Some((health.storage_keys, health.storage_bytes)),
@@ -115,7 +118,10 @@ pub(crate) async fn render<T: PeerTransport>(node: &Node<T>) -> String {
         rows.push(MemberRow {
             state: state_name(peer.state),
             since_unix: unix_seconds(peer.since),
-            address: peer.grpc_address.to_string(),
+            address: peer.client_address.map_or_else(
+                || format!("{} (internal)", peer.internal_address),
+                |a| a.to_string(),
+            ),
             primary_share: share(&peer.node_id).map(|o| o.primary_share),
             replica_share: share(&peer.node_id).map(|o| o.replica_share),
             store: stores.get(&peer.node_id).copied(),

@@ -58,6 +58,9 @@ pub enum ClientError {
         /// The node's explanation.
         message: String,
     },
+    /// The token cannot be sent as a header.
+    #[error("the token cannot be sent: {0}")]
+    BadToken(&'static str),
 }
 
 fn code_name(code: tonic::Code) -> String {
@@ -85,7 +88,7 @@ impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             Self::Status { code, .. } => Some(*code),
-            Self::Connect { .. } => None,
+            Self::Connect { .. } | Self::BadToken(_) => None,
         }
     }
 }
@@ -184,18 +187,41 @@ pub struct Client {
     next_request: std::sync::Arc<AtomicU64>,
 }
 
+/// Adds `authorization: Bearer <token>` to every call, when the client has a token.
+#[derive(Debug, Clone, Default)]
+struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A stub's channel: the connection, with the bearer token added to each call.
+type Stub = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 /// The stubs of one node.
 #[derive(Debug, Clone)]
 struct NodeChannel {
-    kv: KvStoreClient<Channel>,
-    membership: MembershipClient<Channel>,
+    channel: Channel,
+    kv: KvStoreClient<Stub>,
+    membership: MembershipClient<Stub>,
 }
 
 impl NodeChannel {
-    fn new(channel: Channel) -> Self {
+    fn new(channel: Channel, bearer: &Bearer) -> Self {
         Self {
-            kv: KvStoreClient::new(channel.clone()),
-            membership: MembershipClient::new(channel),
+            kv: KvStoreClient::with_interceptor(channel.clone(), bearer.clone()),
+            membership: MembershipClient::with_interceptor(channel.clone(), bearer.clone()),
+            channel,
         }
     }
 }
@@ -222,7 +248,10 @@ impl Client {
             .connect()
             .await
             .map_err(|e| connect_error(address, &e.to_string()))?;
-        Ok(Self::over(vec![NodeChannel::new(channel)]))
+        Ok(Self::over(vec![NodeChannel::new(
+            channel,
+            &Bearer::default(),
+        )]))
     }
 
     /// A client of the nodes at `addresses` (any node coordinates any key). Requests go
@@ -236,7 +265,9 @@ impl Client {
         }
         let nodes = addresses
             .iter()
-            .map(|a| endpoint(a.as_ref()).map(|e| NodeChannel::new(e.connect_lazy())))
+            .map(|a| {
+                endpoint(a.as_ref()).map(|e| NodeChannel::new(e.connect_lazy(), &Bearer::default()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::over(nodes))
     }
@@ -249,6 +280,25 @@ impl Client {
             client_id: format!("kv-client-{}", std::process::id()),
             next_request: std::sync::Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call, for nodes started with
+    /// `--auth-tokens`.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ClientError::BadToken("it is empty"));
+        }
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::BadToken("it must be printable ASCII"))?;
+        let bearer = Bearer(Some(value));
+        self.nodes = self
+            .nodes
+            .iter()
+            .map(|node| NodeChannel::new(node.channel.clone(), &bearer))
+            .collect();
+        Ok(self)
     }
 
     /// Sets the `client_id` sent with every request.
@@ -332,7 +382,7 @@ impl Client {
         Ok(Context::from_api(response.version.as_ref()))
     }
 
-    fn admin(&self) -> MembershipClient<Channel> {
+    fn admin(&self) -> MembershipClient<Stub> {
         self.nodes[self.current].membership.clone()
     }
 
@@ -340,7 +390,7 @@ impl Client {
     /// be reached at all.
     async fn with_failover<R, F, Fut>(&mut self, call: F) -> Result<R, ClientError>
     where
-        F: Fn(KvStoreClient<Channel>) -> Fut,
+        F: Fn(KvStoreClient<Stub>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let count = self.nodes.len();

@@ -11,7 +11,7 @@
 //! let flags = kv_config::ServeSettings { write_quorum: Some(1), ..Default::default() };
 //! let plan = flags.or(file).resolve().plan().unwrap();
 //! assert_eq!((plan.node.node_id.as_str(), plan.node.write_quorum), ("n1", 1));
-//! assert_eq!(plan.node.read_quorum, kv_node::NodeConfig::new("n1", plan.node.grpc_address).read_quorum);
+//! assert_eq!(plan.node.read_quorum, kv_node::NodeConfig::new("n1", plan.node.internal_address).read_quorum);
 //! ```
 
 #![warn(missing_docs)]
@@ -54,10 +54,18 @@ pub enum SettingsError {
         example: &'static str,
     },
     /// A peer is not `id=host:port`.
-    #[error("peer {spec:?} must look like id=host:port (e.g. n2=127.0.0.1:50052)")]
+    #[error(
+        "peer {spec:?} must look like id=host:port of its internal listener (e.g. n2=127.0.0.1:50152)"
+    )]
     BadPeer {
         /// What was given.
         spec: String,
+    },
+    /// A limit was set to zero, which would refuse everything.
+    #[error("--{flag} must be at least 1")]
+    Zero {
+        /// The flag.
+        flag: &'static str,
     },
     /// Two settings exclude each other, or one needs another.
     #[error("{0}")]
@@ -182,6 +190,11 @@ pub struct ServeOptions {
     node_id: Option<String>,
     listen: Option<SocketAddr>,
     advertise_addr: Option<SocketAddr>,
+    internal_listen: Option<SocketAddr>,
+    internal_advertise_addr: Option<SocketAddr>,
+    auth_tokens: Option<PathBuf>,
+    max_concurrent_client_calls: usize,
+    max_concurrent_internal_calls: usize,
     peers: Vec<String>,
     gossip_listen: Option<SocketAddr>,
     gossip_advertise_addr: Option<SocketAddr>,
@@ -204,6 +217,11 @@ impl Default for ServeOptions {
             node_id: None,
             listen: None,
             advertise_addr: None,
+            internal_listen: None,
+            internal_advertise_addr: None,
+            auth_tokens: None,
+            max_concurrent_client_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_concurrent_internal_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             peers: Vec::new(),
             gossip_listen: None,
             gossip_advertise_addr: None,
@@ -295,15 +313,37 @@ settings! {
     /// This node's id (e.g. n1); required.
     #[arg(long)]
     node_id: String => serve.node_id;
-    /// Address to serve gRPC on (e.g. 127.0.0.1:50051, or 0.0.0.0:50051 with
-    /// --advertise-addr); required.
+    /// Address to serve the client gRPC API on (e.g. 127.0.0.1:50051, or 0.0.0.0:50051
+    /// with --advertise-addr); required.
     #[arg(long)]
     listen: SocketAddr => serve.listen;
-    /// The gRPC address other nodes reach this one at, when it is not --listen (needed
-    /// when --listen binds to all interfaces, e.g. 10.0.0.5:50051).
+    /// The client address shown to clients and operators, when it is not --listen
+    /// (needed when --listen binds to all interfaces, e.g. 10.0.0.5:50051).
     #[arg(long)]
     advertise_addr: SocketAddr => serve.advertise_addr;
-    /// Other members as id=host:port, comma-separated (static membership).
+    /// Address to serve the node-to-node service on; never the client port. Default:
+    /// --listen's address with the port plus 100 (127.0.0.1:50051 -> 127.0.0.1:50151).
+    #[arg(long)]
+    internal_listen: SocketAddr => serve.internal_listen;
+    /// The internal address other nodes dial, when it is not --internal-listen. Default:
+    /// --advertise-addr's host with --internal-listen's port, else --internal-listen.
+    #[arg(long)]
+    internal_advertise_addr: SocketAddr => serve.internal_advertise_addr;
+    /// A token file (`role name token` per line; roles read < write < admin): client
+    /// calls then need `authorization: Bearer <token>` whose role allows them. Without
+    /// it every client may do everything: the dev default, not for production.
+    #[arg(long)]
+    auth_tokens: PathBuf => serve.auth_tokens;
+    /// Most client calls run at once; more are refused with RESOURCE_EXHAUSTED and a
+    /// retry pushback rather than queued.
+    #[arg(long)]
+    max_concurrent_client_calls: usize => serve.max_concurrent_client_calls;
+    /// Most node-to-node calls run at once (a batch of replica operations is one call);
+    /// more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long)]
+    max_concurrent_internal_calls: usize => serve.max_concurrent_internal_calls;
+    /// Other members as id=host:port of their internal listener, comma-separated (static
+    /// membership).
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String> => serve.peers;
     /// Gossip (UDP) address; turns on SWIM membership instead of a static --peers list.
@@ -419,11 +459,20 @@ settings! {
 /// What a node is built from.
 #[derive(Debug)]
 pub struct Plan {
-    /// Where the gRPC server binds (the node's configuration holds the address peers
-    /// reach it at).
+    /// Where the client gRPC API binds (the node's configuration holds the address it is
+    /// shown at).
     pub listen: SocketAddr,
+    /// Where the node-to-node service binds (the node's configuration holds the address
+    /// peers dial).
+    pub internal_listen: SocketAddr,
     /// Where the admin HTTP listener binds, if anywhere.
     pub admin_listen: Option<SocketAddr>,
+    /// The client token file, if client calls need tokens.
+    pub auth_tokens: Option<PathBuf>,
+    /// Most client calls run at once.
+    pub max_concurrent_client_calls: usize,
+    /// Most node-to-node calls run at once.
+    pub max_concurrent_internal_calls: usize,
     /// The node's configuration.
     pub node: NodeConfig,
     /// Its gossip, unless its peers are a static list.
@@ -467,7 +516,19 @@ impl Resolved {
             flag: "listen",
             example: " (e.g. 127.0.0.1:50051)",
         })?;
-        node.grpc_address = advertised(listen, serve.advertise_addr, "listen", "advertise-addr")?;
+        node.client_address = advertised(listen, serve.advertise_addr, "listen", "advertise-addr")?;
+        let internal_listen = internal_listen(&serve, listen)?;
+        let internal_advertise = serve.internal_advertise_addr.or_else(|| {
+            serve
+                .advertise_addr
+                .map(|a| SocketAddr::new(a.ip(), internal_listen.port()))
+        });
+        node.internal_address = advertised(
+            internal_listen,
+            internal_advertise,
+            "internal-listen",
+            "internal-advertise-addr",
+        )?;
         node.peers = serve
             .peers
             .iter()
@@ -476,14 +537,60 @@ impl Resolved {
         node.validate()?;
         let storage = storage_choice(&serve, &node.node_id)?;
         let gossip = gossip_settings(&serve, gossip)?;
+        for (flag, limit) in [
+            (
+                "max-concurrent-client-calls",
+                serve.max_concurrent_client_calls,
+            ),
+            (
+                "max-concurrent-internal-calls",
+                serve.max_concurrent_internal_calls,
+            ),
+        ] {
+            if limit == 0 {
+                return Err(SettingsError::Zero { flag });
+            }
+        }
         Ok(Plan {
             listen,
+            internal_listen,
             admin_listen: serve.admin_listen,
+            auth_tokens: serve.auth_tokens,
+            max_concurrent_client_calls: serve.max_concurrent_client_calls,
+            max_concurrent_internal_calls: serve.max_concurrent_internal_calls,
             node,
             gossip,
             storage,
         })
     }
+}
+
+/// The default bound on client calls, and on node-to-node calls, a node runs at once.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 1024;
+
+/// How far the default internal port is from the client port.
+pub const INTERNAL_PORT_OFFSET: u16 = 100;
+
+/// `--internal-listen`, or the client listener's address with the port plus
+/// [`INTERNAL_PORT_OFFSET`]; never the client listener itself.
+fn internal_listen(serve: &ServeOptions, listen: SocketAddr) -> Result<SocketAddr, SettingsError> {
+    let internal = if let Some(address) = serve.internal_listen {
+        address
+    } else {
+        let port = listen
+            .port()
+            .checked_add(INTERNAL_PORT_OFFSET)
+            .ok_or(SettingsError::Conflict(
+                "--listen's port is too high to derive the internal port from; set --internal-listen",
+            ))?;
+        SocketAddr::new(listen.ip(), port)
+    };
+    if internal == listen {
+        return Err(SettingsError::Conflict(
+            "--internal-listen must differ from --listen: the node-to-node service is never served on the client port",
+        ));
+    }
+    Ok(internal)
 }
 
 /// The address peers reach a socket bound to `listen` at: `advertise` if given, else
@@ -576,7 +683,7 @@ fn parse_peer(spec: &str) -> Result<PeerSpec, SettingsError> {
     }
     Ok(PeerSpec {
         node_id: node_id.to_owned(),
-        grpc_address: address.parse().map_err(|_| bad())?,
+        internal_address: address.parse().map_err(|_| bad())?,
     })
 }
 
@@ -692,6 +799,38 @@ mod tests {
     }
 
     #[test]
+    fn the_internal_listener_is_its_own_port() {
+        let plan = ServeSettings {
+            listen: Some("127.0.0.1:50051".parse().unwrap()),
+            ..named("n1")
+        }
+        .resolve()
+        .plan()
+        .unwrap();
+        assert_eq!(plan.internal_listen, "127.0.0.1:50151".parse().unwrap());
+        assert_eq!(plan.node.internal_address, plan.internal_listen);
+        let chosen = ServeSettings {
+            internal_listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..named("n1")
+        };
+        let plan = chosen.resolve().plan().unwrap();
+        assert_eq!(
+            plan.node.internal_address,
+            "127.0.0.1:7000".parse().unwrap()
+        );
+        let same = ServeSettings {
+            internal_listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..named("n1")
+        };
+        assert!(plan_error(same).contains("never served on the client port"));
+        let too_high = ServeSettings {
+            listen: Some("127.0.0.1:65500".parse().unwrap()),
+            ..named("n1")
+        };
+        assert!(plan_error(too_high).contains("set --internal-listen"));
+    }
+
+    #[test]
     fn all_interfaces_need_an_advertised_address() {
         let everywhere = ServeSettings {
             listen: Some("0.0.0.0:50051".parse().unwrap()),
@@ -705,7 +844,12 @@ mod tests {
         };
         let plan = advertised.clone().resolve().plan().unwrap();
         assert_eq!(plan.listen, "0.0.0.0:50051".parse().unwrap());
-        assert_eq!(plan.node.grpc_address, "10.0.0.5:50051".parse().unwrap());
+        assert_eq!(plan.node.client_address, "10.0.0.5:50051".parse().unwrap());
+        assert_eq!(plan.internal_listen, "0.0.0.0:50151".parse().unwrap());
+        assert_eq!(
+            plan.node.internal_address,
+            "10.0.0.5:50151".parse().unwrap()
+        );
         let gossip = ServeSettings {
             gossip_listen: Some("0.0.0.0:7946".parse().unwrap()),
             ..advertised

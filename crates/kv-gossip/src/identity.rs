@@ -13,8 +13,10 @@ pub struct NodeIdentity {
     pub node_id: String,
     /// Where its gossip (UDP) socket listens.
     pub gossip_addr: SocketAddr,
-    /// Where its gRPC server listens.
-    pub grpc_addr: SocketAddr,
+    /// Where its node-to-node (internal) gRPC service listens: what peers dial.
+    pub internal_addr: SocketAddr,
+    /// Where its client gRPC API listens: what operators and clients are shown.
+    pub client_addr: SocketAddr,
     /// Distinguishes incarnations of the same node: set from the start time, incremented
     /// on renewal. The higher bump wins an address conflict.
     pub bump: u64,
@@ -26,7 +28,8 @@ impl NodeIdentity {
         Self {
             node_id: String::new(),
             gossip_addr,
-            grpc_addr: gossip_addr,
+            internal_addr: gossip_addr,
+            client_addr: gossip_addr,
             bump: 0,
         }
     }

@@ -20,7 +20,8 @@
 //! let identity = |i: u16| NodeIdentity {
 //!     node_id: format!("n{i}"),
 //!     gossip_addr: format!("127.0.0.1:{}", 7945 + i).parse().unwrap(),
-//!     grpc_addr: format!("127.0.0.1:{}", 50050 + i).parse().unwrap(),
+//!     internal_addr: format!("127.0.0.1:{}", 50150 + i).parse().unwrap(),
+//!     client_addr: format!("127.0.0.1:{}", 50050 + i).parse().unwrap(),
 //!     bump: 1,
 //! };
 //! let mut a = Gossip::new(identity(1), GossipConfig::lan(), 1).unwrap();

@@ -18,7 +18,8 @@ fn identity(i: usize, bump: u64) -> NodeIdentity {
     NodeIdentity {
         node_id: format!("n{i}"),
         gossip_addr: format!("127.0.0.1:{}", 20_000 + i).parse().unwrap(),
-        grpc_addr: format!("127.0.0.1:{}", 30_000 + i).parse().unwrap(),
+        internal_addr: format!("127.0.0.1:{}", 31_000 + i).parse().unwrap(),
+        client_addr: format!("127.0.0.1:{}", 30_000 + i).parse().unwrap(),
         bump,
     }
 }

@@ -104,7 +104,11 @@ pub(crate) fn member(peer: PeerStatus, in_ring: bool) -> api::Member {
         .map_or(0, |d| d.as_millis() as u64);
     api::Member {
         node_id: peer.node_id,
-        grpc_address: peer.grpc_address.to_string(),
+        grpc_address: peer
+            .client_address
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        internal_address: peer.internal_address.to_string(),
         state: state.into(),
         incarnation: peer.incarnation,
         gossip_address: peer

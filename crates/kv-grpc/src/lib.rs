@@ -1,8 +1,10 @@
 //! kvstore over gRPC: everything that knows tonic.
 //!
 //! - [`PublicApi`] serves `kvstore.KVStore` and `kvstore.Membership`; [`InternalApi`]
-//!   serves the node-to-node `kvstore.internal.Replica`; [`serve`] runs both with
-//!   reflection and `grpc.health.v1`.
+//!   serves the node-to-node `kvstore.internal.Replica`; [`serve_clients`] and
+//!   [`serve_internal`] run them on their own listeners.
+//! - [`auth`] checks client bearer tokens and their roles; [`gate`] admits each call
+//!   (token, then a bound on calls in flight: RESOURCE_EXHAUSTED beyond it).
 //! - [`GrpcTransport`] is kv-node's `PeerTransport` over the internal service: one channel
 //!   per peer, replica reads and writes queued per peer and sent as `Replica/Batch`
 //!   calls. Channels come from a [`Connector`]: tonic over TCP in production, anything
@@ -16,11 +18,13 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 mod batcher;
 mod channel;
 pub mod convert;
 mod convert_hints;
 mod convert_ring;
+pub mod gate;
 mod peer_metrics;
 mod server;
 mod service_internal;
@@ -29,8 +33,10 @@ pub mod status;
 mod transport;
 pub mod wire;
 
+pub use auth::{Role, TokenFileError, TokenTable};
 pub use channel::{Connector, ReplicaChannel, TonicConnector};
-pub use server::{ServeError, serve};
+pub use gate::ClientAccess;
+pub use server::{ServeError, serve_clients, serve_internal};
 pub use service_internal::InternalApi;
 pub use service_public::PublicApi;
 pub use transport::GrpcTransport;

@@ -1,5 +1,6 @@
-//! Serving a node: the public and internal services, gRPC reflection (v1 and v1alpha) and
-//! the standard `grpc.health.v1.Health`, on one listener, until `shutdown` resolves.
+//! Serving a node on its two listeners: the client API with gRPC reflection (v1 and
+//! v1alpha) and `grpc.health.v1.Health`; the node-to-node service, on its own port and
+//! absent from reflection, so that a client cannot write into replicas directly.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,8 +11,11 @@ use kv_proto::kvstore::kv_store_server::KvStoreServer;
 use kv_proto::kvstore::membership_server::MembershipServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tonic::codegen::http;
 use tonic::transport::server::TcpIncoming;
+use tower::util::MapResponseLayer;
 
+use crate::gate::ClientAccess;
 use crate::wire::INTERNAL_MESSAGE_LIMIT_BYTES;
 use crate::{InternalApi, PublicApi};
 
@@ -26,7 +30,7 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Reflection over every service this listener serves: the public and internal APIs,
+/// Reflection over every service the client listener serves: the public API,
 /// `grpc.health.v1.Health` (so `grpcurl ... grpc.health.v1.Health/Check` resolves it) and
 /// reflection itself.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
@@ -36,10 +40,13 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves `node` on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve<T: PeerTransport>(
+/// Serves the client API (`kvstore.KVStore`, `kvstore.Membership`), reflection over it and
+/// `grpc.health.v1.Health` on `listener` until `shutdown` completes, then drains in-flight
+/// requests. The node-to-node service is not here: see [`serve_internal`].
+pub async fn serve_clients<T: PeerTransport>(
     node: Arc<Node<T>>,
     listener: TcpListener,
+    access: ClientAccess,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let reflection_v1 = reflection().build_v1()?;
@@ -52,27 +59,65 @@ pub async fn serve<T: PeerTransport>(
         .set_serving::<MembershipServer<PublicApi<T>>>()
         .await;
 
-    let public = PublicApi::new(Arc::clone(&node));
+    let public = PublicApi::with_access(node, access);
     let kv =
         KvStoreServer::new(public.clone()).max_decoding_message_size(CLIENT_MESSAGE_LIMIT_BYTES);
     let membership = MembershipServer::new(public);
-    let internal = ReplicaServer::new(InternalApi::new(node))
-        .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
-        .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES);
 
     tonic::transport::Server::builder()
+        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(membership)
-        .add_service(internal)
-        // serve_with_incoming ignores the builder's TCP_NODELAY, so set it on the incoming
-        // stream: with Nagle on, small replies wait for delayed ACKs (tens of ms).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Serves the node-to-node service (`kvstore.internal.Replica`) and
+/// `grpc.health.v1.Health` on `listener`, its own port, until `shutdown` completes.
+pub async fn serve_internal<T: PeerTransport>(
+    node: Arc<Node<T>>,
+    listener: TcpListener,
+    max_concurrent_calls: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ReplicaServer<InternalApi<T>>>()
+        .await;
+    let internal = ReplicaServer::new(InternalApi::with_limit(node, max_concurrent_calls))
+        .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
+        .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES);
+    tonic::transport::Server::builder()
+        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
+        .add_service(health_service)
+        .add_service(internal)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Answers a message over the size limit with RESOURCE_EXHAUSTED, as the gRPC spec asks,
+/// keeping tonic's message (which gives the size and the limit). tonic refuses such a
+/// message before any handler runs, with OUT_OF_RANGE in a trailers-only response; our
+/// handlers never answer OUT_OF_RANGE, so the code alone identifies it.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"11");
+    if out_of_range {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// `listener` as tonic's incoming stream, with TCP_NODELAY: serve_with_incoming ignores
+/// the builder's setting, and with Nagle on, small replies wait for delayed ACKs (tens of
+/// ms).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

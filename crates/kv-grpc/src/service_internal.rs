@@ -1,5 +1,6 @@
-//! The node-to-node gRPC service, `kvstore.internal.Replica`: decode with the wire module,
-//! run the node's replica operation, encode the answer. Client size limits do not apply.
+//! The node-to-node gRPC service, `kvstore.internal.Replica`: admit the call (a bound on
+//! calls running at once), decode with the wire module, run the node's replica operation,
+//! encode the answer. Client size limits do not apply.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use kv_proto::internal as proto;
 use kv_proto::internal::replica_server::Replica;
 use tonic::{Request, Response, Status};
 
+use crate::gate::Gate;
 use crate::status::{item_error, status_of, wire_status};
 use crate::wire::{self, Op, Outcome, WireError};
 
@@ -15,20 +17,44 @@ use crate::wire::{self, Op, Outcome, WireError};
 #[derive(Debug)]
 pub struct InternalApi<T> {
     node: Arc<Node<T>>,
+    gate: Arc<Gate>,
 }
 
 impl<T> Clone for InternalApi<T> {
     fn clone(&self) -> Self {
         Self {
             node: Arc::clone(&self.node),
+            gate: Arc::clone(&self.gate),
         }
     }
 }
 
 impl<T> InternalApi<T> {
-    /// Wraps a node.
+    /// Wraps a node, admitting every call.
     pub fn new(node: Arc<Node<T>>) -> Self {
-        Self { node }
+        Self {
+            node,
+            gate: Arc::new(Gate::open("internal")),
+        }
+    }
+
+    /// Wraps a node, refusing calls beyond `max_concurrent_calls` running at once.
+    pub fn with_limit(node: Arc<Node<T>>, max_concurrent_calls: usize) -> Self {
+        Self {
+            node,
+            gate: Arc::new(Gate::new("internal", None, max_concurrent_calls)),
+        }
+    }
+
+    fn admit<M>(
+        &self,
+        request: &Request<M>,
+        call: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        // Peers hold no token: the internal listener is protected by where it listens
+        // (and, later, by mutual TLS), so only the bound applies.
+        let metrics = &self.node.stats().requests;
+        self.gate.admit(request.metadata(), call, None, metrics)
     }
 }
 
@@ -65,6 +91,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<proto::ReadResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/Read")?;
         let outcome = self.read_one(request.get_ref()).map_err(|e| e.status())?;
         Ok(Response::new(outcome))
     }
@@ -73,6 +100,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::WriteRequest>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/Write")?;
         self.write_one(request.into_inner())
             .await
             .map_err(|e| e.status())?;
@@ -83,6 +111,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::CoordinateWriteRequest>,
     ) -> Result<Response<proto::CoordinateWriteResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/CoordinateWrite")?;
         let command =
             wire::decode_coordinate_request(request.into_inner()).map_err(|e| wire_status(&e))?;
         let context = self
@@ -99,6 +128,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::CoordinateReadRequest>,
     ) -> Result<Response<proto::ReadResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/CoordinateRead")?;
         let request = request.into_inner();
         let merged = self
             .node
@@ -112,6 +142,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::DigestsRequest>,
     ) -> Result<Response<proto::DigestsResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/Digests")?;
         let (format, ranges) =
             wire::decode_digests_request(request.get_ref()).map_err(|e| wire_status(&e))?;
         let request = request.into_inner();
@@ -131,6 +162,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::KeyListRequest>,
     ) -> Result<Response<proto::KeyListResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/KeyList")?;
         let request = request.into_inner();
         let (format, range, limit) =
             wire::decode_key_list_request(&request).map_err(|e| wire_status(&e))?;
@@ -151,6 +183,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::LayoutMessage>,
     ) -> Result<Response<proto::LayoutMessage>, Status> {
+        let _permit = self.admit(&request, "Replica/ExchangeLayout")?;
         let layout = self
             .node
             .receive_layout(&request.into_inner().layout)
@@ -162,6 +195,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         &self,
         request: Request<proto::BatchRequest>,
     ) -> Result<Response<proto::BatchResponse>, Status> {
+        let _permit = self.admit(&request, "Replica/Batch")?;
         let request = request.into_inner();
         wire::check_batch(&request).map_err(|e| wire_status(&e))?;
         let outcomes = if self.node.storage_writes_block() {

@@ -1,6 +1,7 @@
-//! The public gRPC services, `kvstore.KVStore` and `kvstore.Membership`: turn each message
-//! into the node's request type, hand it over, and turn the answer back. Validation is the
-//! node's; one tracing span per request carries the client's ids.
+//! The public gRPC services, `kvstore.KVStore` and `kvstore.Membership`: admit each call
+//! (token and role, concurrency bound), turn its message into the node's request type,
+//! hand it over, and turn the answer back. Validation is the node's; one tracing span per
+//! request carries the client's ids.
 
 use std::sync::Arc;
 
@@ -11,7 +12,9 @@ use kv_proto::kvstore::membership_server::Membership;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth::Role;
 use crate::convert::{self, get_response, version_entries, version_to_api};
+use crate::gate::{ClientAccess, Gate};
 use crate::status::status_of;
 use crate::{convert_hints, convert_ring};
 
@@ -19,12 +22,42 @@ use crate::{convert_hints, convert_ring};
 #[derive(Debug)]
 pub struct PublicApi<T> {
     node: Arc<Node<T>>,
+    gate: Arc<Gate>,
 }
 
 impl<T> PublicApi<T> {
-    /// Wraps a node.
+    /// Wraps a node, admitting every call (no tokens, no bound).
     pub fn new(node: Arc<Node<T>>) -> Self {
-        Self { node }
+        Self {
+            node,
+            gate: Arc::new(Gate::open("client")),
+        }
+    }
+
+    /// Wraps a node, admitting calls as `access` says.
+    pub fn with_access(node: Arc<Node<T>>, access: ClientAccess) -> Self {
+        let gate = Gate::new("client", access.tokens, access.max_concurrent_calls);
+        Self {
+            node,
+            gate: Arc::new(gate),
+        }
+    }
+
+    /// Admits a call of `call` from a caller with `request`'s metadata, if its token
+    /// allows `needed` (`None`: health probes, which need no token); the permit bounds the
+    /// calls running at once.
+    fn admit<M>(
+        &self,
+        request: &Request<M>,
+        call: &str,
+        needed: Option<Role>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.gate.admit(
+            request.metadata(),
+            call,
+            needed,
+            &self.node.stats().requests,
+        )
     }
 }
 
@@ -32,6 +65,7 @@ impl<T> Clone for PublicApi<T> {
     fn clone(&self) -> Self {
         Self {
             node: Arc::clone(&self.node),
+            gate: Arc::clone(&self.gate),
         }
     }
 }
@@ -64,6 +98,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         &self,
         request: Request<api::PutRequest>,
     ) -> Result<Response<api::PutResponse>, Status> {
+        let _permit = self.admit(&request, "KVStore/Put", Some(Role::Write))?;
         let req = request.into_inner();
         let write = ClientWrite {
             key: req.key,
@@ -85,6 +120,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         &self,
         request: Request<api::GetRequest>,
     ) -> Result<Response<api::GetResponse>, Status> {
+        let _permit = self.admit(&request, "KVStore/Get", Some(Role::Read))?;
         let req = request.into_inner();
         let span = tracing::info_span!(
             "get",
@@ -109,6 +145,7 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
         &self,
         request: Request<api::DeleteRequest>,
     ) -> Result<Response<api::DeleteResponse>, Status> {
+        let _permit = self.admit(&request, "KVStore/Delete", Some(Role::Write))?;
         let req = request.into_inner();
         let write = ClientWrite {
             key: req.key,
@@ -131,8 +168,9 @@ impl<T: PeerTransport> KvStore for PublicApi<T> {
 impl<T: PeerTransport> Membership for PublicApi<T> {
     async fn get_membership(
         &self,
-        _request: Request<api::GetMembershipRequest>,
+        request: Request<api::GetMembershipRequest>,
     ) -> Result<Response<api::GetMembershipResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/GetMembership", Some(Role::Read))?;
         Ok(Response::new(api::GetMembershipResponse {
             node_id: self.node.config().node_id.clone(),
             members: self.members(),
@@ -143,6 +181,7 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         &self,
         request: Request<api::ChangeRingRequest>,
     ) -> Result<Response<api::ChangeRingResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/ChangeRing", Some(Role::Admin))?;
         let request = request.into_inner();
         let plan = convert_ring::change(&request)
             .and_then(|change| self.node.change_ring(&change, request.dry_run))
@@ -152,8 +191,9 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
 
     async fn ring_transfers(
         &self,
-        _request: Request<api::RingTransfersRequest>,
+        request: Request<api::RingTransfersRequest>,
     ) -> Result<Response<api::RingTransfersResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/RingTransfers", Some(Role::Read))?;
         Ok(Response::new(convert_ring::transfers(
             &self.node.config().node_id,
             self.node.routing().as_deref(),
@@ -166,6 +206,7 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         &self,
         request: Request<api::GetRingRequest>,
     ) -> Result<Response<api::GetRingResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/GetRing", Some(Role::Read))?;
         let key = request.into_inner().key;
         let mut response = convert_ring::ring(self.node.routing().as_deref());
         if !key.is_empty() {
@@ -181,15 +222,17 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
 
     async fn health(
         &self,
-        _request: Request<api::HealthRequest>,
+        request: Request<api::HealthRequest>,
     ) -> Result<Response<api::HealthResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/Health", None)?;
         Ok(Response::new(convert::health(self.node.health())))
     }
 
     async fn hints(
         &self,
-        _request: Request<api::HintsRequest>,
+        request: Request<api::HintsRequest>,
     ) -> Result<Response<api::HintsResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/Hints", Some(Role::Read))?;
         Ok(Response::new(convert_hints::hints(
             &self.node.config().node_id,
             self.node.hints_status(),
@@ -200,6 +243,7 @@ impl<T: PeerTransport> Membership for PublicApi<T> {
         &self,
         request: Request<api::AntiEntropyRequest>,
     ) -> Result<Response<api::AntiEntropyResponse>, Status> {
+        let _permit = self.admit(&request, "Membership/AntiEntropy", Some(Role::Read))?;
         let mut response =
             convert::anti_entropy(&self.node.config().node_id, self.node.anti_entropy_status());
         if request.get_ref().ranges {
@@ -226,7 +270,8 @@ impl<T> PublicApi<T> {
         };
         let me = api::Member {
             node_id: config.node_id.clone(),
-            grpc_address: config.grpc_address.to_string(),
+            grpc_address: config.client_address.to_string(),
+            internal_address: config.internal_address.to_string(),
             state: api::MemberState::Alive.into(),
             in_ring: in_ring(&config.node_id),
             ..api::Member::default()

@@ -116,10 +116,10 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         let mut updated = HashMap::with_capacity(peers.len());
         for peer in peers {
             let link = match links.remove(&peer.node_id) {
-                Some(link) if link.address == peer.grpc_address => link,
+                Some(link) if link.address == peer.internal_address => link,
                 _ => PeerLink {
-                    address: peer.grpc_address,
-                    channel: self.connector.connect(&peer.node_id, peer.grpc_address),
+                    address: peer.internal_address,
+                    channel: self.connector.connect(&peer.node_id, peer.internal_address),
                     batcher: OnceLock::new(),
                 },
             };

@@ -208,7 +208,7 @@ impl Drop for Peer {
 fn transport_to(address: SocketAddr) -> Arc<GrpcTransport> {
     let peers = [PeerSpec {
         node_id: "p".into(),
-        grpc_address: address,
+        internal_address: address,
     }];
     Arc::new(GrpcTransport::new(&peers, CALL_TIMEOUT))
 }

@@ -43,8 +43,10 @@ pub enum Membership {
 pub struct NodeLayout {
     /// Its id (`n1`, ...).
     pub id: String,
-    /// Its gRPC address.
+    /// Its client gRPC address.
     pub grpc: SocketAddr,
+    /// Its node-to-node gRPC address (`--internal-listen`).
+    pub internal: SocketAddr,
     /// Its gossip (UDP) address.
     pub gossip: SocketAddr,
     /// Its fjall data directory.
@@ -53,12 +55,19 @@ pub struct NodeLayout {
 
 impl NodeLayout {
     /// Node `n<index>` (1-based) at the given addresses, with data under `data_root/<id>`.
-    pub fn new(index: usize, grpc: SocketAddr, gossip: SocketAddr, data_root: &Path) -> Self {
+    pub fn new(
+        index: usize,
+        grpc: SocketAddr,
+        internal: SocketAddr,
+        gossip: SocketAddr,
+        data_root: &Path,
+    ) -> Self {
         let id = format!("n{index}");
         Self {
             data_dir: data_root.join(&id),
             id,
             grpc,
+            internal,
             gossip,
         }
     }
@@ -70,6 +79,7 @@ pub fn serve_args(node: &NodeLayout, all: &[NodeLayout], membership: Membership)
         "serve".to_owned(),
         format!("--node-id={}", node.id),
         format!("--listen={}", node.grpc),
+        format!("--internal-listen={}", node.internal),
         format!("--data-dir={}", node.data_dir.display()),
     ];
     match membership {
@@ -77,7 +87,7 @@ pub fn serve_args(node: &NodeLayout, all: &[NodeLayout], membership: Membership)
             let peers: Vec<String> = all
                 .iter()
                 .filter(|other| other.id != node.id)
-                .map(|other| format!("{}={}", other.id, other.grpc))
+                .map(|other| format!("{}={}", other.id, other.internal))
                 .collect();
             if !peers.is_empty() {
                 args.push(format!("--peers={}", peers.join(",")));
@@ -315,6 +325,7 @@ mod tests {
                 NodeLayout::new(
                     i,
                     format!("127.0.0.1:{}", 50050 + i).parse().unwrap(),
+                    format!("127.0.0.1:{}", 50150 + i).parse().unwrap(),
                     format!("127.0.0.1:{}", 7945 + i).parse().unwrap(),
                     Path::new("/data"),
                 )
@@ -332,8 +343,9 @@ mod tests {
                 "serve",
                 "--node-id=n2",
                 "--listen=127.0.0.1:50052",
+                "--internal-listen=127.0.0.1:50152",
                 "--data-dir=/data/n2",
-                "--peers=n1=127.0.0.1:50051,n3=127.0.0.1:50053",
+                "--peers=n1=127.0.0.1:50151,n3=127.0.0.1:50153",
             ]
         );
         let gossip_args = serve_args(&nodes[2], &nodes, Membership::Gossip { seeds: 2 });

@@ -11,8 +11,8 @@ use thiserror::Error;
 pub struct PeerSpec {
     /// The peer's node id.
     pub node_id: String,
-    /// Where its gRPC server listens.
-    pub grpc_address: SocketAddr,
+    /// Where its internal (node-to-node) gRPC service listens: what this node dials.
+    pub internal_address: SocketAddr,
 }
 
 /// Request size and shape limits. They apply to client requests only, never to replica
@@ -128,8 +128,11 @@ pub struct NodeConfig {
     /// This node's id (also the actor id of the versions it mints, when its storage is
     /// durable; see [`crate::NodeBuilder`]).
     pub node_id: String,
-    /// This node's gRPC address, as peers reach it.
-    pub grpc_address: SocketAddr,
+    /// This node's internal (node-to-node) gRPC address, as peers reach it.
+    pub internal_address: SocketAddr,
+    /// This node's client API address, as clients and operators reach it (shown in the
+    /// membership; nothing dials it). [`NodeConfig::new`] sets it to the internal address.
+    pub client_address: SocketAddr,
     /// The other members of the cluster.
     pub peers: Vec<PeerSpec>,
     /// Replicas per key (N).
@@ -159,10 +162,11 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A configuration with the defaults (N=3, R=2, W=2, 256 vnodes) and no peers.
-    pub fn new(node_id: impl Into<String>, grpc_address: SocketAddr) -> Self {
+    pub fn new(node_id: impl Into<String>, internal_address: SocketAddr) -> Self {
         Self {
             node_id: node_id.into(),
-            grpc_address,
+            internal_address,
+            client_address: internal_address,
             peers: Vec::new(),
             replication_factor: 3,
             read_quorum: 2,
@@ -180,12 +184,12 @@ impl NodeConfig {
 
     /// A node without peers: a cluster of one, so N=R=W=1 (a static peer list needs at
     /// least N members).
-    pub fn standalone(node_id: impl Into<String>, grpc_address: SocketAddr) -> Self {
+    pub fn standalone(node_id: impl Into<String>, internal_address: SocketAddr) -> Self {
         Self {
             replication_factor: 1,
             read_quorum: 1,
             write_quorum: 1,
-            ..Self::new(node_id, grpc_address)
+            ..Self::new(node_id, internal_address)
         }
     }
 

@@ -84,7 +84,8 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
     let identity = NodeIdentity {
         node_id: config.node_id.clone(),
         gossip_addr: settings.advertise,
-        grpc_addr: config.grpc_address,
+        internal_addr: config.internal_address,
+        client_addr: config.client_address,
         bump,
     };
     let rng_seed = bump ^ kv_ring::key_hash(config.node_id.as_bytes());
@@ -159,7 +160,8 @@ fn peer_status(member: &MemberView, wall_now: SystemTime, now: Duration) -> Peer
     let age = now.saturating_sub(member.since);
     PeerStatus {
         node_id: member.identity.node_id.clone(),
-        grpc_address: member.identity.grpc_addr,
+        internal_address: member.identity.internal_addr,
+        client_address: Some(member.identity.client_addr),
         gossip_address: Some(member.identity.gossip_addr),
         state: match member.state {
             MemberState::Alive => PeerState::Alive,

@@ -50,6 +50,14 @@ struct QuorumLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    /// `client` or `internal`.
+    listener: &'static str,
+    /// `overloaded`, `unauthenticated` or `permission_denied`.
+    reason: &'static str,
+}
+
 /// Upper bounds of the siblings-per-read buckets.
 const SIBLING_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 64.0];
 
@@ -64,6 +72,7 @@ pub struct RequestMetrics {
     latency: Family<OpLabels, Histogram, fn() -> Histogram>,
     quorum_failures: Family<QuorumLabels, Counter>,
     siblings: Histogram,
+    refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for RequestMetrics {
@@ -73,6 +82,7 @@ impl Default for RequestMetrics {
             latency: Family::new_with_constructor(latency_histogram),
             quorum_failures: Family::default(),
             siblings: Histogram::new(SIBLING_BUCKETS),
+            refused: Family::default(),
         }
     }
 }
@@ -102,6 +112,14 @@ impl RequestMetrics {
         self.siblings.observe(values as f64);
     }
 
+    /// Records a call a listener refused before running it: `reason` is `overloaded`,
+    /// `unauthenticated` or `permission_denied`.
+    pub fn record_refused(&self, listener: &'static str, reason: &'static str) {
+        self.refused
+            .get_or_create(&RefusedLabels { listener, reason })
+            .inc();
+    }
+
     /// Adds the families to `registry` (sharing their values: later requests show).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -124,6 +142,11 @@ impl RequestMetrics {
             "kvstore_read_siblings",
             "Values (siblings) each successful read of an existing key returned",
             self.siblings.clone(),
+        );
+        registry.register(
+            "kvstore_calls_refused",
+            "Calls a listener refused before running them, by listener and reason",
+            self.refused.clone(),
         );
     }
 }

@@ -27,8 +27,11 @@ pub enum PeerState {
 pub struct PeerStatus {
     /// The peer's node id.
     pub node_id: String,
-    /// Its gRPC address.
-    pub grpc_address: SocketAddr,
+    /// Its internal (node-to-node) gRPC address.
+    pub internal_address: SocketAddr,
+    /// Its client API address, when known (gossip carries it; a static peer list does
+    /// not).
+    pub client_address: Option<SocketAddr>,
     /// Its gossip address, when gossip is on.
     pub gossip_address: Option<SocketAddr>,
     /// Liveness.
@@ -56,7 +59,8 @@ impl PeerTable {
                 let node_id = peer.node_id.clone();
                 let status = PeerStatus {
                     node_id: node_id.clone(),
-                    grpc_address: peer.grpc_address,
+                    internal_address: peer.internal_address,
+                    client_address: None,
                     gossip_address: None,
                     state: PeerState::Unknown,
                     incarnation: 0,

@@ -3,7 +3,8 @@
 //! - [`kvstore`]: the public API (`KVStore`, `Membership`), wire-compatible with the
 //!   original Go kvstore's JSON shapes.
 //! - [`internal`]: node-to-node replica calls.
-//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
+//! - [`FILE_DESCRIPTOR_SET`]: the public API's encoded descriptors, for the client
+//!   listener's gRPC server reflection (the internal service is deliberately absent).
 
 #![allow(missing_docs, clippy::pedantic, missing_debug_implementations)]
 
@@ -17,5 +18,6 @@ pub mod internal {
     tonic::include_proto!("kvstore.internal");
 }
 
-/// Encoded `FileDescriptorSet` of both protos, for reflection services.
+/// Encoded `FileDescriptorSet` of `kvstore.proto` alone, for reflection on the client
+/// listener.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kvstore_descriptor");

@@ -35,7 +35,8 @@ fn identity(i: usize) -> NodeIdentity {
     NodeIdentity {
         node_id: format!("n{}", i + 1),
         gossip_addr: SocketAddr::from((ip, 7946)),
-        grpc_addr: SocketAddr::from((ip, 50051)),
+        internal_addr: SocketAddr::from((ip, 50151)),
+        client_addr: SocketAddr::from((ip, 50051)),
         bump: 1,
     }
 }

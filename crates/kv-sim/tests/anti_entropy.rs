@@ -29,7 +29,7 @@ fn config(id: usize, count: usize) -> NodeConfig {
         .filter(|&i| i != id)
         .map(|i| PeerSpec {
             node_id: format!("n{i}"),
-            grpc_address: address(i),
+            internal_address: address(i),
         })
         .collect();
     config.anti_entropy.tombstone_grace = GRACE;

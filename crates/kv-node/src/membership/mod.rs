@@ -173,7 +173,7 @@ impl<T: PeerTransport> Node<T> {
             .iter()
             .map(|p| crate::PeerSpec {
                 node_id: p.node_id.clone(),
-                grpc_address: p.grpc_address,
+                internal_address: p.internal_address,
             })
             .collect();
         self.transport.update_peers(&specs);
