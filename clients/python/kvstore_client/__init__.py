@@ -73,12 +73,22 @@ class Internal(KvstoreError):
     """The node failed (storage error, damaged data)."""
 
 
+class Unauthenticated(KvstoreError):
+    """The node needs a token (`Client(..., token=...)`) and got none, or a wrong one."""
+
+
+class PermissionDenied(KvstoreError):
+    """The token's role does not allow the call (read < write < admin)."""
+
+
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 
@@ -150,7 +160,9 @@ class Client:
         addresses: Sequence[str] | str,
         timeout_s: float = 10.0,
         client_id: Optional[str] = None,
+        token: Optional[str] = None,
     ):
+        """`token`: a bearer token, for nodes started with --auth-tokens."""
         if isinstance(addresses, str):
             addresses = [addresses]
         if not addresses:
@@ -160,6 +172,7 @@ class Client:
         self._turn = itertools.cycle(range(len(self._stubs)))
         self._timeout_s = timeout_s
         self._client_id = client_id or f"py-{uuid.uuid4().hex[:8]}"
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def close(self) -> None:
         for _, channel in self._nodes:
@@ -195,7 +208,7 @@ class Client:
             request_id=uuid.uuid4().hex,
             write_mode=_write_mode(sloppy),
         )
-        response = self._call(lambda stub, t: stub.Put(request, timeout=t))
+        response = self._call(lambda stub, t: stub.Put(request, timeout=t, metadata=self._metadata))
         return Context._from_pb(response.version)
 
     def get(self, key: str, r: int = 0) -> Optional[Read]:
@@ -206,7 +219,7 @@ class Client:
             client_id=self._client_id,
             request_id=uuid.uuid4().hex,
         )
-        response = self._call(lambda stub, t: stub.Get(request, timeout=t))
+        response = self._call(lambda stub, t: stub.Get(request, timeout=t, metadata=self._metadata))
         if response.status == pb.NOT_FOUND:
             return None
         if response.conflicts:
@@ -232,7 +245,7 @@ class Client:
             request_id=uuid.uuid4().hex,
             write_mode=_write_mode(sloppy),
         )
-        response = self._call(lambda stub, t: stub.Delete(request, timeout=t))
+        response = self._call(lambda stub, t: stub.Delete(request, timeout=t, metadata=self._metadata))
         return Context._from_pb(response.version)
 
     def _call(self, call):

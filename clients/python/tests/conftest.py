@@ -41,7 +41,8 @@ def _serving(address):
 
 
 class LocalCluster:
-    def __init__(self, binary, count=3):
+    def __init__(self, binary, count=3, extra_args=()):
+        self.extra_args = list(extra_args)
         self.binary = binary
         self.logs = tempfile.mkdtemp(prefix="kvstore-pytest-")
         ports = _free_ports(2 * count)
@@ -66,7 +67,7 @@ class LocalCluster:
                 self.binary, "serve", "--node-id", node, "--listen", self.addresses[node],
                 "--internal-listen", self.internal[node],
                 "--peers", peers, "--storage", "memory", "--peer-timeout-ms", "500",
-                "--request-timeout-ms", "2000",
+                "--request-timeout-ms", "2000", *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -82,11 +83,33 @@ class LocalCluster:
             self.kill(node)
 
 
-@pytest.fixture(scope="session")
-def cluster():
+def _binary():
     binary = os.environ.get("KVSTORE_BIN", str(ROOT / "target" / "debug" / "kvstore"))
     if not os.path.isfile(binary):
         pytest.fail(f"no kvstore binary at {binary}: run cargo build -p kvstore first")
-    local = LocalCluster(binary)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    local = LocalCluster(_binary())
+    yield local
+    local.stop()
+
+
+# Tokens of the secured cluster, by role.
+TOKENS = {
+    "read": "py-read-0123456789abcdef",
+    "write": "py-write-0123456789abcdef",
+    "admin": "py-admin-0123456789abcdef",
+}
+
+
+@pytest.fixture(scope="session")
+def secured_cluster(tmp_path_factory):
+    """A cluster whose nodes need a bearer token (`--auth-tokens`), one per role."""
+    path = tmp_path_factory.mktemp("tokens") / "tokens"
+    path.write_text("".join(f"{role} py-{role} {token}\n" for role, token in TOKENS.items()))
+    local = LocalCluster(_binary(), extra_args=["--auth-tokens", str(path)])
     yield local
     local.stop()

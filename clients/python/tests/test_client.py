@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 
-from kvstore_client import Client, InvalidArgument, Unavailable
+from conftest import TOKENS
+from kvstore_client import Client, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
 
 def key(name):
@@ -96,3 +97,18 @@ def test_sloppy_and_strict_writes_and_no_node_counts_twice(cluster):
     finally:
         cluster.start("n2")
         cluster.start("n3")
+
+
+def test_tokens_and_roles(secured_cluster):
+    address = secured_cluster.addresses["n1"]
+    k = key("secured")
+    with Client(address) as anonymous:
+        with pytest.raises(Unauthenticated, match="authorization: Bearer"):
+            anonymous.get(k)
+    with Client(address, token=TOKENS["read"]) as reader:
+        assert reader.get(k) is None
+        with pytest.raises(PermissionDenied, match="needs the write role"):
+            reader.put(k, b"v")
+    with Client(address, token=TOKENS["write"]) as writer:
+        writer.put(k, b"v")
+        assert writer.get(k).value == b"v"
