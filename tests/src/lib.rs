@@ -6,6 +6,8 @@
 
 #![warn(missing_docs)]
 
+pub mod scrape;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -221,6 +223,11 @@ impl TestCluster {
     /// The client gRPC address of `node`.
     pub fn address(&self, node: &str) -> String {
         self.nodes[self.index(node)].layout.grpc.to_string()
+    }
+
+    /// The gossip (UDP) address of `node`.
+    pub fn gossip_address(&self, node: &str) -> SocketAddr {
+        self.nodes[self.index(node)].layout.gossip
     }
 
     /// The node-to-node (internal) gRPC address of `node`.

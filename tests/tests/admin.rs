@@ -2,53 +2,9 @@
 //! a format a Prometheus text parser reads, with every family present and the request
 //! counters and histograms moving under load.
 
-use std::net::SocketAddr;
-
 use kv_client::WriteOptions;
+use kv_e2e::scrape::{http_get, parse, sample};
 use kv_e2e::{GOSSIP, TestCluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` over HTTP/1.1; returns the status code and the body.
-async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .unwrap_or_else(|e| panic!("connect to the admin listener {address}: {e}"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_owned())
-}
-
-fn parse(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
-}
-
-/// The value of the sample `name` whose labels include every pair of `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(ref buckets) => {
-                buckets.last().map_or(0.0, |b| b.count)
-            }
-            prometheus_parse::Value::Summary(_) => f64::NAN,
-        })
-}
 
 #[tokio::test]
 async fn probes_and_metrics_answer_and_metrics_move_under_load() {

@@ -36,6 +36,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
             gossip = %gossip.listen,
             advertised = %gossip.advertise,
             seeds = ?gossip.seeds,
+            sealed_with = ?gossip.keyring.as_ref().map(kv_node::KeyringFile::key_ids),
             "gossip on"
         );
         builder = builder.gossip(gossip);

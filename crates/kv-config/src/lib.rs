@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kv_node::{
-    ConfigError, GossipConfig, GossipConfigError, GossipSettings, NodeConfig, PeerSpec,
-    StorageChoice,
+    ConfigError, GossipConfig, GossipConfigError, GossipSettings, KeyringFile, NodeConfig,
+    PeerSpec, StorageChoice,
 };
 use thiserror::Error;
 
@@ -98,6 +98,9 @@ pub enum SettingsError {
     /// The node configuration contradicts itself.
     #[error(transparent)]
     Node(#[from] ConfigError),
+    /// The gossip keyring cannot be used.
+    #[error("--gossip-keyring: {0}")]
+    Keyring(String),
     /// The gossip timings cannot work.
     #[error("gossip settings: {0}")]
     Gossip(#[from] GossipConfigError),
@@ -193,6 +196,7 @@ pub struct ServeOptions {
     internal_listen: Option<SocketAddr>,
     internal_advertise_addr: Option<SocketAddr>,
     auth_tokens: Option<PathBuf>,
+    gossip_keyring: Option<PathBuf>,
     max_concurrent_client_calls: usize,
     max_concurrent_internal_calls: usize,
     peers: Vec<String>,
@@ -220,6 +224,7 @@ impl Default for ServeOptions {
             internal_listen: None,
             internal_advertise_addr: None,
             auth_tokens: None,
+            gossip_keyring: None,
             max_concurrent_client_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_concurrent_internal_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             peers: Vec::new(),
@@ -353,6 +358,12 @@ settings! {
     /// (needed when --gossip-listen binds to all interfaces).
     #[arg(long)]
     gossip_advertise_addr: SocketAddr => serve.gossip_advertise_addr;
+    /// Seal gossip with XChaCha20-Poly1305 under the keys in this file (64 hex digits a
+    /// line; the first seals, all open; re-read every second, so keys rotate without a
+    /// restart). Datagrams that do not open are dropped and counted. Node clocks must
+    /// agree within 30 s (replayed datagrams are refused by their stamp).
+    #[arg(long)]
+    gossip_keyring: PathBuf => serve.gossip_keyring;
     /// Address of the admin HTTP listener (/healthz, /readyz, /metrics), e.g.
     /// 127.0.0.1:9091; none without it.
     #[arg(long)]
@@ -650,6 +661,11 @@ fn gossip_settings(
                 "--gossip-advertise-addr needs --gossip-listen",
             ));
         }
+        if serve.gossip_keyring.is_some() {
+            return Err(SettingsError::Conflict(
+                "--gossip-keyring needs --gossip-listen",
+            ));
+        }
         return Ok(None);
     };
     if !serve.peers.is_empty() {
@@ -664,12 +680,19 @@ fn gossip_settings(
         "gossip-listen",
         "gossip-advertise-addr",
     )?;
+    let keyring = serve
+        .gossip_keyring
+        .as_deref()
+        .map(KeyringFile::load)
+        .transpose()
+        .map_err(|e| SettingsError::Keyring(e.to_string()))?;
     Ok(Some(GossipSettings {
         listen,
         advertise,
         seeds: serve.seeds.clone(),
         config,
         bootstrap: serve.bootstrap,
+        keyring,
     }))
 }
 

@@ -6,6 +6,9 @@
 //! Timers are kept in one ordered heap, as foca requires. Sockets and clocks belong to the
 //! caller, so a whole cluster can be simulated from one seed.
 //!
+//! [`seal`] protects datagrams on the wire: a [`Sealer`] seals what `take_outgoing`
+//! yields and opens what arrives, under a rotatable [`Keyring`], before `handle_datagram`.
+//!
 //! Identities carry the node id, gossip and gRPC addresses and a `bump`: a restarted node
 //! uses a higher bump and wins the address conflict, so peers see it ALIVE again at once.
 //! Members are ALIVE, SUSPECT (read from foca's state; foca has no event for it) or DEAD.
@@ -43,9 +46,11 @@
 mod config;
 mod gossip;
 mod identity;
+pub mod seal;
 
 pub use config::{GossipConfig, GossipConfigError};
 pub use gossip::{
     Gossip, GossipEvent, GossipStats, MAX_EVENTS, MAX_OUTGOING, MemberState, MemberView,
 };
 pub use identity::NodeIdentity;
+pub use seal::{Keyring, KeyringError, OpenError, Sealer};

@@ -12,12 +12,15 @@ use std::time::{Duration, SystemTime};
 use kv_gossip::{Gossip, GossipConfig, GossipConfigError, MemberState, MemberView, NodeIdentity};
 use tokio::time::Instant;
 
+use crate::gossip_seal::{Envelope, KeyringFile};
 use crate::{Node, PeerState, PeerStatus, PeerTransport};
 
 /// Largest datagram read; gossip rejects anything above its own limit anyway.
 const RECEIVE_BUFFER_BYTES: usize = 65_536;
 /// How often a node that sees no live member re-announces itself to its seeds.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+/// How often the gossip keyring file is re-read for a rotation.
+const KEYRING_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Datagram I/O for gossip: UDP in production; anything that moves bytes in tests.
 pub trait Datagrams: Send + Sync + 'static {
@@ -67,6 +70,8 @@ pub struct GossipSettings {
     /// waits for a member to send it the layout (a node with no seed but itself on an
     /// empty store founds a cluster of one).
     pub bootstrap: bool,
+    /// Seal every datagram under this keyring (re-read while running); plain without.
+    pub keyring: Option<KeyringFile>,
 }
 
 /// Runs gossip for `node` until `shutdown` resolves, then leaves the cluster gracefully.
@@ -94,11 +99,14 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
         gossip.announce(*seed, started.elapsed());
     }
     install(&node, &gossip, started.elapsed());
+    let mut envelope = Envelope::new(settings.keyring.as_ref(), &config.node_id, bump);
     let mut buffer = vec![0u8; RECEIVE_BUFFER_BYTES];
     let mut reannounce = tokio::time::interval(REANNOUNCE_EVERY);
+    let mut reload_keyring = tokio::time::interval(KEYRING_RELOAD_EVERY);
+    let sealed = settings.keyring.is_some();
     tokio::pin!(shutdown);
     loop {
-        flush(&mut gossip, &socket).await;
+        flush(&mut gossip, &mut envelope, &socket).await;
         let mut changed = false;
         for event in gossip.take_events() {
             tracing::debug!(node = %config.node_id, ?event, "membership event");
@@ -119,9 +127,16 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
             () = &mut shutdown => break,
             () = tokio::time::sleep_until(next_timer) => gossip.advance(started.elapsed()),
             received = socket.recv_from(&mut buffer) => match received {
-                Ok((len, _from)) => gossip.handle_datagram(&buffer[..len], started.elapsed()),
+                Ok((len, from)) => match envelope.unwrap(&buffer[..len]) {
+                    Ok(payload) => gossip.handle_datagram(&payload, started.elapsed()),
+                    Err(error) => {
+                        tracing::debug!(%from, reason = error.label(), "gossip datagram dropped");
+                        node.stats().gossip.record_unsealed(error);
+                    }
+                },
                 Err(error) => tracing::warn!(%error, "gossip receive failed"),
             },
+            _ = reload_keyring.tick(), if sealed => envelope.reload(),
             _ = reannounce.tick() => {
                 let alone = gossip.members().all(|m| m.state != MemberState::Alive);
                 if alone {
@@ -133,14 +148,15 @@ pub(crate) async fn run_gossip<T: PeerTransport, D: Datagrams>(
         }
     }
     gossip.shut_down();
-    flush(&mut gossip, &socket).await;
+    flush(&mut gossip, &mut envelope, &socket).await;
     Ok(())
 }
 
-async fn flush<D: Datagrams>(gossip: &mut Gossip, socket: &D) {
+async fn flush<D: Datagrams>(gossip: &mut Gossip, envelope: &mut Envelope, socket: &D) {
     let outgoing: Vec<_> = gossip.take_outgoing().collect();
     for (to, data) in outgoing {
-        if let Err(error) = socket.send_to(&data, to).await {
+        let wire = envelope.wrap(&data);
+        if let Err(error) = socket.send_to(&wire, to).await {
             tracing::debug!(%error, %to, "gossip send failed");
         }
     }

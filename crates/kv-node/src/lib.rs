@@ -27,6 +27,7 @@ mod builder;
 mod config;
 mod error;
 mod gossip_driver;
+mod gossip_seal;
 mod hints;
 mod membership;
 mod metrics;
@@ -47,6 +48,7 @@ pub use config::{
 };
 pub use error::{ErrorKind, Failures, NodeError, Operation};
 pub use gossip_driver::{Datagrams, GossipSettings};
+pub use gossip_seal::KeyringFile;
 pub use hints::{HintCounters, HintTargetState, HintsStatus, TargetHints};
 pub use kv_gossip::{GossipConfig, GossipConfigError};
 pub use kv_layout::{Layout, RingVersion};

@@ -162,8 +162,15 @@ struct StateLabels {
 #[derive(Debug, Default)]
 pub struct GossipMetrics {
     state_changes: Family<StateLabels, Counter>,
+    unsealed: Family<DropLabels, Counter>,
     stats: std::sync::Mutex<kv_gossip::GossipStats>,
     recent: std::sync::Mutex<std::collections::VecDeque<MembershipEvent>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    /// `malformed`, `unknown_key`, `forged`, `stale` or `replayed`.
+    reason: &'static str,
 }
 
 /// Most recent membership events kept for the status page.
@@ -212,6 +219,12 @@ impl GossipMetrics {
         });
     }
 
+    /// Counts a datagram dropped because it could not be opened under the keyring.
+    pub(crate) fn record_unsealed(&self, error: kv_gossip::OpenError) {
+        let reason = error.label();
+        self.unsealed.get_or_create(&DropLabels { reason }).inc();
+    }
+
     /// The last [`RECENT_EVENTS`] membership events, oldest first.
     pub fn recent_events(&self) -> Vec<MembershipEvent> {
         self.recent
@@ -240,6 +253,12 @@ impl GossipMetrics {
             "kvstore_gossip_state_changes",
             "Member state changes this node's failure detector saw, by new state",
             self.state_changes.clone(),
+        );
+        registry.register(
+            "kvstore_gossip_datagrams_unsealed",
+            "Gossip datagrams dropped because they failed to open under the keyring \
+             (forged, replayed, stale, unknown key, malformed)",
+            self.unsealed.clone(),
         );
         let stats = self
             .stats

@@ -171,6 +171,7 @@ impl SimCluster {
             seeds,
             config: GossipConfig::lan(),
             bootstrap,
+            keyring: None,
         };
         let running = NodeBuilder::new(config, transport)
             .storage(storage)
