@@ -42,6 +42,10 @@ pub struct TestCluster {
     nodes: Vec<NodeProcess>,
     membership: Membership,
     extra_args: Vec<String>,
+    /// How the test reaches the nodes (TLS for [`TestCluster::start_tls`]).
+    dialer: kv_harness::Dialer,
+    /// The throwaway CA and node certificates of a TLS cluster.
+    pki: Option<kv_harness::tls::DevPki>,
 }
 
 impl TestCluster {
@@ -76,6 +80,35 @@ impl TestCluster {
         extra_args: &[&str],
         membership: Membership,
     ) -> Self {
+        Self::launch(
+            binary, logs_base, test, count, extra_args, membership, false,
+        )
+        .await
+    }
+
+    /// Like [`TestCluster::start`] (static membership), every node serving and dialling
+    /// over mutual TLS with certificates from a throwaway CA; the cluster's clients trust
+    /// that CA.
+    pub async fn start_tls(
+        binary: &str,
+        logs_base: &str,
+        test: &str,
+        count: usize,
+        extra_args: &[&str],
+    ) -> Self {
+        let membership = Membership::Static;
+        Self::launch(binary, logs_base, test, count, extra_args, membership, true).await
+    }
+
+    async fn launch(
+        binary: &str,
+        logs_base: &str,
+        test: &str,
+        count: usize,
+        extra_args: &[&str],
+        membership: Membership,
+        tls: bool,
+    ) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let (mut grpc, gossip) = (
             free_tcp_addresses(count * 3, &[]),
@@ -97,10 +130,27 @@ impl TestCluster {
             .chain(extra_args)
             .map(|a| (*a).to_owned())
             .collect();
+        let ids: Vec<String> = layouts.iter().map(|l| l.id.clone()).collect();
+        let pki = tls.then(|| {
+            kv_harness::tls::create_dev_pki(&data.path().join("tls"), "kvstore test CA", &ids)
+                .unwrap_or_else(|why| panic!("{why}"))
+        });
+        let dialer = match &pki {
+            Some(pki) => kv_harness::Dialer::default().with_tls(
+                kv_client::ClientTls::from_files(&pki.ca, None).expect("read the test CA"),
+            ),
+            None => kv_harness::Dialer::default(),
+        };
         let nodes = layouts
             .iter()
             .zip(admin)
-            .map(|(layout, admin)| node_process(layout, admin, &layouts, membership, &extra_args))
+            .map(|(layout, admin)| {
+                let mut args = extra_args.clone();
+                if let Some(pki) = &pki {
+                    args.extend(pki.serve_args(&layout.id));
+                }
+                node_process(layout, admin, &layouts, membership, &args)
+            })
             .collect();
         let mut cluster = Self {
             binary: PathBuf::from(binary),
@@ -109,6 +159,8 @@ impl TestCluster {
             nodes,
             membership,
             extra_args,
+            dialer,
+            pki,
         };
         let gossip = matches!(membership, Membership::Gossip { .. });
         for i in 0..count {
@@ -121,7 +173,9 @@ impl TestCluster {
         if gossip {
             let ids = cluster.node_ids();
             let founder = cluster.address(&ids[0]);
-            kv_harness::join_when_alive(&founder, &ids[1..], SETTLE_TIMEOUT)
+            cluster
+                .dialer
+                .join_when_alive(&founder, &ids[1..], SETTLE_TIMEOUT)
                 .await
                 .unwrap_or_else(|why| panic!("{why}"));
             cluster.wait_settled(&ids).await;
@@ -169,7 +223,8 @@ impl TestCluster {
         nodes: &[&str],
     ) -> ChangeRingResponse {
         let nodes: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
-        kv_harness::change_ring(&self.address(via), kind, &nodes)
+        self.dialer
+            .change_ring(&self.address(via), kind, &nodes)
             .await
             .unwrap_or_else(|why| panic!("{why}"))
     }
@@ -178,7 +233,8 @@ impl TestCluster {
     /// its version.
     pub async fn wait_settled<S: AsRef<str>>(&self, nodes: &[S]) -> u64 {
         let addresses: Vec<String> = nodes.iter().map(|n| self.address(n.as_ref())).collect();
-        kv_harness::wait_settled(&addresses, SETTLE_TIMEOUT)
+        self.dialer
+            .wait_settled(&addresses, SETTLE_TIMEOUT)
             .await
             .unwrap_or_else(|why| panic!("{why}"))
     }
@@ -204,20 +260,30 @@ impl TestCluster {
 
     async fn wait_serving(&mut self, i: usize) {
         let log = self.log_of(i);
+        let dialer = self.dialer.clone();
         let node = &mut self.nodes[i];
         let address = node.layout.grpc.to_string();
         let child = node.child.as_mut().expect("started");
-        if let Err(why) =
-            kv_harness::wait_serving(&address, HEALTHY_TIMEOUT, || kv_harness::is_running(child))
-                .await
+        let running = || kv_harness::is_running(child);
+        if let Err(why) = dialer
+            .wait_serving(&address, HEALTHY_TIMEOUT, running)
+            .await
         {
             panic!("{} {why}; log: {}", node.layout.id, log.display());
         }
     }
 
-    /// A client connected to `node`.
+    /// A client connected to `node` (over TLS in a TLS cluster).
     pub async fn client(&self, node: &str) -> Client {
-        Client::connect(&self.address(node)).await.expect("connect")
+        self.dialer
+            .connect(&self.address(node))
+            .await
+            .unwrap_or_else(|why| panic!("connect: {why}"))
+    }
+
+    /// The throwaway CA and certificates of a cluster from [`TestCluster::start_tls`].
+    pub fn pki(&self) -> Option<&kv_harness::tls::DevPki> {
+        self.pki.as_ref()
     }
 
     /// The client gRPC address of `node`.

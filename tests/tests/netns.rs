@@ -216,7 +216,8 @@ fn grpc(net: &Net, i: usize) -> String {
 }
 
 async fn wait_serving(address: &str) {
-    kv_harness::wait_serving(address, Duration::from_secs(30), || true)
+    kv_harness::Dialer::default()
+        .wait_serving(address, Duration::from_secs(30), || true)
         .await
         .unwrap_or_else(|why| panic!("{why}"));
 }
@@ -231,11 +232,13 @@ async fn scenario(net: &Net) {
         wait_serving(&grpc(net, i)).await;
     }
     let joiners = vec!["n2".to_owned(), "n3".to_owned()];
-    kv_harness::join_when_alive(&grpc(net, 1), &joiners, SETTLE_LIMIT)
+    kv_harness::Dialer::default()
+        .join_when_alive(&grpc(net, 1), &joiners, SETTLE_LIMIT)
         .await
         .unwrap_or_else(|why| panic!("{why}"));
     let members = |from: usize, to: usize| (from..=to).map(|i| grpc(net, i)).collect::<Vec<_>>();
-    kv_harness::wait_settled(&members(1, 3), SETTLE_LIMIT)
+    kv_harness::Dialer::default()
+        .wait_settled(&members(1, 3), SETTLE_LIMIT)
         .await
         .unwrap();
     let membership = Client::connect(&grpc(net, 2))
@@ -275,16 +278,20 @@ async fn scenario(net: &Net) {
     };
     servers.0.push(serve(net, 4, data.path(), false));
     wait_serving(&grpc(net, 4)).await;
-    kv_harness::join_when_alive(&grpc(net, 2), &["n4".to_owned()], SETTLE_LIMIT)
+    kv_harness::Dialer::default()
+        .join_when_alive(&grpc(net, 2), &["n4".to_owned()], SETTLE_LIMIT)
         .await
         .unwrap();
-    kv_harness::wait_settled(&members(1, 4), SETTLE_LIMIT)
+    kv_harness::Dialer::default()
+        .wait_settled(&members(1, 4), SETTLE_LIMIT)
         .await
         .unwrap();
-    kv_harness::change_ring(&grpc(net, 2), RingChangeKind::Leave, &["n1".to_owned()])
+    kv_harness::Dialer::default()
+        .change_ring(&grpc(net, 2), RingChangeKind::Leave, &["n1".to_owned()])
         .await
         .unwrap();
-    kv_harness::wait_settled(&members(2, 4), SETTLE_LIMIT)
+    kv_harness::Dialer::default()
+        .wait_settled(&members(2, 4), SETTLE_LIMIT)
         .await
         .unwrap();
     load.await.unwrap();

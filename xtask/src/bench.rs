@@ -28,6 +28,10 @@ pub(crate) struct BenchArgs {
     /// Print the table without touching BENCHMARKS.md.
     #[arg(long)]
     no_write: bool,
+    /// Also run put and get against a cluster serving mutual TLS (clients over TLS too),
+    /// beside the plaintext runs: the table then shows what TLS costs.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// One measured run.
@@ -49,30 +53,43 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let floor_runs = [("floor put", "put"), ("floor get", "get")]
         .into_iter()
         .map(|(name, mix)| {
-            load(&args, &[FLOOR_ADDR.to_owned()], mix).map(|result| Run { name, result })
+            load(&args, &[FLOOR_ADDR.to_owned()], mix, None).map(|result| Run { name, result })
         })
         .collect::<Result<Vec<_>, _>>();
     let _ = floor.kill();
     let _ = floor.wait();
     runs.extend(floor_runs?);
 
-    for (durability, mixes) in [
+    let mut clusters = vec![
         (
             "buffer",
+            false,
             vec![("put", "put"), ("get", "get"), ("mixed", "mixed")],
         ),
-        ("sync", vec![("put (sync)", "put")]),
-    ] {
+        ("sync", false, vec![("put (sync)", "put")]),
+    ];
+    if args.tls {
+        clusters.push((
+            "buffer",
+            true,
+            vec![("put (tls)", "put"), ("get (tls)", "get")],
+        ));
+    }
+    for (durability, tls, mixes) in clusters {
         let up = UpArgs {
             release: true,
             durability: durability.into(),
+            tls,
             ..UpArgs::default()
         };
         let mut cluster = Cluster::up(&up).await?;
         let targets: Vec<String> = cluster.nodes.iter().map(|n| n.grpc.clone()).collect();
+        let ca = cluster.pki().map(|pki| pki.ca);
         let measured = mixes
             .into_iter()
-            .map(|(name, mix)| load(&args, &targets, mix).map(|result| Run { name, result }))
+            .map(|(name, mix)| {
+                load(&args, &targets, mix, ca.as_deref()).map(|result| Run { name, result })
+            })
             .collect::<Result<Vec<_>, _>>();
         cluster.down();
         runs.extend(measured?);
@@ -87,9 +104,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
 }
 
 /// Runs `kvbench load` and returns its JSON report.
-fn load(args: &BenchArgs, targets: &[String], mix: &str) -> Result<Value, String> {
+fn load(
+    args: &BenchArgs,
+    targets: &[String],
+    mix: &str,
+    tls_ca: Option<&std::path::Path>,
+) -> Result<Value, String> {
     println!("==> {mix} against {}", targets.join(","));
-    finish_load(spawn_load(targets, mix, &args.duration, args.concurrency)?)
+    let load = spawn_load(targets, mix, &args.duration, args.concurrency, tls_ca)?;
+    finish_load(load)
 }
 
 /// Starts `kvbench load --json` against `targets` (it preloads its keys, then runs for
@@ -99,8 +122,15 @@ pub(crate) fn spawn_load(
     mix: &str,
     duration: &str,
     concurrency: usize,
+    tls_ca: Option<&std::path::Path>,
 ) -> Result<Child, String> {
-    Command::new(release_binary("kvbench"))
+    let mut command = Command::new(release_binary("kvbench"));
+    if let Some(ca) = tls_ca {
+        command.env("KVSTORE_TLS_CA", ca);
+    } else {
+        command.env_remove("KVSTORE_TLS_CA");
+    }
+    command
         .args([
             "--json",
             "load",

@@ -26,6 +26,8 @@ const MEMBERSHIP: Membership = Membership::Gossip { seeds: 2 };
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most nodes a local cluster has (the fixed ports leave room for nine).
+const MAX_NODES: usize = 9;
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
@@ -83,6 +85,10 @@ pub(crate) struct UpArgs {
     /// More `kvstore serve` flags for every node (e.g. `--node-arg=--aae-interval-ms=2000`).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub(crate) node_args: Vec<String>,
+    /// Serve and dial over mutual TLS, with a throwaway CA and node certificates created
+    /// under .local/tls (clients: `kvstore --tls-ca .local/tls/ca.pem ...`).
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 impl Default for UpArgs {
@@ -98,6 +104,7 @@ impl Default for UpArgs {
             durability: "buffer".into(),
             release: false,
             node_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -192,8 +199,8 @@ impl Cluster {
                 "a cluster is already running; run `cargo xtask cluster down` first".into(),
             );
         }
-        if !(1..=9).contains(&args.nodes) {
-            return Err(format!("--nodes {} is outside 1..=9", args.nodes));
+        if !(1..=MAX_NODES).contains(&args.nodes) {
+            return Err(format!("--nodes {} is outside 1..={MAX_NODES}", args.nodes));
         }
         build_server(args.release)?;
         if !args.keep_data {
@@ -203,7 +210,19 @@ impl Cluster {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("cannot create .local/{sub}: {e}"))?;
         }
-        let nodes = node_specs(args, &dir);
+        let pki = if args.tls {
+            let ids: Vec<String> = (1..=MAX_NODES).map(|i| format!("n{i}")).collect();
+            let pki =
+                kv_harness::tls::create_dev_pki(&dir.join("tls"), "kvstore local dev CA", &ids)?;
+            println!(
+                "TLS on: CA {} (certificates for n1..n{MAX_NODES})",
+                pki.ca.display()
+            );
+            Some(pki)
+        } else {
+            None
+        };
+        let nodes = node_specs(args, &dir, pki.as_ref());
         let state = serde_json::to_string_pretty(&nodes).expect("specs serialise");
         fs::write(Self::state_file(&dir), state)
             .map_err(|e| format!("cannot write cluster state: {e}"))?;
@@ -224,7 +243,10 @@ impl Cluster {
             cluster.wait_healthy(id).await?;
         }
         let founder = cluster.address(&ids[0])?;
-        kv_harness::join_when_alive(&founder, &ids[1..], CONVERGE_TIMEOUT).await?;
+        cluster
+            .dialer()?
+            .join_when_alive(&founder, &ids[1..], CONVERGE_TIMEOUT)
+            .await?;
         cluster.wait_settled().await?;
         cluster.wait_converged().await?;
         Ok(cluster)
@@ -242,7 +264,11 @@ impl Cluster {
             .collect();
         if !others.iter().any(|id| self.is_running(id)) {
             let address = self.address(node)?;
-            kv_harness::wait_answering(&address, HEALTHY_TIMEOUT, || self.is_running(node)).await?;
+            let dialer = self.dialer()?;
+            let running = || self.is_running(node);
+            dialer
+                .wait_answering(&address, HEALTHY_TIMEOUT, running)
+                .await?;
             println!(
                 "{node} restarted with the ring its store holds; it serves once another \
                  member runs and confirms it (restart the others)"
@@ -264,9 +290,11 @@ impl Cluster {
             .map(|n| n.id.clone())
             .collect();
         let expected = ids.iter().filter(|id| self.is_running(id)).count() as u32;
+        let dialer = self.dialer()?;
         for spec in self.nodes.clone() {
             if !spec.left && self.is_running(&spec.id) {
-                kv_harness::wait_members_alive(&spec.grpc, expected, CONVERGE_TIMEOUT)
+                dialer
+                    .wait_members_alive(&spec.grpc, expected, CONVERGE_TIMEOUT)
                     .await
                     .map_err(|why| format!("{}: {why}", spec.id))?;
             }
@@ -365,8 +393,11 @@ impl Cluster {
     pub(crate) async fn wait_healthy(&mut self, node: &str) -> Result<(), String> {
         let address = self.address(node)?;
         let log = self.log_file(node);
-        let waited =
-            kv_harness::wait_serving(&address, HEALTHY_TIMEOUT, || self.is_running(node)).await;
+        let dialer = self.dialer()?;
+        let running = || self.is_running(node);
+        let waited = dialer
+            .wait_serving(&address, HEALTHY_TIMEOUT, running)
+            .await;
         waited.map_err(|why| format!("{node} ({why}); see {}", log.display()))
     }
 
@@ -427,6 +458,7 @@ impl Cluster {
 
     async fn status(&mut self) -> Result<(), String> {
         println!("{:<6} {:<22} {:<9} HEALTH", "NODE", "GRPC", "PROCESS");
+        let dialer = self.dialer()?;
         for spec in self.nodes.clone() {
             let process = if spec.left {
                 "left"
@@ -435,7 +467,7 @@ impl Cluster {
             } else {
                 "stopped"
             };
-            let health = match kv_client::Client::connect(&spec.grpc).await {
+            let health = match dialer.connect(&spec.grpc).await {
                 Ok(mut client) => match client.health().await {
                     Ok(h) => format!(
                         "{} ({} of {} members alive; ring v{}, {} members{})",
@@ -471,13 +503,43 @@ impl Cluster {
         Ok(())
     }
 
+    /// How to reach the nodes: over TLS, trusting the cluster's CA, when it serves TLS.
+    pub(crate) fn dialer(&self) -> Result<kv_harness::Dialer, String> {
+        let ca = self
+            .nodes
+            .first()
+            .and_then(|n| n.args.iter().find_map(|a| a.strip_prefix("--tls-ca=")));
+        match ca {
+            Some(ca) => {
+                let tls = kv_client::ClientTls::from_files(Path::new(ca), None)
+                    .map_err(|e| format!("the cluster's CA: {e}"))?;
+                Ok(kv_harness::Dialer::default().with_tls(tls))
+            }
+            None => Ok(kv_harness::Dialer::default()),
+        }
+    }
+
+    /// The throwaway PKI of a TLS cluster, if this is one.
+    pub(crate) fn pki(&self) -> Option<kv_harness::tls::DevPki> {
+        let ca = self
+            .nodes
+            .first()?
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("--tls-ca="))?;
+        Some(kv_harness::tls::DevPki {
+            dir: self.dir.join("tls"),
+            ca: PathBuf::from(ca),
+        })
+    }
+
     /// Leaves the processes running after this xtask exits.
     fn detach(mut self) {
         self.children.clear();
     }
 }
 
-fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
+fn node_specs(args: &UpArgs, dir: &Path, pki: Option<&kv_harness::tls::DevPki>) -> Vec<NodeSpec> {
     (1..=args.nodes)
         .map(|i| {
             let mut spec = node_spec(i, args.nodes, dir);
@@ -491,6 +553,9 @@ fn node_specs(args: &UpArgs, dir: &Path) -> Vec<NodeSpec> {
                 format!("--durability={}", args.durability),
             ]);
             spec.args.extend(args.node_args.iter().cloned());
+            if let Some(pki) = pki {
+                spec.args.extend(pki.serve_args(&spec.id));
+            }
             spec
         })
         .collect()
@@ -529,6 +594,9 @@ pub(crate) fn keeps_across_nodes(arg: &str) -> bool {
     let own = [
         "--node-id=",
         "--listen=",
+        "--internal-listen=",
+        "--tls-cert=",
+        "--tls-key=",
         "--gossip-listen=",
         "--admin-listen=",
         "--seeds=",

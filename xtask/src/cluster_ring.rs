@@ -38,6 +38,13 @@ impl Cluster {
                 .filter(|a| keeps_across_nodes(a))
                 .cloned(),
         );
+        if let Some(pki) = self.pki() {
+            spec.args.extend(
+                pki.serve_args(node)
+                    .into_iter()
+                    .filter(|a| !a.starts_with("--tls-ca=")),
+            );
+        }
         self.nodes.push(spec);
         self.save()?;
         self.start(node)?;
@@ -84,7 +91,10 @@ impl Cluster {
     ) -> Result<ChangeRingResponse, String> {
         let via = self.member_other_than(node)?;
         let address = self.address(&via)?;
-        let plan = kv_harness::change_ring(&address, kind, &[node.to_owned()]).await?;
+        let plan = self
+            .dialer()?
+            .change_ring(&address, kind, &[node.to_owned()])
+            .await?;
         print_plan(&via, &plan);
         Ok(plan)
     }
@@ -97,7 +107,10 @@ impl Cluster {
                 addresses.push(spec.grpc.clone());
             }
         }
-        let version = kv_harness::wait_settled(&addresses, SETTLE_TIMEOUT).await?;
+        let version = self
+            .dialer()?
+            .wait_settled(&addresses, SETTLE_TIMEOUT)
+            .await?;
         println!("ring settled at version {version}");
         Ok(())
     }

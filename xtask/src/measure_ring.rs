@@ -117,6 +117,7 @@ async fn measured_change(
         "mixed",
         &format!("{}s", args.bench_secs),
         BENCH_CONCURRENCY,
+        None,
     )?;
     let load = tokio::task::spawn_blocking(move || (finish_load(load), Instant::now()));
     let proposed = Instant::now();
@@ -249,6 +250,7 @@ async fn bench(cluster: &Cluster, targets: &[&str], duration: &str) -> Result<Va
         "mixed",
         duration,
         BENCH_CONCURRENCY,
+        None,
     )?;
     tokio::task::spawn_blocking(move || finish_load(load))
         .await

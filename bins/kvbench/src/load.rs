@@ -43,6 +43,9 @@ pub(crate) struct LoadArgs {
     /// Bearer token with the write role, for nodes started with --auth-tokens.
     #[arg(long, env = "KVSTORE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) of nodes serving TLS.
+    #[arg(long, env = "KVSTORE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// gRPC connections shared by the workers.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -127,10 +130,14 @@ impl XorShift {
 pub(crate) async fn run(args: LoadArgs, as_json: bool) -> Result<(), String> {
     args.validate()?;
     let targets = args.targets.clone();
+    let tls = match &args.tls_ca {
+        Some(ca) => Some(kv_client::ClientTls::from_files(ca, None).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let target = &targets[i % targets.len()];
-        let client = Client::connect(target)
+        let client = Client::connect_with(target, tls.as_ref())
             .await
             .map_err(|e| e.to_string())?
             .with_client_id("kvbench");

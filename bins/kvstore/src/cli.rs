@@ -55,12 +55,21 @@ pub(crate) struct ClientArgs {
         display_order = 1002
     )]
     pub(crate) token: Option<String>,
+    /// CA certificate (PEM) to reach nodes serving TLS; connections then use https.
+    #[arg(long, global = true, env = "KVSTORE_TLS_CA", display_order = 1003)]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     /// A client of the node at `address`, with the token when one is given.
     pub(crate) async fn connect(&self, address: &str) -> Result<kv_client::Client, String> {
-        let client = kv_client::Client::connect(address)
+        let tls = match &self.tls_ca {
+            Some(ca) => {
+                Some(kv_client::ClientTls::from_files(ca, None).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let client = kv_client::Client::connect_with(address, tls.as_ref())
             .await
             .map_err(|e| e.to_string())?
             .with_client_id("kvstore-cli");

@@ -3,6 +3,7 @@
 //! node-to-node service (`kv_grpc::serve_internal`) on their own listeners until SIGINT
 //! or SIGTERM, then shut down gracefully.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kv_grpc::GrpcTransport;
@@ -26,7 +27,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         resolved.serve.log_filter.as_deref(),
     )?;
     let plan = resolved.plan().map_err(|e| e.to_string())?;
-    let transport = GrpcTransport::new(&plan.node.peers, plan.node.peer_timeout);
+    let (tls, transport) = transport(&plan)?;
     let access = client_access(&plan)?;
     let (client_listener, internal_listener) = bind_listeners(&plan).await?;
     let mut builder = NodeBuilder::new(plan.node, transport)
@@ -53,6 +54,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         n = config.replication_factor,
         r = config.read_quorum,
         w = config.write_quorum,
+        tls = tls.is_some(),
         "serving"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -61,6 +63,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         Some(address) => Some(start_admin(&running, address, stopped.clone()).await?),
         None => None,
     };
+    let reloader = tls.clone().map(|tls| {
+        tokio::spawn(kv_grpc::tls::reload_periodically(
+            tls,
+            stopped_signal(stopped.clone()),
+        ))
+    });
     let signal = tokio::spawn({
         let stop = std::sync::Arc::clone(&stop);
         async move {
@@ -77,6 +85,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
             kv_grpc::serve_clients(
                 std::sync::Arc::clone(node),
                 client_listener,
+                tls.clone(),
                 access,
                 stopped_signal(stopped.clone())
             )
@@ -86,12 +95,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
             kv_grpc::serve_internal(
                 std::sync::Arc::clone(node),
                 internal_listener,
+                tls.clone(),
                 plan.max_concurrent_internal_calls,
                 stopped_signal(stopped)
             )
         ),
     );
     signal.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }
@@ -100,6 +113,20 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     internal.map_err(|e| format!("internal listener: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node's TLS configuration, if any, and its transport to peers (over mutual TLS
+/// when TLS is on).
+fn transport(
+    plan: &kv_config::Plan,
+) -> Result<(Option<Arc<kv_grpc::NodeTls>>, GrpcTransport), String> {
+    let (peers, timeout) = (&plan.node.peers, plan.node.peer_timeout);
+    let Some(files) = &plan.tls else {
+        return Ok((None, GrpcTransport::new(peers, timeout)));
+    };
+    let tls = kv_grpc::NodeTls::load(files.clone()).map_err(|e| e.to_string())?;
+    let transport = GrpcTransport::with_tls(peers, timeout, Arc::clone(&tls));
+    Ok((Some(tls), transport))
 }
 
 /// How the client listener admits calls: the token file, loaded and checked now, and the

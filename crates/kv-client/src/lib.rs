@@ -241,10 +241,56 @@ fn never_reached(status: &tonic::Status) -> bool {
     }
 }
 
+/// TLS for a client: the CA that signs the nodes' certificates, and a client
+/// certificate for listeners that require one.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA certificate(s), PEM.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and its key, PEM, if the node asks for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    /// Reads the CA certificate from `ca_path` (and a client certificate and key).
+    pub fn from_files(
+        ca_path: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, ClientError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| connect_error(&path.display().to_string(), &e.to_string()))
+        };
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(Self {
+            ca_pem: read(ca_path)?,
+            identity,
+        })
+    }
+
+    fn config(&self) -> tonic::transport::ClientTlsConfig {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
+}
+
 impl Client {
     /// Connects to a node at `address` (`host:port`, or a full `http://` URI).
     pub async fn connect(address: &str) -> Result<Self, ClientError> {
-        let channel = endpoint(address)?
+        Self::connect_with(address, None).await
+    }
+
+    /// Connects to a node at `address`, over TLS when `tls` is given (the node's
+    /// certificate must name the host of `address`).
+    pub async fn connect_with(address: &str, tls: Option<&ClientTls>) -> Result<Self, ClientError> {
+        let channel = endpoint(address, tls)?
             .connect()
             .await
             .map_err(|e| connect_error(address, &e.to_string()))?;
@@ -260,15 +306,24 @@ impl Client {
     /// sent twice. Connects lazily: a malformed address is an error now, an unreachable
     /// node only when no node can be reached. Other calls go to the current node.
     pub fn connect_many<S: AsRef<str>>(addresses: &[S]) -> Result<Self, ClientError> {
+        Self::connect_many_with(addresses, None)
+    }
+
+    /// Like [`Client::connect_many`], over TLS when `tls` is given.
+    pub fn connect_many_with<S: AsRef<str>>(
+        addresses: &[S],
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
         if addresses.is_empty() {
             return Err(connect_error("-", "no node address given"));
         }
         let nodes = addresses
             .iter()
             .map(|a| {
-                endpoint(a.as_ref()).map(|e| NodeChannel::new(e.connect_lazy(), &Bearer::default()))
+                let channel = endpoint(a.as_ref(), tls)?.connect_lazy();
+                Ok(NodeChannel::new(channel, &Bearer::default()))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Self::over(nodes))
     }
 
@@ -504,15 +559,24 @@ fn read_result(response: api::GetResponse) -> ReadResult {
 }
 
 /// The endpoint of the node at `address` (`host:port`, or a full `http://` URI).
-fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+/// The endpoint of `address`: `https` with `tls`, else `http`, unless the address names
+/// its scheme.
+fn endpoint(address: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let uri = if address.contains("://") {
         address.to_owned()
     } else {
-        format!("http://{address}")
+        format!("{scheme}://{address}")
     };
-    Ok(Endpoint::from_shared(uri)
+    let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| connect_error(address, &e.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(2)))
+        .connect_timeout(std::time::Duration::from_secs(2));
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.config())
+            .map_err(|e| connect_error(address, &e.to_string())),
+        None => Ok(endpoint),
+    }
 }
 
 fn connect_error(address: &str, reason: &str) -> ClientError {

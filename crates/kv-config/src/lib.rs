@@ -197,6 +197,9 @@ pub struct ServeOptions {
     internal_advertise_addr: Option<SocketAddr>,
     auth_tokens: Option<PathBuf>,
     gossip_keyring: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     max_concurrent_client_calls: usize,
     max_concurrent_internal_calls: usize,
     peers: Vec<String>,
@@ -225,6 +228,9 @@ impl Default for ServeOptions {
             internal_advertise_addr: None,
             auth_tokens: None,
             gossip_keyring: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             max_concurrent_client_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_concurrent_internal_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             peers: Vec::new(),
@@ -339,6 +345,18 @@ settings! {
     /// it every client may do everything: the dev default, not for production.
     #[arg(long)]
     auth_tokens: PathBuf => serve.auth_tokens;
+    /// This node's TLS certificate (PEM; it must name the node's IP addresses and allow
+    /// server and client authentication). With --tls-key and --tls-ca, both listeners
+    /// serve TLS, the internal one requires a client certificate from the CA, and peers
+    /// are dialled over mutual TLS. The files are re-read when they change.
+    #[arg(long)]
+    tls_cert: PathBuf => serve.tls_cert;
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    tls_key: PathBuf => serve.tls_key;
+    /// The CA certificate that signs every node's certificate (PEM).
+    #[arg(long)]
+    tls_ca: PathBuf => serve.tls_ca;
     /// Most client calls run at once; more are refused with RESOURCE_EXHAUSTED and a
     /// retry pushback rather than queued.
     #[arg(long)]
@@ -480,6 +498,8 @@ pub struct Plan {
     pub admin_listen: Option<SocketAddr>,
     /// The client token file, if client calls need tokens.
     pub auth_tokens: Option<PathBuf>,
+    /// The node's TLS files, if it serves and dials over TLS.
+    pub tls: Option<kv_grpc::TlsFiles>,
     /// Most client calls run at once.
     pub max_concurrent_client_calls: usize,
     /// Most node-to-node calls run at once.
@@ -566,6 +586,7 @@ impl Resolved {
             listen,
             internal_listen,
             admin_listen: serve.admin_listen,
+            tls: tls_files(&serve)?,
             auth_tokens: serve.auth_tokens,
             max_concurrent_client_calls: serve.max_concurrent_client_calls,
             max_concurrent_internal_calls: serve.max_concurrent_internal_calls,
@@ -573,6 +594,22 @@ impl Resolved {
             gossip,
             storage,
         })
+    }
+}
+
+/// The TLS files, when all three are given; an error naming the missing ones when only
+/// some are.
+fn tls_files(serve: &ServeOptions) -> Result<Option<kv_grpc::TlsFiles>, SettingsError> {
+    match (&serve.tls_cert, &serve.tls_key, &serve.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(kv_grpc::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        (None, None, None) => Ok(None),
+        _ => Err(SettingsError::Conflict(
+            "TLS needs all of --tls-cert, --tls-key and --tls-ca",
+        )),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kv_proto::internal as proto;
@@ -13,6 +14,7 @@ use kv_proto::internal::replica_client::ReplicaClient;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::{NodeTls, PeerTlsConnector};
 use crate::wire::INTERNAL_MESSAGE_LIMIT_BYTES;
 
 /// How long opening a connection to a peer may take.
@@ -71,12 +73,23 @@ pub trait Connector: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct TonicConnector {
     call_timeout: Duration,
+    tls: Option<Arc<NodeTls>>,
 }
 
 impl TonicConnector {
     /// Channels whose calls time out after `call_timeout`.
     pub fn new(call_timeout: Duration) -> Self {
-        Self { call_timeout }
+        Self {
+            call_timeout,
+            tls: None,
+        }
+    }
+
+    /// Channels over mutual TLS with the node's current certificate.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Arc<NodeTls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -86,11 +99,17 @@ impl Connector for TonicConnector {
     fn connect(&self, _peer: &str, address: SocketAddr) -> ReplicaClient<Channel> {
         let uri = tonic::transport::Uri::try_from(format!("http://{address}"))
             .expect("a socket address is a valid URI authority");
-        let channel = Endpoint::from(uri)
+        let endpoint = Endpoint::from(uri)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(self.call_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(PeerTlsConnector {
+                tls: Arc::clone(tls),
+                address,
+            }),
+            None => endpoint.connect_lazy(),
+        };
         ReplicaClient::new(channel)
             .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
             .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)

@@ -4,7 +4,8 @@
 //!   serves the node-to-node `kvstore.internal.Replica`; [`serve_clients`] and
 //!   [`serve_internal`] run them on their own listeners.
 //! - [`auth`] checks client bearer tokens and their roles; [`gate`] admits each call
-//!   (token, then a bound on calls in flight: RESOURCE_EXHAUSTED beyond it).
+//!   (token, then a bound on calls in flight: RESOURCE_EXHAUSTED beyond it); [`tls`]
+//!   holds the node's mutual-TLS configuration, reloaded when its files change.
 //! - [`GrpcTransport`] is kv-node's `PeerTransport` over the internal service: one channel
 //!   per peer, replica reads and writes queued per peer and sent as `Replica/Batch`
 //!   calls. Channels come from a [`Connector`]: tonic over TCP in production, anything
@@ -25,11 +26,13 @@ pub mod convert;
 mod convert_hints;
 mod convert_ring;
 pub mod gate;
+mod incoming;
 mod peer_metrics;
 mod server;
 mod service_internal;
 mod service_public;
 pub mod status;
+pub mod tls;
 mod transport;
 pub mod wire;
 
@@ -39,6 +42,7 @@ pub use gate::ClientAccess;
 pub use server::{ServeError, serve_clients, serve_internal};
 pub use service_internal::InternalApi;
 pub use service_public::PublicApi;
+pub use tls::{NodeTls, TlsError, TlsFiles};
 pub use transport::GrpcTransport;
 
 /// A key's ring position, shown in hex as logs show it on the coordinator and the

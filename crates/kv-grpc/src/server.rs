@@ -12,10 +12,11 @@ use kv_proto::kvstore::membership_server::MembershipServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::codegen::http;
-use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
 
 use crate::gate::ClientAccess;
+use crate::incoming::incoming;
+use crate::tls::{Listener, NodeTls};
 use crate::wire::INTERNAL_MESSAGE_LIMIT_BYTES;
 use crate::{InternalApi, PublicApi};
 
@@ -46,6 +47,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 pub async fn serve_clients<T: PeerTransport>(
     node: Arc<Node<T>>,
     listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
     access: ClientAccess,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -71,7 +73,7 @@ pub async fn serve_clients<T: PeerTransport>(
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(membership)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, tls, Listener::Client), shutdown)
         .await?;
     Ok(())
 }
@@ -81,6 +83,7 @@ pub async fn serve_clients<T: PeerTransport>(
 pub async fn serve_internal<T: PeerTransport>(
     node: Arc<Node<T>>,
     listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
     max_concurrent_calls: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -95,7 +98,7 @@ pub async fn serve_internal<T: PeerTransport>(
         .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
         .add_service(health_service)
         .add_service(internal)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, tls, Listener::Internal), shutdown)
         .await?;
     Ok(())
 }
@@ -113,11 +116,4 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     response
-}
-
-/// `listener` as tonic's incoming stream, with TCP_NODELAY: serve_with_incoming ignores
-/// the builder's setting, and with Nagle on, small replies wait for delayed ACKs (tens of
-/// ms).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +42,12 @@ impl GrpcTransport<TonicConnector> {
     /// Tonic channels to `peers`, opened on first use, each call bounded by `call_timeout`.
     pub fn new(peers: &[PeerSpec], call_timeout: Duration) -> Self {
         Self::with_connector(TonicConnector::new(call_timeout), peers, call_timeout)
+    }
+
+    /// Like [`GrpcTransport::new`], dialling peers over mutual TLS.
+    pub fn with_tls(peers: &[PeerSpec], call_timeout: Duration, tls: Arc<crate::NodeTls>) -> Self {
+        let connector = TonicConnector::new(call_timeout).with_tls(tls);
+        Self::with_connector(connector, peers, call_timeout)
     }
 }
 

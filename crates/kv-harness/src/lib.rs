@@ -10,9 +10,12 @@
 //!   (it has a confirmed ring layout) or sees every member ALIVE, with a bound on the wait;
 //! - [`join_when_alive`], [`change_ring`] and [`wait_settled`]: join nodes to the ring once
 //!   a member sees them, change the ring as an operator does, and wait until no data is moving;
-//! - [`kill`] and [`terminate`]: SIGKILL (a crash) or SIGTERM with a grace period.
+//! - [`kill`] and [`terminate`]: SIGKILL (a crash) or SIGTERM with a grace period;
+//! - [`tls`]: a throwaway CA and node certificates for TLS clusters.
 
 #![warn(missing_docs)]
+
+pub mod tls;
 
 use std::fs::OpenOptions;
 use std::future::Future;
@@ -124,138 +127,180 @@ pub fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, String
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))
 }
 
-/// Waits until the node at `address` answers health with SERVING. `running` is asked
-/// between polls; when it says the process exited, waiting stops with an error.
-pub async fn wait_serving(
-    address: &str,
-    timeout: Duration,
-    mut running: impl FnMut() -> bool,
-) -> Result<(), String> {
-    poll_until(timeout, &mut running, || async {
-        let health = Client::connect(address).await.ok()?.health().await.ok()?;
-        (health.status == "SERVING").then_some(())
-    })
-    .await
-    .map_err(|why| format!("{address} {why}"))
+/// How the harness reaches nodes: plain gRPC by default, TLS with a CA, and a bearer
+/// token for nodes that require one.
+#[derive(Debug, Clone, Default)]
+pub struct Dialer {
+    tls: Option<kv_client::ClientTls>,
+    token: Option<String>,
 }
 
-/// Waits until the node at `address` answers its health call, serving or not (a node
-/// restarted alone waits for a peer to confirm its ring before it serves).
-pub async fn wait_answering(
-    address: &str,
-    timeout: Duration,
-    mut running: impl FnMut() -> bool,
-) -> Result<(), String> {
-    poll_until(timeout, &mut running, || async {
-        Client::connect(address)
-            .await
-            .ok()?
-            .health()
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await
-    .map_err(|why| format!("{address} {why}"))
-}
+impl Dialer {
+    /// Dials over TLS, trusting `tls`'s CA.
+    #[must_use]
+    pub fn with_tls(mut self, tls: kv_client::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
 
-/// Waits until the node at `address` serves and sees `expected` members ALIVE (itself
-/// included).
-pub async fn wait_members_alive(
-    address: &str,
-    expected: u32,
-    timeout: Duration,
-) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
-        let alive = match Client::connect(address).await {
-            Ok(mut client) => client.health().await.map_or(0, |h| {
-                if h.status == "SERVING" {
-                    h.members_alive
-                } else {
-                    0
-                }
-            }),
-            Err(_) => 0,
-        };
-        if alive == expected {
+    /// Sends `token` with every call.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// A client of the node at `address`.
+    pub async fn connect(&self, address: &str) -> Result<Client, String> {
+        let client = Client::connect_with(address, self.tls.as_ref())
+            .await
+            .map_err(|e| format!("{address}: {e}"))?;
+        match &self.token {
+            Some(token) => client.with_token(token).map_err(|e| e.to_string()),
+            None => Ok(client),
+        }
+    }
+
+    /// Waits until the node at `address` answers health with SERVING. `running` is asked
+    /// between polls; when it says the process exited, waiting stops with an error.
+    pub async fn wait_serving(
+        &self,
+        address: &str,
+        timeout: Duration,
+        mut running: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        poll_until(timeout, &mut running, || async {
+            let health = self.connect(address).await.ok()?.health().await.ok()?;
+            (health.status == "SERVING").then_some(())
+        })
+        .await
+        .map_err(|why| format!("{address} {why}"))
+    }
+
+    /// Waits until the node at `address` answers its health call, serving or not (a node
+    /// restarted alone waits for a peer to confirm its ring before it serves).
+    pub async fn wait_answering(
+        &self,
+        address: &str,
+        timeout: Duration,
+        mut running: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        poll_until(timeout, &mut running, || async {
+            self.connect(address)
+                .await
+                .ok()?
+                .health()
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await
+        .map_err(|why| format!("{address} {why}"))
+    }
+
+    /// Waits until the node at `address` serves and sees `expected` members ALIVE (itself
+    /// included).
+    pub async fn wait_members_alive(
+        &self,
+        address: &str,
+        expected: u32,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let alive = match self.connect(address).await {
+                Ok(mut client) => client.health().await.map_or(0, |h| {
+                    if h.status == "SERVING" {
+                        h.members_alive
+                    } else {
+                        0
+                    }
+                }),
+                Err(_) => 0,
+            };
+            if alive == expected {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(format!(
+                    "{address} sees {alive} of {expected} members alive after {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Asks the node at `address` (a member) for a ring change; the error says why it was
+    /// refused.
+    pub async fn change_ring(
+        &self,
+        address: &str,
+        kind: RingChangeKind,
+        nodes: &[String],
+    ) -> Result<ChangeRingResponse, String> {
+        let mut client = self.connect(address).await?;
+        client
+            .change_ring(kind, nodes, false)
+            .await
+            .map_err(|e| format!("{kind:?} {} via {address}: {e}", nodes.join(",")))
+    }
+
+    /// Joins `joiners` (running, seeded with a member) to the ring through the member at
+    /// `via`, retrying until that member sees them ALIVE, within `timeout`.
+    pub async fn join_when_alive(
+        &self,
+        via: &str,
+        joiners: &[String],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if joiners.is_empty() {
             return Ok(());
         }
-        if started.elapsed() > timeout {
-            return Err(format!(
-                "{address} sees {alive} of {expected} members alive after {timeout:?}"
-            ));
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-}
-
-/// Asks the node at `address` (a member) for a ring change; the error says why it was
-/// refused.
-pub async fn change_ring(
-    address: &str,
-    kind: RingChangeKind,
-    nodes: &[String],
-) -> Result<ChangeRingResponse, String> {
-    let mut client = Client::connect(address)
-        .await
-        .map_err(|e| format!("{address}: {e}"))?;
-    client
-        .change_ring(kind, nodes, false)
-        .await
-        .map_err(|e| format!("{kind:?} {} via {address}: {e}", nodes.join(",")))
-}
-
-/// Joins `joiners` (running, seeded with a member) to the ring through the member at
-/// `via`, retrying until that member sees them ALIVE, within `timeout`.
-pub async fn join_when_alive(
-    via: &str,
-    joiners: &[String],
-    timeout: Duration,
-) -> Result<(), String> {
-    if joiners.is_empty() {
-        return Ok(());
-    }
-    let started = Instant::now();
-    loop {
-        match change_ring(via, RingChangeKind::Join, joiners).await {
-            Ok(_) => return Ok(()),
-            Err(why) if started.elapsed() > timeout => {
-                return Err(format!("the ring did not form within {timeout:?}: {why}"));
+        let started = Instant::now();
+        loop {
+            match self.change_ring(via, RingChangeKind::Join, joiners).await {
+                Ok(_) => return Ok(()),
+                Err(why) if started.elapsed() > timeout => {
+                    return Err(format!("the ring did not form within {timeout:?}: {why}"));
+                }
+                Err(_) => tokio::time::sleep(POLL_EVERY * 4).await,
             }
-            Err(_) => tokio::time::sleep(POLL_EVERY * 4).await,
         }
     }
-}
 
-/// Waits until every node in `addresses` serves with the same newest ring version and a
-/// single live version (no data moving), within `timeout`; returns that version.
-pub async fn wait_settled(addresses: &[String], timeout: Duration) -> Result<u64, String> {
-    let started = Instant::now();
-    loop {
-        let mut versions = Vec::new();
-        for address in addresses {
-            let health = match Client::connect(address).await {
-                Ok(mut client) => client.health().await.ok(),
-                Err(_) => None,
-            };
-            versions.push(
-                health
-                    .filter(|h| h.status == "SERVING" && h.live_versions == 1)
-                    .map(|h| h.ring_version),
-            );
+    /// Waits until every node in `addresses` serves with the same newest ring version and a
+    /// single live version (no data moving), within `timeout`; returns that version.
+    pub async fn wait_settled(
+        &self,
+        addresses: &[String],
+        timeout: Duration,
+    ) -> Result<u64, String> {
+        let started = Instant::now();
+        loop {
+            let mut versions = Vec::new();
+            for address in addresses {
+                let health = match self.connect(address).await {
+                    Ok(mut client) => client.health().await.ok(),
+                    Err(_) => None,
+                };
+                versions.push(
+                    health
+                        .filter(|h| h.status == "SERVING" && h.live_versions == 1)
+                        .map(|h| h.ring_version),
+                );
+            }
+            if let Some(Some(first)) = versions.first()
+                && versions.iter().all(|v| *v == Some(*first))
+            {
+                return Ok(*first);
+            }
+            if started.elapsed() > timeout {
+                return Err(format!(
+                    "the ring did not settle within {timeout:?} (settled version per node: {versions:?})"
+                ));
+            }
+            tokio::time::sleep(POLL_EVERY * 2).await;
         }
-        if let Some(Some(first)) = versions.first()
-            && versions.iter().all(|v| *v == Some(*first))
-        {
-            return Ok(*first);
-        }
-        if started.elapsed() > timeout {
-            return Err(format!(
-                "the ring did not settle within {timeout:?} (settled version per node: {versions:?})"
-            ));
-        }
-        tokio::time::sleep(POLL_EVERY * 2).await;
     }
 }
 
