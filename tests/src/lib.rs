@@ -110,10 +110,7 @@ impl TestCluster {
         tls: bool,
     ) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
-        let (mut grpc, gossip) = (
-            free_tcp_addresses(count * 3, &[]),
-            free_udp_addresses(count, &[]),
-        );
+        let (mut grpc, gossip) = (free_addresses(count * 3, &[]), free_addresses(count, &[]));
         let admin = grpc.split_off(count * 2);
         let internal = grpc.split_off(count);
         let layouts: Vec<NodeLayout> = (1..=count)
@@ -193,12 +190,12 @@ impl TestCluster {
             .flat_map(|n| [n.layout.grpc, n.layout.internal, n.admin])
             .collect();
         let taken_gossip: Vec<SocketAddr> = self.nodes.iter().map(|n| n.layout.gossip).collect();
-        let tcp = free_tcp_addresses(3, &taken_tcp);
+        let tcp = free_addresses(3, &taken_tcp);
         let layout = NodeLayout::new(
             index,
             tcp[0],
             tcp[2],
-            free_udp_addresses(1, &taken_gossip)[0],
+            free_addresses(1, &taken_gossip)[0],
             self.data.path(),
         );
         let mut layouts: Vec<NodeLayout> = self.nodes.iter().map(|n| n.layout.clone()).collect();
@@ -395,34 +392,42 @@ fn node_process(
     }
 }
 
-/// `count` distinct ports the OS just handed out on 127.0.0.1, none of them in `taken`.
-/// Every socket stays bound until all are chosen, so the OS cannot hand one out twice;
-/// another process could still take one before a server binds it (on this single-user
-/// test machine that has not been a problem).
-fn free_tcp_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut held = Vec::new();
-    let mut addresses = Vec::new();
-    while addresses.len() < count {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let address = listener.local_addr().expect("local addr");
-        if !taken.contains(&address) {
-            addresses.push(address);
+/// The ports tests hand out: below Linux's ephemeral range (32768-60999), so that no
+/// outgoing connection of a test, a node or a client can take one between the moment it
+/// is chosen and the moment its server binds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next test port to try; each test binary starts at its own offset (its pid), and
+/// cargo runs test binaries one after another.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A port of [`TEST_PORTS`] not handed out before in this process (cycling), and free
+/// for both TCP and UDP right now.
+fn next_free_port() -> u16 {
+    use std::sync::atomic::Ordering;
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let offset = std::process::id() * 97 % span;
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = TEST_PORTS.start + ((offset + n) % span) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let udp = UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if tcp && udp {
+            return port;
         }
-        held.push(listener);
     }
-    addresses
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
-fn free_udp_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut held = Vec::new();
-    let mut addresses = Vec::new();
+/// `count` distinct addresses on 127.0.0.1 whose port is free for TCP and UDP, none of
+/// them in `taken`.
+fn free_addresses(count: usize, taken: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut addresses = Vec::with_capacity(count);
     while addresses.len() < count {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
-        let address = socket.local_addr().expect("local addr");
-        if !taken.contains(&address) {
+        let address = SocketAddr::from(([127, 0, 0, 1], next_free_port()));
+        if !taken.contains(&address) && !addresses.contains(&address) {
             addresses.push(address);
         }
-        held.push(socket);
     }
     addresses
 }

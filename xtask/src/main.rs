@@ -8,6 +8,7 @@
 //! - `sim`: seeded whole-cluster simulation campaigns with fault injection and a checker.
 //! - `scale`: gossip, ring and data-movement figures at up to 1,000 nodes (SCALING.md).
 //! - `pytest`: the Python client's tests against real server processes.
+//! - `fuzz`: libFuzzer on every decoder of bytes from the network or the disk.
 //! - `measure aae|ring|handoff`: anti-entropy and ring-change figures on a release cluster of real
 //!   processes.
 
@@ -17,6 +18,7 @@ mod cluster;
 mod cluster_ring;
 mod demo;
 mod demo_handoff;
+mod fuzz;
 mod measure;
 mod measure_handoff;
 mod measure_ring;
@@ -73,6 +75,8 @@ enum Task {
     },
     /// Run the Python client's tests against real server processes.
     Pytest,
+    /// Fuzz every decoder of network and disk bytes (cargo fuzz, libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     /// Measure a mechanism on a fresh release cluster and print its figures.
     Measure {
         #[command(subcommand)]
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Task::Sim { args } => sim::run(&args),
         Task::Scale { args } => scale::run(&args),
         Task::Pytest => pytest::run(),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::Measure {
             what: Measurement::Aae(args),
         } => block_on(measure::aae(args)),

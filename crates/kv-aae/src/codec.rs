@@ -82,6 +82,18 @@ pub fn decode_tree(input: &[u8]) -> Result<DigestTree, TreeDecodeError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn level_bits_that_overflow_a_byte_are_refused() {
+        // Found while writing the aae_tree fuzz target: 250 + 10 overflowed the u8 sum.
+        let mut input = b"KVAE".to_vec();
+        input.extend_from_slice(&[1, 250, 10]);
+        input.extend_from_slice(&[0; 16 * 16]);
+        assert!(matches!(
+            super::decode_tree(&input),
+            Err(super::TreeDecodeError::Format { .. })
+        ));
+    }
+
     use super::*;
 
     #[test]

@@ -72,7 +72,9 @@ impl TreeFormat {
     /// Whether the geometry is supported.
     pub fn is_valid(self) -> bool {
         self.version == Self::CURRENT.version
-            && self.partition_bits + self.leaf_bits <= MAX_LEVEL_BITS
+            // Summed wide: the fields come off the wire, and two large ones overflow a u8.
+            && u32::from(self.partition_bits) + u32::from(self.leaf_bits)
+                <= u32::from(MAX_LEVEL_BITS)
     }
 
     /// Number of leaves in the whole tree.

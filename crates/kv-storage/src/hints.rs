@@ -152,7 +152,7 @@ pub(crate) fn split_hint_key(raw: &[u8]) -> Result<(String, Bytes), StorageError
     Ok((target, Bytes::copy_from_slice(key)))
 }
 
-fn encode_hint(versions: &Siblings, updated_unix_ms: u64) -> Vec<u8> {
+pub(crate) fn encode_hint(versions: &Siblings, updated_unix_ms: u64) -> Vec<u8> {
     let mut payload = updated_unix_ms.to_le_bytes().to_vec();
     encode_dvvset(versions, &mut payload);
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());

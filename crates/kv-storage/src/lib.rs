@@ -44,6 +44,41 @@ pub use fjall_store::{Durability, FjallStore};
 pub use hints::{Hint, HintUpdate, MAX_HINT_TARGET_BYTES};
 pub use memory::MemoryStore;
 
+/// The on-disk record decoders, for the fuzz targets (`kv-fuzz`); not a stable API.
+#[doc(hidden)]
+pub mod disk_format {
+    use crate::{Hint, Siblings, StorageError};
+
+    /// Decodes a data record stored under `key`.
+    pub fn decode_record(key: &[u8], raw: &[u8]) -> Result<Siblings, StorageError> {
+        crate::record::decode_record(key, raw)
+    }
+
+    /// Encodes a data record as the persistent store writes it.
+    pub fn encode_record(siblings: &Siblings) -> Vec<u8> {
+        crate::record::encode_record(siblings)
+    }
+
+    /// A hint's raw key and record, as the persistent store writes them.
+    pub fn encode_hint(
+        target: &str,
+        key: &[u8],
+        siblings: &Siblings,
+        updated_unix_ms: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), StorageError> {
+        let raw_key = crate::hints::hint_key(target, key)?;
+        Ok((
+            raw_key,
+            crate::hints::encode_hint(siblings, updated_unix_ms),
+        ))
+    }
+
+    /// Decodes a hint from its raw key and record.
+    pub fn decode_hint(raw_key: &[u8], raw_value: &[u8]) -> Result<Hint, StorageError> {
+        crate::hints::hint_from_raw(raw_key, raw_value)
+    }
+}
+
 /// What a replica stores per key: live values (`None` = tombstone) and their history.
 pub type Siblings = DvvSet<Option<Bytes>>;
 

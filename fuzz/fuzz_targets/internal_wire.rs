@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kv_fuzz::check(kv_fuzz::Target::InternalWire, data));
