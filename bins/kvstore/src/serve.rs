@@ -124,7 +124,12 @@ fn transport(
     let Some(files) = &plan.tls else {
         return Ok((None, GrpcTransport::new(peers, timeout)));
     };
-    let tls = kv_grpc::NodeTls::load(files.clone()).map_err(|e| e.to_string())?;
+    let files = kv_grpc::TlsFiles {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        ca: files.ca.clone(),
+    };
+    let tls = kv_grpc::NodeTls::load(files).map_err(|e| e.to_string())?;
     let transport = GrpcTransport::with_tls(peers, timeout, Arc::clone(&tls));
     Ok((Some(tls), transport))
 }

@@ -485,6 +485,17 @@ settings! {
     log_filter: String => serve.log_filter;
 }
 
+/// A node's TLS material (PEM files), given as `--tls-cert`, `--tls-key`, `--tls-ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// The node's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that signs every node's certificate.
+    pub ca: PathBuf,
+}
+
 /// What a node is built from.
 #[derive(Debug)]
 pub struct Plan {
@@ -499,7 +510,7 @@ pub struct Plan {
     /// The client token file, if client calls need tokens.
     pub auth_tokens: Option<PathBuf>,
     /// The node's TLS files, if it serves and dials over TLS.
-    pub tls: Option<kv_grpc::TlsFiles>,
+    pub tls: Option<TlsPaths>,
     /// Most client calls run at once.
     pub max_concurrent_client_calls: usize,
     /// Most node-to-node calls run at once.
@@ -599,9 +610,9 @@ impl Resolved {
 
 /// The TLS files, when all three are given; an error naming the missing ones when only
 /// some are.
-fn tls_files(serve: &ServeOptions) -> Result<Option<kv_grpc::TlsFiles>, SettingsError> {
+fn tls_files(serve: &ServeOptions) -> Result<Option<TlsPaths>, SettingsError> {
     match (&serve.tls_cert, &serve.tls_key, &serve.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => Ok(Some(kv_grpc::TlsFiles {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsPaths {
             cert: cert.clone(),
             key: key.clone(),
             ca: ca.clone(),
