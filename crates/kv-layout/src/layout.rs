@@ -148,8 +148,12 @@ impl Layout {
         if !(1..=kv_ring::MAX_REPLICAS).contains(&self.replicas) {
             return Err("replication factor out of range");
         }
-        for (expected, (number, version)) in (self.oldest_live()..).zip(&self.versions) {
-            if *number != version.number || *number != expected {
+        let oldest = self.oldest_live();
+        for (offset, (number, version)) in (0_u64..).zip(&self.versions) {
+            // Checked: the numbers come off the wire, and a run that starts near u64::MAX
+            // must be refused, not overflow (found by the layout_frame fuzz target).
+            let expected = oldest.checked_add(offset);
+            if *number != version.number || Some(*number) != expected {
                 return Err("version numbers do not run without gaps");
             }
             if version.members.is_empty() {
