@@ -28,7 +28,7 @@ impl Digest {
     /// Adds one item.
     pub fn add(&mut self, fingerprint: u64) {
         self.hash ^= fingerprint;
-        self.count += 1;
+        self.count = self.count.wrapping_add(1);
     }
 
     /// Removes one item that was added.
@@ -38,12 +38,15 @@ impl Digest {
         self.count = self.count.wrapping_sub(1);
     }
 
-    /// The digest of both sets of items (which must not overlap).
+    /// The digest of both sets of items (which must not overlap). Counts add modulo
+    /// 2^64, as `remove` subtracts: a digest is compared, never trusted as a size, and
+    /// the counts of a peer's tree come off the wire (a sum of them overflowed before the
+    /// aae_tree fuzz target found it).
     #[must_use]
     pub fn combine(self, other: Self) -> Self {
         Self {
             hash: self.hash ^ other.hash,
-            count: self.count + other.count,
+            count: self.count.wrapping_add(other.count),
         }
     }
 }
