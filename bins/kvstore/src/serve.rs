@@ -96,7 +96,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
                 std::sync::Arc::clone(node),
                 internal_listener,
                 tls.clone(),
-                plan.max_concurrent_internal_calls,
+                kv_grpc::InternalLimits {
+                    max_concurrent_calls: plan.max_concurrent_internal_calls,
+                    max_per_peer: plan.max_concurrent_internal_calls_per_peer,
+                },
                 stopped_signal(stopped)
             )
         ),

@@ -202,6 +202,7 @@ pub struct ServeOptions {
     tls_ca: Option<PathBuf>,
     max_concurrent_client_calls: usize,
     max_concurrent_internal_calls: usize,
+    max_concurrent_internal_calls_per_peer: usize,
     peers: Vec<String>,
     gossip_listen: Option<SocketAddr>,
     gossip_advertise_addr: Option<SocketAddr>,
@@ -233,6 +234,7 @@ impl Default for ServeOptions {
             tls_ca: None,
             max_concurrent_client_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_concurrent_internal_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_concurrent_internal_calls_per_peer: DEFAULT_MAX_CONCURRENT_CALLS_PER_PEER,
             peers: Vec::new(),
             gossip_listen: None,
             gossip_advertise_addr: None,
@@ -365,6 +367,10 @@ settings! {
     /// more are refused with RESOURCE_EXHAUSTED.
     #[arg(long)]
     max_concurrent_internal_calls: usize => serve.max_concurrent_internal_calls;
+    /// Most node-to-node calls one peer runs at once (a peer is its client certificate
+    /// under TLS, else its IP address); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long)]
+    max_concurrent_internal_calls_per_peer: usize => serve.max_concurrent_internal_calls_per_peer;
     /// Other members as id=host:port of their internal listener, comma-separated (static
     /// membership).
     #[arg(long, value_delimiter = ',')]
@@ -515,6 +521,8 @@ pub struct Plan {
     pub max_concurrent_client_calls: usize,
     /// Most node-to-node calls run at once.
     pub max_concurrent_internal_calls: usize,
+    /// Most node-to-node calls one peer runs at once.
+    pub max_concurrent_internal_calls_per_peer: usize,
     /// The node's configuration.
     pub node: NodeConfig,
     /// Its gossip, unless its peers are a static list.
@@ -588,6 +596,10 @@ impl Resolved {
                 "max-concurrent-internal-calls",
                 serve.max_concurrent_internal_calls,
             ),
+            (
+                "max-concurrent-internal-calls-per-peer",
+                serve.max_concurrent_internal_calls_per_peer,
+            ),
         ] {
             if limit == 0 {
                 return Err(SettingsError::Zero { flag });
@@ -601,6 +613,7 @@ impl Resolved {
             auth_tokens: serve.auth_tokens,
             max_concurrent_client_calls: serve.max_concurrent_client_calls,
             max_concurrent_internal_calls: serve.max_concurrent_internal_calls,
+            max_concurrent_internal_calls_per_peer: serve.max_concurrent_internal_calls_per_peer,
             node,
             gossip,
             storage,
@@ -626,6 +639,9 @@ fn tls_files(serve: &ServeOptions) -> Result<Option<TlsPaths>, SettingsError> {
 
 /// The default bound on client calls, and on node-to-node calls, a node runs at once.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 1024;
+/// The default bound on node-to-node calls one peer runs at once: a quarter of the
+/// listener's, so that a single peer cannot take it all.
+pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_PEER: usize = 256;
 
 /// How far the default internal port is from the client port.
 pub const INTERNAL_PORT_OFFSET: u16 = 100;

@@ -39,9 +39,37 @@ pub(crate) fn incoming(
     Box::pin(plain.map(|stream| stream.map(Connection::Plain)))
 }
 
+/// Who is at the other end of a connection, as the gate keys its per-peer bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PeerKey {
+    /// The client certificate it presented (a hash of its DER): who it is, under mTLS.
+    Certificate(u64),
+    /// Its IP address, without a certificate.
+    Address(std::net::IpAddr),
+    /// Unknown (the socket could not tell).
+    Unknown,
+}
+
 impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    type ConnectInfo = PeerKey;
+
+    fn connect_info(&self) -> PeerKey {
+        let (tcp, certificate) = match self {
+            Self::Plain(stream) => (stream, None),
+            Self::Tls(stream) => {
+                let (tcp, session) = stream.get_ref();
+                (tcp, session.peer_certificates().and_then(<[_]>::first))
+            }
+        };
+        if let Some(certificate) = certificate {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            certificate.as_ref().hash(&mut hasher);
+            return PeerKey::Certificate(hasher.finish());
+        }
+        tcp.peer_addr()
+            .map_or(PeerKey::Unknown, |a| PeerKey::Address(a.ip()))
+    }
 }
 
 impl AsyncRead for Connection {

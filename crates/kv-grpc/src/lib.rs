@@ -39,7 +39,7 @@ pub mod wire;
 pub use auth::{Role, TokenFileError, TokenTable};
 pub use channel::{Connector, ReplicaChannel, TonicConnector};
 pub use gate::ClientAccess;
-pub use server::{ServeError, serve_clients, serve_internal};
+pub use server::{InternalLimits, ServeError, serve_clients, serve_internal};
 pub use service_internal::InternalApi;
 pub use service_public::PublicApi;
 pub use tls::{NodeTls, TlsError, TlsFiles};

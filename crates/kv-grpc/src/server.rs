@@ -78,20 +78,30 @@ pub async fn serve_clients<T: PeerTransport>(
     Ok(())
 }
 
+/// Bounds of the internal listener.
+#[derive(Debug, Clone, Copy)]
+pub struct InternalLimits {
+    /// Most node-to-node calls running at once.
+    pub max_concurrent_calls: usize,
+    /// Most calls one peer runs at once.
+    pub max_per_peer: usize,
+}
+
 /// Serves the node-to-node service (`kvstore.internal.Replica`) and
 /// `grpc.health.v1.Health` on `listener`, its own port, until `shutdown` completes.
 pub async fn serve_internal<T: PeerTransport>(
     node: Arc<Node<T>>,
     listener: TcpListener,
     tls: Option<Arc<NodeTls>>,
-    max_concurrent_calls: usize,
+    limits: InternalLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ReplicaServer<InternalApi<T>>>()
         .await;
-    let internal = ReplicaServer::new(InternalApi::with_limit(node, max_concurrent_calls))
+    let api = InternalApi::with_limits(node, limits.max_concurrent_calls, limits.max_per_peer);
+    let internal = ReplicaServer::new(api)
         .max_decoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES)
         .max_encoding_message_size(INTERNAL_MESSAGE_LIMIT_BYTES);
     tonic::transport::Server::builder()

@@ -38,23 +38,32 @@ impl<T> InternalApi<T> {
         }
     }
 
-    /// Wraps a node, refusing calls beyond `max_concurrent_calls` running at once.
-    pub fn with_limit(node: Arc<Node<T>>, max_concurrent_calls: usize) -> Self {
+    /// Wraps a node, refusing calls beyond `max_concurrent_calls` running at once, or
+    /// beyond `max_per_peer` from one peer (its client certificate under mTLS, else its
+    /// IP address).
+    pub fn with_limits(
+        node: Arc<Node<T>>,
+        max_concurrent_calls: usize,
+        max_per_peer: usize,
+    ) -> Self {
+        let gate =
+            Gate::new("internal", None, max_concurrent_calls).with_per_peer_limit(max_per_peer);
         Self {
             node,
-            gate: Arc::new(Gate::new("internal", None, max_concurrent_calls)),
+            gate: Arc::new(gate),
         }
     }
 
-    fn admit<M>(
-        &self,
-        request: &Request<M>,
-        call: &str,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    fn admit<M>(&self, request: &Request<M>, call: &str) -> Result<crate::gate::Admitted, Status> {
         // Peers hold no token: the internal listener is protected by where it listens
         // (and, later, by mutual TLS), so only the bound applies.
         let metrics = &self.node.stats().requests;
-        self.gate.admit(request.metadata(), call, None, metrics)
+        let peer = request
+            .extensions()
+            .get::<crate::incoming::PeerKey>()
+            .copied();
+        self.gate
+            .admit(request.metadata(), peer, call, None, metrics)
     }
 }
 

@@ -51,9 +51,13 @@ impl<T> PublicApi<T> {
         request: &Request<M>,
         call: &str,
         needed: Option<Role>,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    ) -> Result<crate::gate::Admitted, Status> {
         self.gate.admit(
             request.metadata(),
+            request
+                .extensions()
+                .get::<crate::incoming::PeerKey>()
+                .copied(),
             call,
             needed,
             &self.node.stats().requests,

@@ -54,7 +54,7 @@ struct QuorumLabels {
 struct RefusedLabels {
     /// `client` or `internal`.
     listener: &'static str,
-    /// `overloaded`, `unauthenticated` or `permission_denied`.
+    /// `overloaded`, `peer_overloaded`, `unauthenticated` or `permission_denied`.
     reason: &'static str,
 }
 
@@ -113,7 +113,7 @@ impl RequestMetrics {
     }
 
     /// Records a call a listener refused before running it: `reason` is `overloaded`,
-    /// `unauthenticated` or `permission_denied`.
+    /// `peer_overloaded`, `unauthenticated` or `permission_denied`.
     pub fn record_refused(&self, listener: &'static str, reason: &'static str) {
         self.refused
             .get_or_create(&RefusedLabels { listener, reason })
