@@ -37,33 +37,33 @@ pub fn sample(
     name: &str,
     labels: &[(&str, &str)],
 ) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(ref buckets) => {
-                buckets.last().map_or(0.0, |b| b.count)
-            }
-            prometheus_parse::Value::Summary(_) => f64::NAN,
-        })
+    matching(scrape, name, labels).next().map(value)
 }
 
 /// The sum of the samples `name` whose labels include every pair of `labels` (0 when
 /// there is none): a family's total over the labels not given.
 pub fn total(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
+    matching(scrape, name, labels).map(value).sum()
+}
+
+/// The samples `name` whose labels include every pair of `labels`.
+fn matching<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    name: &'a str,
+    labels: &'a [(&str, &str)],
+) -> impl Iterator<Item = &'a prometheus_parse::Sample> + 'a {
+    scrape.samples.iter().filter(move |s| {
+        s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+    })
+}
+
+/// A sample's value: a histogram's count, NaN for a summary.
+fn value(sample: &prometheus_parse::Sample) -> f64 {
+    match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        prometheus_parse::Value::Histogram(ref buckets) => buckets.last().map_or(0.0, |b| b.count),
+        prometheus_parse::Value::Summary(_) => f64::NAN,
+    }
 }

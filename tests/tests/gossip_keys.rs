@@ -2,7 +2,7 @@
 //! keyring rotates its key while running without a member ever turning SUSPECT, and drops
 //! (and counts) datagrams that are garbage, sealed with a foreign key, forged or replayed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kv_client::MemberState;
@@ -87,21 +87,27 @@ async fn all_alive(cluster: &TestCluster) {
     }
 }
 
-#[tokio::test]
-async fn keys_rotate_on_a_live_cluster_without_a_flap() {
-    let dir = tempfile::tempdir().unwrap();
+/// A 3-node gossip cluster sealing with the keyring file it returns (holding `OLD`).
+async fn sealed_cluster(test: &str, dir: &tempfile::TempDir) -> (TestCluster, PathBuf) {
     let file = dir.path().join("gossip.keys");
     std::fs::write(&file, format!("{OLD}\n")).unwrap();
     let flag = format!("--gossip-keyring={}", file.display());
     let cluster = TestCluster::start_with(
         env!("CARGO_BIN_EXE_kvstore-under-test"),
         env!("CARGO_TARGET_TMPDIR"),
-        "gossip_keys_rotate",
+        test,
         3,
         &[&flag],
         GOSSIP,
     )
     .await;
+    (cluster, file)
+}
+
+#[tokio::test]
+async fn keys_rotate_on_a_live_cluster_without_a_flap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, file) = sealed_cluster("gossip_keys_rotate", &dir).await;
     all_alive(&cluster).await;
     let before = trouble(&cluster).await;
 
@@ -139,18 +145,7 @@ async fn keys_rotate_on_a_live_cluster_without_a_flap() {
 #[tokio::test]
 async fn garbage_foreign_forged_and_replayed_datagrams_are_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gossip.keys");
-    std::fs::write(&file, format!("{OLD}\n")).unwrap();
-    let flag = format!("--gossip-keyring={}", file.display());
-    let cluster = TestCluster::start_with(
-        env!("CARGO_BIN_EXE_kvstore-under-test"),
-        env!("CARGO_TARGET_TMPDIR"),
-        "gossip_keys_attacks",
-        3,
-        &[&flag],
-        GOSSIP,
-    )
-    .await;
+    let (cluster, _) = sealed_cluster("gossip_keys_attacks", &dir).await;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
