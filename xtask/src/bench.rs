@@ -28,6 +28,10 @@ pub(crate) struct BenchArgs {
     /// Print the table without touching BENCHMARKS.md.
     #[arg(long)]
     no_write: bool,
+    /// Nodes in each cluster (N=3 whatever the count): 5 shows how throughput grows with
+    /// nodes on this machine.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
     /// Also run put and get against a cluster serving mutual TLS (clients over TLS too),
     /// beside the plaintext runs: the table then shows what TLS costs.
     #[arg(long)]
@@ -80,6 +84,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             release: true,
             durability: durability.into(),
             tls,
+            nodes: args.nodes,
             ..UpArgs::default()
         };
         let mut cluster = Cluster::up(&up).await?;
@@ -174,12 +179,15 @@ fn table(args: &BenchArgs, runs: &[Run]) -> String {
             .map_or(f64::NAN, |r| number(r, "ops_per_s"))
     };
     let mut out = format!(
-        "Command: `cargo xtask bench --duration {} --concurrency {}` (3 local nodes, N=3, R=W=2, \
+        "Command: `cargo xtask bench --duration {} --concurrency {}{}` ({} local nodes, N=3, R=W=2, \
          fjall, 100-byte values, 10,000 keys, 4 connections spread over the nodes; the floor is a \
          no-op service with the same messages, measured in the same run).\n\n\
          | run | ops/s | vs floor | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
          |---|---|---|---|---|---|---|---|\n",
-        args.duration, args.concurrency
+        args.duration,
+        args.concurrency,
+        flags(args),
+        args.nodes
     );
     for run in runs {
         let ops = number(run, "ops_per_s");
@@ -208,6 +216,18 @@ fn table(args: &BenchArgs, runs: &[Run]) -> String {
         );
     }
     out
+}
+
+/// The options of this run that differ from the defaults, as typed.
+fn flags(args: &BenchArgs) -> String {
+    let mut flags = String::new();
+    if args.nodes != 3 {
+        let _ = write!(flags, " --nodes {}", args.nodes);
+    }
+    if args.tls {
+        flags.push_str(" --tls");
+    }
+    flags
 }
 
 fn write_table(table: &str) -> Result<(), String> {
