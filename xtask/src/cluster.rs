@@ -203,6 +203,7 @@ impl Cluster {
             return Err(format!("--nodes {} is outside 1..={MAX_NODES}", args.nodes));
         }
         build_server(args.release)?;
+        reserve_local_ports();
         if !args.keep_data {
             let _ = fs::remove_dir_all(dir.join("data"));
         }
@@ -232,24 +233,35 @@ impl Cluster {
             nodes,
             children: HashMap::new(),
         };
-        let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+        match cluster.form().await {
+            Ok(()) => Ok(cluster),
+            Err(why) => {
+                // Nodes left running would hold the ports of the next attempt.
+                cluster.down();
+                Err(why)
+            }
+        }
+    }
+
+    /// Starts every node (the first founds the cluster), joins the others to its ring and
+    /// waits until the ring settled and everyone sees everyone.
+    async fn form(&mut self) -> Result<(), String> {
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
         for (i, id) in ids.iter().enumerate() {
             // Every node starts here, so one of them founds the cluster; a later restart
             // of any node rejoins through the others instead.
             let extra: &[&str] = if i == 0 { &["--bootstrap"] } else { &[] };
-            cluster.start_with(id, extra)?;
+            self.start_with(id, extra)?;
         }
         for id in &ids {
-            cluster.wait_healthy(id).await?;
+            self.wait_healthy(id).await?;
         }
-        let founder = cluster.address(&ids[0])?;
-        cluster
-            .dialer()?
+        let founder = self.address(&ids[0])?;
+        self.dialer()?
             .join_when_alive(&founder, &ids[1..], CONVERGE_TIMEOUT)
             .await?;
-        cluster.wait_settled().await?;
-        cluster.wait_converged().await?;
-        Ok(cluster)
+        self.wait_settled().await?;
+        self.wait_converged().await
     }
 
     /// Starts `node` again with its data. It serves once a running member confirms the
@@ -536,6 +548,35 @@ impl Cluster {
     /// Leaves the processes running after this xtask exits.
     fn detach(mut self) {
         self.children.clear();
+    }
+}
+
+/// Asks Linux not to hand the cluster's fixed gRPC ports, which lie in its ephemeral
+/// range (32768-60999), to outgoing connections: a node's connection to a peer that took
+/// 127.0.0.1:50054 as its local port would keep n4 from binding it (seen in CI). Needs
+/// root; elsewhere it says so and the cluster starts anyway.
+fn reserve_local_ports() {
+    const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let Ok(current) = fs::read_to_string(RESERVED) else {
+        return;
+    };
+    let last = |base: u16| base + MAX_NODES as u16 - 1;
+    let wanted = format!(
+        "{}-{},{}-{}",
+        BASE_GRPC_PORT,
+        last(BASE_GRPC_PORT),
+        BASE_INTERNAL_PORT,
+        last(BASE_INTERNAL_PORT)
+    );
+    let merged = match current.trim() {
+        "" => wanted.clone(),
+        held => format!("{held},{wanted}"),
+    };
+    if fs::write(RESERVED, merged).is_err() {
+        println!(
+            "note: could not reserve ports {wanted} from outgoing connections (needs root); \
+             a node whose port an outgoing connection took will fail to start: start it again"
+        );
     }
 }
 
