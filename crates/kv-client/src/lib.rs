@@ -4,7 +4,8 @@
 //! value, or concurrent siblings) with the causal [`Context`] to pass to the next write;
 //! [`ReadResult::resolve`] merges siblings with your function and gives the context that
 //! supersedes all of them. [`Client::connect_many`] spreads over several nodes and skips
-//! one that cannot be reached.
+//! one that cannot be reached. For secured clusters, [`Client::connect_with`] takes a
+//! [`ClientTls`] (the cluster's CA) and [`Client::with_token`] a bearer token.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kv_client::ClientError> {

@@ -9,8 +9,9 @@
 //! [`seal`] protects datagrams on the wire: a [`Sealer`] seals what `take_outgoing`
 //! yields and opens what arrives, under a rotatable [`Keyring`], before `handle_datagram`.
 //!
-//! Identities carry the node id, gossip and gRPC addresses and a `bump`: a restarted node
-//! uses a higher bump and wins the address conflict, so peers see it ALIVE again at once.
+//! Identities carry the node id, its gossip, internal and client addresses and a `bump`:
+//! a restarted node uses a higher bump and wins the address conflict, so peers see it
+//! ALIVE again at once.
 //! Members are ALIVE, SUSPECT (read from foca's state; foca has no event for it) or DEAD.
 //! Liveness only: who is in the ring is the business of the ring's own history
 //! (`kv-layout`), which nodes exchange over their RPC channel. A DEAD member stays in the

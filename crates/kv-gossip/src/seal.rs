@@ -12,7 +12,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -104,17 +103,8 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// Reads a keyring file: one key per line as 64 hex digits, the sealing key first;
-    /// `#` starts a comment.
-    pub fn load(path: &Path) -> Result<Self, KeyringError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text)
-    }
-
-    /// Parses a keyring file's text.
+    /// Parses a keyring file's text: one key per line as 64 hex digits, the sealing key
+    /// first; `#` starts a comment. (kv-node's `KeyringFile` reads and re-reads the file.)
     pub fn parse(text: &str) -> Result<Self, KeyringError> {
         let mut keys: Vec<GossipKey> = Vec::new();
         for (index, line) in text.lines().enumerate() {

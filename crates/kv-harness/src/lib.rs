@@ -167,14 +167,10 @@ impl Dialer {
         &self,
         address: &str,
         timeout: Duration,
-        mut running: impl FnMut() -> bool,
+        running: impl FnMut() -> bool,
     ) -> Result<(), String> {
-        poll_until(timeout, &mut running, || async {
-            let health = self.connect(address).await.ok()?.health().await.ok()?;
-            (health.status == "SERVING").then_some(())
-        })
-        .await
-        .map_err(|why| format!("{address} {why}"))
+        self.wait_health(address, timeout, running, |h| h.status == "SERVING")
+            .await
     }
 
     /// Waits until the node at `address` answers its health call, serving or not (a node
@@ -183,16 +179,22 @@ impl Dialer {
         &self,
         address: &str,
         timeout: Duration,
+        running: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        self.wait_health(address, timeout, running, |_| true).await
+    }
+
+    /// Polls `address`'s health until an answer passes `accept`.
+    async fn wait_health(
+        &self,
+        address: &str,
+        timeout: Duration,
         mut running: impl FnMut() -> bool,
+        accept: impl Fn(&kv_client::HealthResponse) -> bool,
     ) -> Result<(), String> {
         poll_until(timeout, &mut running, || async {
-            self.connect(address)
-                .await
-                .ok()?
-                .health()
-                .await
-                .ok()
-                .map(|_| ())
+            let health = self.connect(address).await.ok()?.health().await.ok()?;
+            accept(&health).then_some(())
         })
         .await
         .map_err(|why| format!("{address} {why}"))
