@@ -3,7 +3,7 @@
 //! caller owns those, which is what makes seeded simulation possible.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use crate::config::GossipConfigError;
-use crate::{GossipConfig, NodeIdentity};
+use crate::members::{MemberTable, SeenSlot, SlotEntry};
+use crate::{GossipConfig, MemberState, MemberView, NodeIdentity};
 
 /// First byte of every datagram: what follows. Only foca's packets exist today; the tag
 /// leaves room for other messages on the same socket.
@@ -23,31 +24,6 @@ const FRAME_FOCA: u8 = 0;
 pub const MAX_OUTGOING: usize = 4096;
 /// Most membership events queued for the caller; beyond it the oldest are dropped.
 pub const MAX_EVENTS: usize = 1024;
-
-/// A member's liveness as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum MemberState {
-    /// Answering probes.
-    Alive,
-    /// Missed a probe; will be declared dead unless it refutes the suspicion in time.
-    Suspect,
-    /// Declared down by the cluster. Liveness never changes the ring: only an explicit
-    /// ring change does.
-    Dead,
-}
-
-/// What this node knows about one member (the newest incarnation of its node id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberView {
-    /// The member's identity.
-    pub identity: NodeIdentity,
-    /// Its liveness.
-    pub state: MemberState,
-    /// Its SWIM incarnation (raised to refute suspicion).
-    pub incarnation: u16,
-    /// When `state` last changed, on the caller's clock.
-    pub since: Duration,
-}
 
 /// A change worth reacting to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +73,9 @@ pub struct Gossip {
     timers: BinaryHeap<Reverse<(Duration, u64)>>,
     timer_events: HashMap<u64, Timer<NodeIdentity>>,
     next_timer: u64,
-    members: BTreeMap<String, MemberView>,
+    table: MemberTable,
+    /// What was last seen in each slot of foca's membership list (see `refresh_members`).
+    seen: Vec<SeenSlot>,
     outgoing: VecDeque<(SocketAddr, Bytes)>,
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
@@ -109,7 +87,7 @@ impl std::fmt::Debug for Gossip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gossip")
             .field("identity", self.foca.identity())
-            .field("members", &self.members.len())
+            .field("members", &self.table.len())
             .finish_non_exhaustive()
     }
 }
@@ -137,7 +115,8 @@ impl Gossip {
             timers: BinaryHeap::new(),
             timer_events: HashMap::new(),
             next_timer: 0,
-            members: BTreeMap::new(),
+            table: MemberTable::default(),
+            seen: Vec::new(),
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: GossipStats::default(),
@@ -220,7 +199,7 @@ impl Gossip {
 
     /// Every other member known, newest incarnation per node id, by node id.
     pub fn members(&self) -> impl Iterator<Item = &MemberView> + '_ {
-        self.members.values()
+        self.table.views()
     }
 
     /// Counters.
@@ -262,63 +241,38 @@ impl Gossip {
     }
 
     /// Brings the member table in line with foca's membership state (the only source of
-    /// SUSPECT), emitting an event for every change. Runs after every input, so it only
-    /// clones what changed: a datagram costs one pass over the members, not a rebuild.
+    /// SUSPECT), emitting an event for every change. Runs after every input, so it must
+    /// not cost O(members): foca keeps its list in place between inputs (it appends,
+    /// swaps a newcomer to a random slot, renames in place, and shuffles once per probe
+    /// round), so comparing each slot with what was seen there last time finds the few
+    /// entries that changed, and only those touch the table.
     fn refresh_members(&mut self) {
         let me = &self.foca.identity().node_id;
-        // Ordered by node id, so events come out in the same order on every replay.
-        let mut newest: BTreeMap<&str, (&NodeIdentity, MemberState, u16)> = BTreeMap::new();
-        for member in self.foca.iter_membership_state() {
-            let identity = member.id();
-            if identity.node_id.is_empty() || identity.node_id == *me {
+        let membership = self.foca.iter_membership_state();
+        self.seen.truncate(membership.len());
+        // Keyed by node id: events come out in the same order on every replay, one per
+        // member even if several of its incarnations changed.
+        let mut changes: BTreeMap<String, GossipEvent> = BTreeMap::new();
+        for (slot, member) in membership.enumerate() {
+            let entry = SlotEntry::from(member);
+            if self.seen.get(slot).is_some_and(|seen| seen.matches(&entry)) {
                 continue;
             }
-            let state = match member.state() {
-                foca::State::Alive => MemberState::Alive,
-                foca::State::Suspect => MemberState::Suspect,
-                foca::State::Down => MemberState::Dead,
-            };
-            let slot = newest.entry(identity.node_id.as_str());
-            match slot {
-                std::collections::btree_map::Entry::Occupied(mut known)
-                    if identity.bump > known.get().0.bump =>
-                {
-                    known.insert((identity, state, member.incarnation()));
-                }
-                std::collections::btree_map::Entry::Occupied(_) => {}
-                std::collections::btree_map::Entry::Vacant(empty) => {
-                    empty.insert((identity, state, member.incarnation()));
-                }
-            }
-        }
-        let mut changes = Vec::new();
-        for (node_id, (identity, state, incarnation)) in newest {
-            if let Some(entry) = self.members.get_mut(node_id) {
-                if entry.state != state || entry.identity != *identity {
-                    changes.push(GossipEvent::StateChanged {
-                        identity: identity.clone(),
-                        state,
-                    });
-                    entry.since = self.now;
-                    entry.identity = identity.clone();
-                    entry.state = state;
-                }
-                entry.incarnation = incarnation;
+            let owned = SeenSlot::from(entry);
+            if slot < self.seen.len() {
+                self.seen[slot] = owned;
             } else {
-                changes.push(GossipEvent::StateChanged {
-                    identity: identity.clone(),
-                    state,
-                });
-                let view = MemberView {
-                    identity: identity.clone(),
-                    state,
-                    incarnation,
-                    since: self.now,
-                };
-                self.members.insert(node_id.to_owned(), view);
+                debug_assert_eq!(slot, self.seen.len());
+                self.seen.push(owned);
+            }
+            if entry.identity.node_id.is_empty() || entry.identity.node_id == *me {
+                continue;
+            }
+            if let Some(event) = self.table.apply(&entry, self.now) {
+                changes.insert(entry.identity.node_id.clone(), event);
             }
         }
-        for event in changes {
+        for event in changes.into_values() {
             self.push_event(event);
         }
     }
@@ -334,16 +288,16 @@ impl Gossip {
             .timer_events
             .values()
             .any(|timer| matches!(timer, Timer::ProbeRandomMember(_)));
-        if probing || self.members.is_empty() {
+        if probing || self.table.is_empty() {
             self.rejoin_at = None;
             return;
         }
         if self.rejoin_at.is_some_and(|at| at > self.now) {
             return;
         }
-        let addresses: std::collections::BTreeSet<SocketAddr> = self
-            .members
-            .values()
+        let addresses: BTreeSet<SocketAddr> = self
+            .table
+            .views()
             .map(|m| m.identity.gossip_addr)
             .collect();
         for address in addresses {
@@ -367,10 +321,13 @@ impl Gossip {
     /// Declaring it DEAD here resolves that: it learns of it on its next message, renews
     /// its identity and rejoins ALIVE.
     fn expire_stuck_suspicions(&mut self) {
+        if self.table.suspects() == 0 {
+            return;
+        }
         let limit = self.config.suspect_to_down * 2 + self.config.probe_period;
         let stuck: Vec<(NodeIdentity, u16)> = self
-            .members
-            .values()
+            .table
+            .views()
             .filter(|m| m.state == MemberState::Suspect && self.now >= m.since + limit)
             .map(|m| (m.identity.clone(), m.incarnation))
             .collect();

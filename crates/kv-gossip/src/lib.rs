@@ -47,11 +47,11 @@
 mod config;
 mod gossip;
 mod identity;
+mod members;
 pub mod seal;
 
 pub use config::{GossipConfig, GossipConfigError};
-pub use gossip::{
-    Gossip, GossipEvent, GossipStats, MAX_EVENTS, MAX_OUTGOING, MemberState, MemberView,
-};
+pub use gossip::{Gossip, GossipEvent, GossipStats, MAX_EVENTS, MAX_OUTGOING};
 pub use identity::NodeIdentity;
+pub use members::{MemberState, MemberView};
 pub use seal::{Keyring, KeyringError, OpenError, Sealer};

@@ -1,0 +1,191 @@
+//! The member table: the newest incarnation of every other node and its liveness, kept
+//! in step with foca's membership list one changed slot at a time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::NodeIdentity;
+use crate::gossip::GossipEvent;
+
+/// A member's liveness as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; will be declared dead unless it refutes the suspicion in time.
+    Suspect,
+    /// Declared down by the cluster. Liveness never changes the ring: only an explicit
+    /// ring change does.
+    Dead,
+}
+
+impl From<foca::State> for MemberState {
+    fn from(state: foca::State) -> Self {
+        match state {
+            foca::State::Alive => Self::Alive,
+            foca::State::Suspect => Self::Suspect,
+            foca::State::Down => Self::Dead,
+        }
+    }
+}
+
+/// What this node knows about one member (the newest incarnation of its node id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's identity.
+    pub identity: NodeIdentity,
+    /// Its liveness.
+    pub state: MemberState,
+    /// Its SWIM incarnation (raised to refute suspicion).
+    pub incarnation: u16,
+    /// When `state` last changed, on the caller's clock.
+    pub since: Duration,
+}
+
+/// One entry of foca's membership list, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotEntry<'a> {
+    pub(crate) identity: &'a NodeIdentity,
+    pub(crate) state: MemberState,
+    pub(crate) incarnation: u16,
+}
+
+impl<'a> From<&'a foca::Member<NodeIdentity>> for SlotEntry<'a> {
+    fn from(member: &'a foca::Member<NodeIdentity>) -> Self {
+        Self {
+            identity: member.id(),
+            state: member.state().into(),
+            incarnation: member.incarnation(),
+        }
+    }
+}
+
+/// What was last seen in one slot of foca's membership list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SeenSlot {
+    identity: NodeIdentity,
+    state: MemberState,
+    incarnation: u16,
+}
+
+impl SeenSlot {
+    pub(crate) fn matches(&self, entry: &SlotEntry<'_>) -> bool {
+        // Cheapest fields first: most slots are unchanged and differ in nothing.
+        self.state == entry.state
+            && self.incarnation == entry.incarnation
+            && self.identity == *entry.identity
+    }
+}
+
+impl From<SlotEntry<'_>> for SeenSlot {
+    fn from(entry: SlotEntry<'_>) -> Self {
+        Self {
+            identity: entry.identity.clone(),
+            state: entry.state,
+            incarnation: entry.incarnation,
+        }
+    }
+}
+
+/// Every other member, newest incarnation per node id, ordered by node id.
+#[derive(Debug, Default)]
+pub(crate) struct MemberTable {
+    by_node_id: BTreeMap<String, MemberView>,
+    /// How many members are SUSPECT, so the periodic scan for stuck suspicions is skipped
+    /// when there are none (the common case).
+    suspects: usize,
+}
+
+impl MemberTable {
+    /// Records `entry` (a changed slot) at `now`; the event to emit if the member's
+    /// state or identity changed. An older incarnation of a known node id is ignored.
+    pub(crate) fn apply(&mut self, entry: &SlotEntry<'_>, now: Duration) -> Option<GossipEvent> {
+        let identity = entry.identity;
+        let event = GossipEvent::StateChanged {
+            identity: identity.clone(),
+            state: entry.state,
+        };
+        let Some(view) = self.by_node_id.get_mut(&identity.node_id) else {
+            self.suspects += usize::from(entry.state == MemberState::Suspect);
+            let view = MemberView {
+                identity: identity.clone(),
+                state: entry.state,
+                incarnation: entry.incarnation,
+                since: now,
+            };
+            self.by_node_id.insert(identity.node_id.clone(), view);
+            return Some(event);
+        };
+        if identity.bump < view.identity.bump {
+            return None;
+        }
+        view.incarnation = entry.incarnation;
+        if view.state == entry.state && view.identity == *identity {
+            return None;
+        }
+        self.suspects -= usize::from(view.state == MemberState::Suspect);
+        self.suspects += usize::from(entry.state == MemberState::Suspect);
+        view.identity = identity.clone();
+        view.state = entry.state;
+        view.since = now;
+        Some(event)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_node_id.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_node_id.is_empty()
+    }
+
+    pub(crate) fn views(&self) -> impl Iterator<Item = &MemberView> + '_ {
+        self.by_node_id.values()
+    }
+
+    pub(crate) fn suspects(&self) -> usize {
+        self.suspects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(node_id: &str, bump: u64) -> NodeIdentity {
+        NodeIdentity {
+            node_id: node_id.to_owned(),
+            gossip_addr: "127.0.0.1:7946".parse().unwrap(),
+            internal_addr: "127.0.0.1:50151".parse().unwrap(),
+            client_addr: "127.0.0.1:50051".parse().unwrap(),
+            bump,
+        }
+    }
+
+    fn entry(identity: &NodeIdentity, state: MemberState) -> SlotEntry<'_> {
+        SlotEntry {
+            identity,
+            state,
+            incarnation: 0,
+        }
+    }
+
+    #[test]
+    fn newer_incarnations_win_and_older_ones_are_ignored() {
+        let mut table = MemberTable::default();
+        let old = identity("n1", 1);
+        let new = identity("n1", 2);
+        let at = Duration::from_secs;
+        assert!(table.apply(&entry(&old, MemberState::Alive), at(1)).is_some());
+        assert!(table.apply(&entry(&new, MemberState::Suspect), at(2)).is_some());
+        assert_eq!(table.suspects(), 1);
+        // The old incarnation going down says nothing about the new one.
+        assert!(table.apply(&entry(&old, MemberState::Dead), at(3)).is_none());
+        // An unchanged state is no event and keeps `since`.
+        assert!(table.apply(&entry(&new, MemberState::Suspect), at(4)).is_none());
+        let view = table.views().next().unwrap();
+        assert_eq!((view.identity.bump, view.state, view.since), (2, MemberState::Suspect, at(2)));
+        assert!(table.apply(&entry(&new, MemberState::Alive), at(5)).is_some());
+        assert_eq!((table.len(), table.suspects()), (1, 0));
+    }
+}
