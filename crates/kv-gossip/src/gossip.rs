@@ -76,6 +76,8 @@ pub struct Gossip {
     table: MemberTable,
     /// What was last seen in each slot of foca's membership list (see `refresh_members`).
     seen: Vec<SeenSlot>,
+    /// foca renamed a member since the last refresh (see `SeenSlot::matches`).
+    renamed: bool,
     outgoing: VecDeque<(SocketAddr, Bytes)>,
     events: VecDeque<GossipEvent>,
     stats: GossipStats,
@@ -117,6 +119,7 @@ impl Gossip {
             next_timer: 0,
             table: MemberTable::default(),
             seen: Vec::new(),
+            renamed: false,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: GossipStats::default(),
@@ -139,7 +142,7 @@ impl Gossip {
             .foca
             .announce(NodeIdentity::seed(seed), &mut self.runtime);
         self.count_error(result.is_err());
-        self.drain_runtime();
+        self.absorb();
     }
 
     /// Feeds one received datagram. Malformed, oversized or foreign ones are counted and
@@ -158,7 +161,7 @@ impl Gossip {
         if !accepted {
             self.stats.packets_rejected += 1;
         }
-        self.drain_runtime();
+        self.absorb();
         self.rejoin_if_idle();
     }
 
@@ -211,7 +214,7 @@ impl Gossip {
     pub fn shut_down(&mut self) {
         let result = self.foca.leave_cluster(&mut self.runtime);
         self.count_error(result.is_err());
-        self.drain_runtime();
+        self.absorb();
     }
 
     fn drain_runtime(&mut self) {
@@ -233,21 +236,32 @@ impl Gossip {
             self.timer_events.insert(seq, timer);
         }
         while let Some(notification) = self.runtime.to_notify() {
-            if let OwnedNotification::Rejoin(identity) = notification {
-                self.push_event(GossipEvent::Rejoined { identity });
+            match notification {
+                OwnedNotification::Rejoin(identity) => {
+                    self.push_event(GossipEvent::Rejoined { identity });
+                }
+                OwnedNotification::Rename(..) => self.renamed = true,
+                _ => {}
             }
         }
+    }
+
+    /// Takes foca's outputs and brings the member table up to date: once per input, not
+    /// once per foca call, since the refresh walks foca's whole list.
+    fn absorb(&mut self) {
+        self.drain_runtime();
         self.refresh_members();
     }
 
     /// Brings the member table in line with foca's membership state (the only source of
     /// SUSPECT), emitting an event for every change. Runs after every input, so it must
-    /// not cost O(members): foca keeps its list in place between inputs (it appends,
-    /// swaps a newcomer to a random slot, renames in place, and shuffles once per probe
-    /// round), so comparing each slot with what was seen there last time finds the few
-    /// entries that changed, and only those touch the table.
+    /// be cheap: foca keeps its list in place between inputs (it appends, swaps a
+    /// newcomer into a random slot, renames in place, and shuffles once per probe round),
+    /// so comparing each slot's integers with what was seen there last time finds the
+    /// few entries that changed, and only those touch the table.
     fn refresh_members(&mut self) {
         let me = &self.foca.identity().node_id;
+        let renamed = std::mem::take(&mut self.renamed);
         let membership = self.foca.iter_membership_state();
         self.seen.truncate(membership.len());
         // Keyed by node id: events come out in the same order on every replay, one per
@@ -255,7 +269,7 @@ impl Gossip {
         let mut changes: BTreeMap<String, GossipEvent> = BTreeMap::new();
         for (slot, member) in membership.enumerate() {
             let entry = SlotEntry::from(member);
-            if self.seen.get(slot).is_some_and(|seen| seen.matches(&entry)) {
+            if self.seen.get(slot).is_some_and(|seen| seen.matches(&entry, renamed)) {
                 continue;
             }
             let owned = SeenSlot::from(entry);
@@ -308,7 +322,7 @@ impl Gossip {
         }
         self.stats.idle_rejoins += 1;
         self.rejoin_at = Some(self.now + self.config.probe_period);
-        self.drain_runtime();
+        self.absorb();
     }
 
     /// Declares DEAD every member SUSPECT for much longer than `suspect_to_down`.
@@ -331,6 +345,9 @@ impl Gossip {
             .filter(|m| m.state == MemberState::Suspect && self.now >= m.since + limit)
             .map(|m| (m.identity.clone(), m.incarnation))
             .collect();
+        if stuck.is_empty() {
+            return;
+        }
         for (identity, incarnation) in stuck {
             let down = foca::Member::new(identity, incarnation, foca::State::Down);
             let result = self
@@ -338,8 +355,8 @@ impl Gossip {
                 .apply_many(std::iter::once(down), true, &mut self.runtime);
             self.count_error(result.is_err());
             self.stats.suspicions_expired += 1;
-            self.drain_runtime();
         }
+        self.absorb();
     }
 
     fn count_error(&mut self, failed: bool) {
