@@ -3,7 +3,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode as encode_text;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
@@ -18,6 +18,11 @@ struct TargetLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    request: &'static str,
 }
 
 fn state_label(state: PeerState) -> &'static str {
@@ -118,6 +123,20 @@ fn register_background<T: PeerTransport>(registry: &mut Registry, node: &Node<T>
         "kvstore_read_repairs_skipped",
         "Read repairs skipped because the repair budget was in use",
         ConstCounter::new(load(&stats.repairs_skipped)),
+    );
+    let shed = Family::<RequestLabels, Counter>::default();
+    for (request, counter) in [
+        ("write", &stats.write_follow_ups_shed),
+        ("read", &stats.read_follow_ups_shed),
+    ] {
+        shed.get_or_create(&RequestLabels { request })
+            .inc_by(load(counter));
+    }
+    registry.register(
+        "kvstore_follow_ups_shed",
+        "Requests whose follow-up (late replies, then hints or read repair) was skipped \
+         because --max-follow-ups were already waiting",
+        shed,
     );
     let aae = node.anti_entropy_status();
     registry.register(

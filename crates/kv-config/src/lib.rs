@@ -449,6 +449,12 @@ settings! {
     /// Deadline of one call to a peer, ms.
     #[arg(long)]
     peer_timeout_ms: u64 => node.peer_timeout;
+    /// Requests whose follow-up (waiting up to 2 s for late replica replies, then hinting
+    /// a write's silent replicas or repairing a read's stale ones) may wait at once;
+    /// beyond it a request skips its follow-up (counted in `kvstore_follow_ups_shed`)
+    /// and its replicas are left to anti-entropy.
+    #[arg(long)]
+    max_follow_ups: usize => node.max_follow_ups;
     /// Anti-entropy: time between rounds of exchanges with every peer, ms; 0 turns
     /// anti-entropy (and tombstone reaping) off.
     #[arg(long)]

@@ -269,7 +269,11 @@ impl Gossip {
         let mut changes: BTreeMap<String, GossipEvent> = BTreeMap::new();
         for (slot, member) in membership.enumerate() {
             let entry = SlotEntry::from(member);
-            if self.seen.get(slot).is_some_and(|seen| seen.matches(&entry, renamed)) {
+            if self
+                .seen
+                .get(slot)
+                .is_some_and(|seen| seen.matches(&entry, renamed))
+            {
                 continue;
             }
             let owned = SeenSlot::from(entry);
@@ -309,11 +313,8 @@ impl Gossip {
         if self.rejoin_at.is_some_and(|at| at > self.now) {
             return;
         }
-        let addresses: BTreeSet<SocketAddr> = self
-            .table
-            .views()
-            .map(|m| m.identity.gossip_addr)
-            .collect();
+        let addresses: BTreeSet<SocketAddr> =
+            self.table.views().map(|m| m.identity.gossip_addr).collect();
         for address in addresses {
             let result = self
                 .foca

@@ -86,7 +86,10 @@ impl SeenSlot {
         if renamed {
             return same && seen == now;
         }
-        debug_assert!(!same || seen == now, "foca renamed {seen:?} to {now:?} silently");
+        debug_assert!(
+            !same || seen == now,
+            "foca renamed {seen:?} to {now:?} silently"
+        );
         same
     }
 }
@@ -190,16 +193,39 @@ mod tests {
         let old = identity("n1", 1);
         let new = identity("n1", 2);
         let at = Duration::from_secs;
-        assert!(table.apply(&entry(&old, MemberState::Alive), at(1)).is_some());
-        assert!(table.apply(&entry(&new, MemberState::Suspect), at(2)).is_some());
+        assert!(
+            table
+                .apply(&entry(&old, MemberState::Alive), at(1))
+                .is_some()
+        );
+        assert!(
+            table
+                .apply(&entry(&new, MemberState::Suspect), at(2))
+                .is_some()
+        );
         assert_eq!(table.suspects(), 1);
         // The old incarnation going down says nothing about the new one.
-        assert!(table.apply(&entry(&old, MemberState::Dead), at(3)).is_none());
+        assert!(
+            table
+                .apply(&entry(&old, MemberState::Dead), at(3))
+                .is_none()
+        );
         // An unchanged state is no event and keeps `since`.
-        assert!(table.apply(&entry(&new, MemberState::Suspect), at(4)).is_none());
+        assert!(
+            table
+                .apply(&entry(&new, MemberState::Suspect), at(4))
+                .is_none()
+        );
         let view = table.views().next().unwrap();
-        assert_eq!((view.identity.bump, view.state, view.since), (2, MemberState::Suspect, at(2)));
-        assert!(table.apply(&entry(&new, MemberState::Alive), at(5)).is_some());
+        assert_eq!(
+            (view.identity.bump, view.state, view.since),
+            (2, MemberState::Suspect, at(2))
+        );
+        assert!(
+            table
+                .apply(&entry(&new, MemberState::Alive), at(5))
+                .is_some()
+        );
         assert_eq!((table.len(), table.suspects()), (1, 0));
     }
 }

@@ -151,6 +151,10 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     /// Read repairs running at once; further repairs are skipped and counted.
     pub max_concurrent_repairs: usize,
+    /// Requests whose follow-up (awaiting late replica replies, then hinting a write's
+    /// silent replicas or repairing a read's stale ones) may wait at once; a request
+    /// beyond it skips its follow-up, counted, and leaves its replicas to anti-entropy.
+    pub max_follow_ups: usize,
     /// Background anti-entropy.
     pub anti_entropy: AntiEntropyConfig,
     /// How often a gossip-driven node exchanges its ring layout with a peer (and checks
@@ -176,6 +180,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             peer_timeout: Duration::from_secs(2),
             max_concurrent_repairs: 64,
+            max_follow_ups: 8192,
             anti_entropy: AntiEntropyConfig::default(),
             layout_interval: Duration::from_secs(1),
             hints: HintConfig::default(),

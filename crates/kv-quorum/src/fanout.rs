@@ -128,6 +128,11 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
         &self.replies
     }
 
+    /// Calls still running.
+    pub fn pending(&self) -> usize {
+        self.calls.len()
+    }
+
     /// The quorum counts so far.
     pub fn quorum(&self) -> &GroupQuorum {
         &self.quorum

@@ -610,3 +610,42 @@ async fn a_forwarded_write_the_coordinator_refuses_is_not_retried() {
         "one version, minted once"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_over_the_follow_up_bound_is_acknowledged_and_only_its_hint_is_skipped() {
+    let cluster = Cluster::with(3, &|config| config.max_follow_ups = 1);
+    // n3 never answers, so every write's follow-up waits for it and then hints it.
+    cluster.network.set_hanging("n3", true);
+    let n1 = cluster.node("n1");
+    let blind = VersionVector::new();
+    n1.client_put(write("first", Some("1"), &blind, 2))
+        .await
+        .unwrap();
+    n1.client_put(write("second", Some("2"), &blind, 2))
+        .await
+        .unwrap();
+    let shed = |node: &SimNode| node.stats().write_follow_ups_shed.load(Ordering::Relaxed);
+    assert_eq!(shed(n1), 1, "the second write found the only slot taken");
+
+    // Past the late-reply grace the slot is free again and the first write's hint exists.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held_for_n3 = |node: &SimNode| {
+        node.hints_status()
+            .targets
+            .iter()
+            .find(|t| t.target == "n3")
+            .map_or(0, |t| t.hints)
+    };
+    assert_eq!(held_for_n3(n1), 1, "only the first write was hinted");
+    n1.client_put(write("third", Some("3"), &blind, 2))
+        .await
+        .unwrap();
+    assert_eq!(shed(n1), 1, "a freed slot is reused");
+    for key in ["first", "second", "third"] {
+        assert_eq!(
+            live_values(get(n1, key, 2).await.as_ref()).len(),
+            1,
+            "{key}"
+        );
+    }
+}

@@ -1,17 +1,19 @@
 //! Work a request leaves behind once the client has its answer: letting slower replicas
 //! of a write finish (and hinting the ones that never acknowledged), collecting late read
 //! replies, and repairing the replicas whose answer was stale. Each has a bound: late
-//! replies a grace period, repairs a budget of concurrent tasks (a repair over budget is
-//! skipped and counted).
+//! replies a grace period, the requests waiting for them a bound (`max_follow_ups`; a
+//! request over it skips its follow-up, counted), repairs a budget of concurrent tasks
+//! (a repair over budget is skipped and counted).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kv_quorum::{Fanout, Reply};
 use kv_repair::reconcile;
 use kv_storage::Siblings;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Node;
@@ -51,13 +53,26 @@ const LATE_REPLY_GRACE: Duration = Duration::from_secs(2);
 impl<T: PeerTransport> Node<T> {
     /// Lets the slower replicas of a write finish without delaying the client, then
     /// leaves hints for the replicas that never acknowledged it (silent, not refusing).
+    /// A write whose calls have all answered needs no task; one beyond the follow-up
+    /// bound is shed (its calls are dropped: the write already has its quorum, and
+    /// anti-entropy brings a replica that missed it level).
     pub(super) fn finish_in_background(
         self: &Arc<Self>,
         fanout: Fanout<Ack, TransportError>,
         written: Written,
     ) {
+        // The caller observed the replies so far; only late ones are news.
+        if fanout.pending() == 0
+            && silent_replicas(written.placement.len(), fanout.replies()).is_empty()
+        {
+            return;
+        }
+        let Some(slot) = self.follow_up_slot(&self.stats.write_follow_ups_shed) else {
+            return;
+        };
         let node = Arc::clone(self);
         tokio::spawn(async move {
+            let _slot = slot;
             let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
             let Written {
                 routing,
@@ -73,30 +88,60 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// After the client has its answer: wait for late replies, then send the merged
-    /// versions to every replica that answered with less.
+    /// versions to every replica that answered with less. Needs no waiting task when
+    /// every replica has answered; one beyond the follow-up bound is shed.
     pub(super) fn repair_in_background(
         self: &Arc<Self>,
         key: Bytes,
         fanout: Fanout<Option<Siblings>, TransportError>,
         placement: Placement,
     ) {
+        if fanout.pending() == 0 {
+            self.start_repairs(&key, &placement, fanout.replies());
+            return;
+        }
+        let Some(slot) = self.follow_up_slot(&self.stats.read_follow_ups_shed) else {
+            return;
+        };
         let node = Arc::clone(self);
         tokio::spawn(async move {
+            let _slot = slot;
             let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
             node.observe_replies(&placement, &replies);
-            for repair in reconcile(&answers(&replies)).repairs {
-                let Ok(slot) = Arc::clone(&node.repair_slots).try_acquire_owned() else {
-                    node.stats.repairs_skipped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let replica = placement.replica(repair.replica);
-                let (node, key) = (Arc::clone(&node), key.clone());
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    node.repair_one(&replica, key, repair.versions).await;
-                });
-            }
+            node.start_repairs(&key, &placement, &replies);
         });
+    }
+
+    /// A slot for one request's follow-up, or `None` (counted in `shed`) when
+    /// `max_follow_ups` are already waiting.
+    fn follow_up_slot(&self, shed: &AtomicU64) -> Option<OwnedSemaphorePermit> {
+        let slot = Arc::clone(&self.follow_up_slots).try_acquire_owned().ok();
+        if slot.is_none() {
+            shed.fetch_add(1, Ordering::Relaxed);
+        }
+        slot
+    }
+
+    /// Sends the merged versions to every replica whose reply was stale, each repair in
+    /// its own task within the repair budget (a repair over budget is skipped, counted).
+    fn start_repairs(
+        self: &Arc<Self>,
+        key: &Bytes,
+        placement: &Placement,
+        replies: &[Reply<Option<Siblings>, TransportError>],
+    ) {
+        for repair in reconcile(&answers(replies)).repairs {
+            let Ok(slot) = Arc::clone(&self.repair_slots).try_acquire_owned() else {
+                self.stats.repairs_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let replica = placement.replica(repair.replica);
+            let (node, key) = (Arc::clone(self), key.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                node.repair_one(&replica, key, repair.versions).await;
+            });
+        }
     }
 
     async fn repair_one(&self, replica: &str, key: Bytes, versions: Siblings) {

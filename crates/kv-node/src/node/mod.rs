@@ -30,6 +30,11 @@ pub struct NodeStats {
     pub repairs_sent: AtomicU64,
     /// Read repairs skipped because too many were already running.
     pub repairs_skipped: AtomicU64,
+    /// Writes whose follow-up (late replies, hints) was shed: `max_follow_ups` were
+    /// already waiting.
+    pub write_follow_ups_shed: AtomicU64,
+    /// Reads whose follow-up (late replies, read repair) was shed.
+    pub read_follow_ups_shed: AtomicU64,
     /// Client requests by operation and outcome, and their latency.
     pub requests: crate::metrics::RequestMetrics,
     /// The failure detector's state changes and datagram counters.
@@ -94,6 +99,7 @@ pub struct Node<T> {
     pub(crate) aae: AntiEntropy,
     pub(crate) hints: crate::hints::book::HintBook,
     repair_slots: Arc<Semaphore>,
+    follow_up_slots: Arc<Semaphore>,
     stats: NodeStats,
 }
 
@@ -109,6 +115,7 @@ impl<T: PeerTransport> Node<T> {
     ) -> Self {
         Self {
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
+            follow_up_slots: Arc::new(Semaphore::new(config.max_follow_ups)),
             aae: AntiEntropy::new(config.anti_entropy.max_keys_per_sec),
             hints: crate::hints::book::HintBook::default(),
             config,
