@@ -1,4 +1,4 @@
-//! `cargo xtask scale`: the scale figures of SCALING.md (gossip at 100/200 members, ring
+//! `cargo xtask scale`: the scale figures of SCALING.md (gossip at 100-1,000 members, ring
 //! balance and cost, data moved by a join or leave, layout sizes), from `kv-scale` built
 //! in release mode. `--quick` runs the small sizes in the test profile (the artifacts CI
 //! already built) and fails if a bound is broken; every other option goes to `kv-scale`

@@ -263,9 +263,11 @@ pub struct GossipFigures {
     pub join_spread: Option<Duration>,
     /// Datagram bytes sent per member per second in steady state.
     pub bytes_per_member_per_sec: f64,
-    /// SUSPECT raised about members that were up, per member-hour of steady state.
+    /// Views of a member that was up turning SUSPECT (each observer counts: a suspicion
+    /// 50 members heard of counts 50), per member-hour of steady state.
     pub false_suspicions_per_member_hour: f64,
-    /// Members declared DEAD while up, during steady state.
+    /// Views of a member that was up turning DEAD (counted like suspicions), during
+    /// steady state.
     pub false_deaths: usize,
     /// After a crash: time until every other member saw it SUSPECT (or already DEAD).
     pub crash_suspected: Option<Duration>,
