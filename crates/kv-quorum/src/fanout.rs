@@ -1,16 +1,24 @@
-//! `Fanout`: runs one call per replica on tokio and reports as soon as the quorum is
-//! decided, without cancelling the calls still in flight.
+//! `Fanout`: runs one call per replica and reports as soon as the quorum is decided,
+//! without cancelling the calls still in flight.
+//!
+//! The calls are polled inside the caller's task (no task per call: under load the
+//! spawns, and the moves of each call's future into its task, were a visible share of a
+//! node's CPU). They therefore make progress only while someone polls the fanout:
+//! [`Fanout::wait`] until the quorum is decided, then [`Fanout::finish`] for the late
+//! replies. A call that panics counts as a failure of its replica.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 
-use tokio::task::JoinSet;
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
-use std::collections::HashMap;
-
-use tokio::task::Id;
-
 use crate::{GroupQuorum, Progress, QuorumError};
+
+/// A call and the replica it is for; `None` as the result if it panicked.
+type Call<T, E> = Pin<Box<dyn Future<Output = (usize, Option<Result<T, E>>)> + Send>>;
 
 /// One replica's answer. `replica` is the call's index in the order calls were given.
 #[derive(Debug)]
@@ -34,15 +42,21 @@ pub enum Outcome {
 
 /// Calls in flight to a set of replicas, with their answers so far.
 ///
-/// Dropping a `Fanout` aborts the calls still running; call [`Fanout::finish`] (typically
+/// Dropping a `Fanout` drops the calls still running; call [`Fanout::finish`] (typically
 /// in a spawned task) to let them complete and collect their late replies.
-#[derive(Debug)]
 pub struct Fanout<T, E> {
-    calls: JoinSet<Reply<T, E>>,
-    /// Which replica each running call is for (a call that panics still counts).
-    call_replica: HashMap<Id, usize>,
+    calls: FuturesUnordered<Call<T, E>>,
     quorum: GroupQuorum,
     replies: Vec<Reply<T, E>>,
+}
+
+impl<T, E> std::fmt::Debug for Fanout<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("pending", &self.calls.len())
+            .field("replies", &self.replies.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
@@ -63,7 +77,8 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
     }
 
     /// Starts `calls` (replica indices below `quorum.replicas()`) and waits on `quorum`:
-    /// every group must reach its own count of successes.
+    /// every group must reach its own count of successes. The calls run once the fanout
+    /// is first polled.
     pub fn start_grouped<F>(
         calls: impl IntoIterator<Item = (usize, F)>,
         quorum: GroupQuorum,
@@ -71,21 +86,20 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let mut set = JoinSet::new();
-        let mut call_replica = HashMap::new();
-        for (replica, call) in calls {
-            debug_assert!(replica < quorum.replicas(), "a call for an unknown replica");
-            let handle = set.spawn(async move {
-                Reply {
-                    replica,
-                    result: call.await,
-                }
-            });
-            call_replica.insert(handle.id(), replica);
-        }
+        let calls = calls
+            .into_iter()
+            .map(|(replica, call)| {
+                debug_assert!(replica < quorum.replicas(), "a call for an unknown replica");
+                let call: Call<T, E> = Box::pin(
+                    AssertUnwindSafe(call)
+                        .catch_unwind()
+                        .map(move |outcome| (replica, outcome.ok())),
+                );
+                call
+            })
+            .collect();
         Self {
-            calls: set,
-            call_replica,
+            calls,
             replies: Vec::with_capacity(quorum.replicas()),
             quorum,
         }
@@ -98,6 +112,18 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
         progress
     }
 
+    /// Records a finished call: its reply, or a failure of its replica if it panicked.
+    fn absorb(&mut self, (replica, result): (usize, Option<Result<T, E>>)) {
+        match result {
+            Some(result) => {
+                self.record(Reply { replica, result });
+            }
+            None => {
+                self.quorum.record(replica, false);
+            }
+        }
+    }
+
     /// Waits until the quorum is reached or impossible, or `deadline` passes.
     pub async fn wait(&mut self, deadline: Instant) -> Outcome {
         loop {
@@ -106,19 +132,10 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
                 Progress::Impossible => return Outcome::Impossible,
                 Progress::Pending => {}
             }
-            match tokio::time::timeout_at(deadline, self.calls.join_next_with_id()).await {
+            match tokio::time::timeout_at(deadline, self.calls.next()).await {
                 Err(_elapsed) => return Outcome::DeadlineExceeded,
                 Ok(None) => return Outcome::Impossible, // no calls left and still pending
-                Ok(Some(Ok((id, reply)))) => {
-                    self.call_replica.remove(&id);
-                    self.record(reply);
-                }
-                Ok(Some(Err(error))) => {
-                    // The call panicked or was aborted: that replica failed.
-                    if let Some(replica) = self.call_replica.remove(&error.id()) {
-                        self.quorum.record(replica, false);
-                    }
-                }
+                Ok(Some(finished)) => self.absorb(finished),
             }
         }
     }
@@ -139,16 +156,14 @@ impl<T: Send + 'static, E: Send + 'static> Fanout<T, E> {
     }
 
     /// Lets the remaining calls finish (until `deadline`) and returns every answer,
-    /// early and late. Calls still running at the deadline are aborted.
+    /// early and late. Calls still running at the deadline are dropped.
     pub async fn finish(mut self, deadline: Instant) -> Vec<Reply<T, E>> {
         while !self.calls.is_empty() {
-            match tokio::time::timeout_at(deadline, self.calls.join_next()).await {
-                Ok(Some(Ok(reply))) => self.replies.push(reply),
-                Ok(Some(Err(_))) => {}
+            match tokio::time::timeout_at(deadline, self.calls.next()).await {
+                Ok(Some(finished)) => self.absorb(finished),
                 Ok(None) | Err(_) => break,
             }
         }
-        self.calls.abort_all();
         self.replies
     }
 }

@@ -99,3 +99,29 @@ async fn local_answers_count_toward_the_quorum() {
     assert_eq!(outcome, Outcome::Reached);
     assert_eq!(fanout.replies().len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_call_fails_its_replica_and_late_replies_are_collected() {
+    let call = |replica: usize, delay_ms: u64| {
+        (replica, async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            assert!(replica != 1, "replica 1's call panics");
+            if replica == 0 { Err(()) } else { Ok(replica) }
+        })
+    };
+    let calls = [call(0, 2), call(1, 4), call(2, 50), call(3, 60)];
+    let mut fanout = Fanout::start(calls, 3, 4).unwrap();
+    let start = Instant::now();
+    let outcome = fanout.wait(start + Duration::from_secs(1)).await;
+    // 3 of 4 allow one failure: replica 0's error and replica 1's panic make two, so the
+    // quorum is impossible at the panic, not when the others answer.
+    assert_eq!(outcome, Outcome::Impossible);
+    assert_eq!(start.elapsed(), Duration::from_millis(4));
+    assert_eq!(fanout.pending(), 2);
+    let replies = fanout.finish(start + Duration::from_secs(1)).await;
+    let answered: Vec<(usize, bool)> = replies
+        .iter()
+        .map(|r| (r.replica, r.result.is_ok()))
+        .collect();
+    assert_eq!(answered, [(0, false), (2, true), (3, true)]);
+}
