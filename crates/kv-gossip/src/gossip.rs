@@ -286,7 +286,11 @@ impl Gossip {
             if entry.identity.node_id.is_empty() || entry.identity.node_id == *me {
                 continue;
             }
-            if let Some(event) = self.table.apply(&entry, self.now) {
+            if self.table.apply(&entry, self.now) {
+                let event = GossipEvent::StateChanged {
+                    identity: entry.identity.clone(),
+                    state: entry.state,
+                };
                 changes.insert(entry.identity.node_id.clone(), event);
             }
         }

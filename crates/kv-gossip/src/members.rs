@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::NodeIdentity;
-use crate::gossip::GossipEvent;
 
 /// A member's liveness as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -114,14 +113,11 @@ pub(crate) struct MemberTable {
 }
 
 impl MemberTable {
-    /// Records `entry` (a changed slot) at `now`; the event to emit if the member's
-    /// state or identity changed. An older incarnation of a known node id is ignored.
-    pub(crate) fn apply(&mut self, entry: &SlotEntry<'_>, now: Duration) -> Option<GossipEvent> {
+    /// Records `entry` (a changed slot) at `now`; whether the member's state or identity
+    /// changed (an event for the caller). An older incarnation of a known node id is
+    /// ignored.
+    pub(crate) fn apply(&mut self, entry: &SlotEntry<'_>, now: Duration) -> bool {
         let identity = entry.identity;
-        let event = GossipEvent::StateChanged {
-            identity: identity.clone(),
-            state: entry.state,
-        };
         let Some(view) = self.by_node_id.get_mut(&identity.node_id) else {
             self.suspects += usize::from(entry.state == MemberState::Suspect);
             let view = MemberView {
@@ -131,21 +127,21 @@ impl MemberTable {
                 since: now,
             };
             self.by_node_id.insert(identity.node_id.clone(), view);
-            return Some(event);
+            return true;
         };
         if identity.bump < view.identity.bump {
-            return None;
+            return false;
         }
         view.incarnation = entry.incarnation;
         if view.state == entry.state && view.identity == *identity {
-            return None;
+            return false;
         }
         self.suspects -= usize::from(view.state == MemberState::Suspect);
         self.suspects += usize::from(entry.state == MemberState::Suspect);
         view.identity = identity.clone();
         view.state = entry.state;
         view.since = now;
-        Some(event)
+        true
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -192,40 +188,21 @@ mod tests {
         let mut table = MemberTable::default();
         let old = identity("n1", 1);
         let new = identity("n1", 2);
-        let at = Duration::from_secs;
-        assert!(
-            table
-                .apply(&entry(&old, MemberState::Alive), at(1))
-                .is_some()
-        );
-        assert!(
-            table
-                .apply(&entry(&new, MemberState::Suspect), at(2))
-                .is_some()
-        );
-        assert_eq!(table.suspects(), 1);
+        let mut apply =
+            |identity, state, secs| table.apply(&entry(identity, state), Duration::from_secs(secs));
+        assert!(apply(&old, MemberState::Alive, 1));
+        assert!(apply(&new, MemberState::Suspect, 2));
         // The old incarnation going down says nothing about the new one.
-        assert!(
-            table
-                .apply(&entry(&old, MemberState::Dead), at(3))
-                .is_none()
-        );
-        // An unchanged state is no event and keeps `since`.
-        assert!(
-            table
-                .apply(&entry(&new, MemberState::Suspect), at(4))
-                .is_none()
-        );
+        assert!(!apply(&old, MemberState::Dead, 3));
+        // An unchanged state is no change and keeps `since`.
+        assert!(!apply(&new, MemberState::Suspect, 4));
+        assert_eq!(table.suspects(), 1);
         let view = table.views().next().unwrap();
         assert_eq!(
             (view.identity.bump, view.state, view.since),
-            (2, MemberState::Suspect, at(2))
+            (2, MemberState::Suspect, Duration::from_secs(2))
         );
-        assert!(
-            table
-                .apply(&entry(&new, MemberState::Alive), at(5))
-                .is_some()
-        );
+        assert!(table.apply(&entry(&new, MemberState::Alive), Duration::from_secs(5)));
         assert_eq!((table.len(), table.suspects()), (1, 0));
     }
 }
