@@ -47,6 +47,9 @@ impl FromReplica for Option<Siblings> {
     }
 }
 
+/// A read repair: the index of a replica in the read's placement, and what it lacks.
+pub(crate) type ReadRepair = kv_repair::Repair<usize, Option<Bytes>>;
+
 /// How long after a client's answer late replica replies are still awaited.
 const LATE_REPLY_GRACE: Duration = Duration::from_secs(2);
 
@@ -88,16 +91,18 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// After the client has its answer: wait for late replies, then send the merged
-    /// versions to every replica that answered with less. Needs no waiting task when
-    /// every replica has answered; one beyond the follow-up bound is shed.
+    /// versions to every replica that answered with less. When every replica has
+    /// answered, `early_repairs` (planned from those answers) are all there is and no
+    /// waiting task is needed; a wait beyond the follow-up bound is shed.
     pub(super) fn repair_in_background(
         self: &Arc<Self>,
         key: Bytes,
         fanout: Fanout<Option<Siblings>, TransportError>,
         placement: Placement,
+        early_repairs: Vec<ReadRepair>,
     ) {
         if fanout.pending() == 0 {
-            self.start_repairs(&key, &placement, fanout.replies());
+            self.start_repairs(&key, &placement, early_repairs);
             return;
         }
         let Some(slot) = self.follow_up_slot(&self.stats.read_follow_ups_shed) else {
@@ -108,7 +113,8 @@ impl<T: PeerTransport> Node<T> {
             let _slot = slot;
             let replies = fanout.finish(Instant::now() + LATE_REPLY_GRACE).await;
             node.observe_replies(&placement, &replies);
-            node.start_repairs(&key, &placement, &replies);
+            let repairs = reconcile(&answers(&replies)).repairs;
+            node.start_repairs(&key, &placement, repairs);
         });
     }
 
@@ -128,9 +134,9 @@ impl<T: PeerTransport> Node<T> {
         self: &Arc<Self>,
         key: &Bytes,
         placement: &Placement,
-        replies: &[Reply<Option<Siblings>, TransportError>],
+        repairs: Vec<ReadRepair>,
     ) {
-        for repair in reconcile(&answers(replies)).repairs {
+        for repair in repairs {
             let Ok(slot) = Arc::clone(&self.repair_slots).try_acquire_owned() else {
                 self.stats.repairs_skipped.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -370,9 +370,9 @@ impl<T: PeerTransport> Node<T> {
             placement.len(),
             failures(fanout.replies()),
         )?;
-        let merged = reconcile(&answers(fanout.replies())).merged;
-        self.repair_in_background(key, fanout, placement);
-        Ok(merged)
+        let reconciled = reconcile(&answers(fanout.replies()));
+        self.repair_in_background(key, fanout, placement, reconciled.repairs);
+        Ok(reconciled.merged)
     }
 
     /// Starts `call` toward every replica of `placement` but `skip` (this node), needing
