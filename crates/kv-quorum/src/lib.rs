@@ -2,10 +2,10 @@
 //!
 //! [`QuorumTracker`] is the decision logic alone (no I/O, no clock): feed it each
 //! replica's success or failure and it says whether the quorum is reached, still
-//! pending, or impossible. [`Fanout`] drives real calls on tokio: it starts one task per
-//! replica, returns as soon as the tracker decides or a deadline passes, and keeps the
-//! remaining calls running so their late replies can still be collected (for read repair,
-//! or to let slow replicas finish a write).
+//! pending, or impossible. [`Fanout`] drives real calls: it polls one call per replica in
+//! the caller's task, returns as soon as the tracker decides or a deadline passes, and
+//! keeps the remaining calls so [`Fanout::finish`] can collect their late replies (for
+//! read repair, or to let slow replicas finish a write).
 //!
 //! ```
 //! use kv_quorum::{Progress, QuorumTracker};
