@@ -78,7 +78,11 @@ pub struct Ring {
     replicas: usize,
     /// `tokens.len() * replicas` node indices: the preference list starting at each token.
     preferences: Vec<u16>,
-    /// `buckets[b]` = first token index whose token is at least `b << bucket_shift`.
+    /// One entry per bucket of hash space (the top bits of a hash). A bucket without a
+    /// token maps every hash in it to the same successor token: the entry is that token's
+    /// row in `preferences` (already wrapped), so the lookup reads no token at all. A
+    /// bucket holding a token has [`BUCKET_HOLDS_TOKEN`] set beside the index of its first
+    /// token, from which the lookup compares.
     buckets: Vec<u32>,
     bucket_shift: u32,
 }
@@ -103,7 +107,7 @@ impl Ring {
         let (tokens, owners) = place_tokens(&nodes, &vnodes);
         let replicas = replicas.min(nodes.len());
         let preferences = preference_table(&owners, nodes.len(), replicas);
-        let (buckets, bucket_shift) = bucket_index(&tokens);
+        let (buckets, bucket_shift) = bucket_index(&tokens, replicas);
         Ok(Self {
             nodes,
             vnodes,
@@ -131,7 +135,12 @@ impl Ring {
                 slots: &[],
             };
         }
-        let start = self.successor_token(hash) * self.replicas;
+        let entry = self.buckets[(hash >> self.bucket_shift) as usize];
+        let start = if entry & BUCKET_HOLDS_TOKEN == 0 {
+            entry as usize
+        } else {
+            self.scan_tokens(hash, entry) * self.replicas
+        };
         PreferenceList {
             ring: self,
             slots: &self.preferences[start..start + self.replicas],
@@ -168,8 +177,18 @@ impl Ring {
     /// Index of the first token at or clockwise after `hash` (wrapping to 0).
     #[inline]
     fn successor_token(&self, hash: u64) -> usize {
-        let bucket = (hash >> self.bucket_shift) as usize;
-        let mut index = self.buckets[bucket] as usize;
+        let entry = self.buckets[(hash >> self.bucket_shift) as usize];
+        if entry & BUCKET_HOLDS_TOKEN == 0 {
+            return entry as usize / self.replicas;
+        }
+        self.scan_tokens(hash, entry)
+    }
+
+    /// The successor of `hash` in a bucket that holds a token: compares from the
+    /// bucket's first token on.
+    #[inline]
+    fn scan_tokens(&self, hash: u64, entry: u32) -> usize {
+        let mut index = (entry & !BUCKET_HOLDS_TOKEN) as usize;
         while index < self.tokens.len() && self.tokens[index] < hash {
             index += 1;
         }
@@ -194,6 +213,23 @@ impl Ring {
     /// Replicas per preference list: the configured N, capped at the member count.
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Bytes held by the ring's tables (tokens, owners, preference lists, bucket index,
+    /// member names): what one live ring version costs in memory.
+    pub fn table_bytes(&self) -> usize {
+        let names: usize = self
+            .nodes
+            .iter()
+            .map(|node| node.len() + 2 * std::mem::size_of::<usize>())
+            .sum();
+        std::mem::size_of_val(self.nodes.as_slice())
+            + names
+            + std::mem::size_of_val(self.vnodes.as_slice())
+            + std::mem::size_of_val(self.tokens.as_slice())
+            + std::mem::size_of_val(self.owners.as_slice())
+            + std::mem::size_of_val(self.preferences.as_slice())
+            + std::mem::size_of_val(self.buckets.as_slice())
     }
 
     /// Every token and its owner, in ring order.
@@ -365,13 +401,26 @@ fn preference_table(owners: &[u16], node_count: usize, replicas: usize) -> Vec<u
     table
 }
 
-/// A table over the top bits of the hash pointing at the first token in each bucket:
-/// about two buckets per token, so a lookup scans past a token or two at most.
-fn bucket_index(tokens: &[u64]) -> (Vec<u32>, u32) {
-    let bits = (tokens.len().max(1) * 2)
-        .next_power_of_two()
-        .trailing_zeros()
-        .clamp(1, 24);
+/// Set in a bucket entry when a token lies inside the bucket, so the lookup must compare
+/// against tokens. Entries fit below it: at most `MAX_MEMBERS * MAX_VNODES` tokens (2^22),
+/// rows of at most `MAX_REPLICAS` (2^26 in all).
+const BUCKET_HOLDS_TOKEN: u32 = 1 << 31;
+
+/// Buckets per token, at most: with 8, about seven buckets in eight hold no token. The
+/// count is rounded down to a power of two (4 to 8 per token, 16 to 32 bytes) and capped
+/// at 2^22 buckets (16 MiB) for the largest rings.
+const BUCKETS_PER_TOKEN: usize = 8;
+const MAX_BUCKET_BITS: u32 = 22;
+
+/// The bucket table over the top bits of the hash (see `Ring::buckets`).
+fn bucket_index(tokens: &[u64], replicas: usize) -> (Vec<u32>, u32) {
+    const _: () = assert!(
+        (MAX_MEMBERS as u64) * (MAX_VNODES as u64) * (MAX_REPLICAS as u64)
+            < BUCKET_HOLDS_TOKEN as u64
+    );
+    let bits = (tokens.len().max(1) * BUCKETS_PER_TOKEN)
+        .ilog2()
+        .clamp(1, MAX_BUCKET_BITS);
     let shift = 64 - bits;
     let mut buckets = Vec::with_capacity(1 << bits);
     let mut index = 0usize;
@@ -380,7 +429,15 @@ fn bucket_index(tokens: &[u64]) -> (Vec<u32>, u32) {
         while index < tokens.len() && tokens[index] < bucket_start {
             index += 1;
         }
-        buckets.push(index as u32);
+        let bucket_last = bucket_start | (u64::MAX >> bits);
+        let holds_token = index < tokens.len() && tokens[index] <= bucket_last;
+        buckets.push(if holds_token {
+            index as u32 | BUCKET_HOLDS_TOKEN
+        } else if index == tokens.len() {
+            0
+        } else {
+            (index * replicas) as u32
+        });
     }
     (buckets, shift)
 }

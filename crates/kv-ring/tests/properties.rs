@@ -248,3 +248,61 @@ fn lookup_matches_a_linear_scan() {
         Some(tokens[0].1)
     );
 }
+
+/// The preference list by definition: walk the tokens clockwise from the first token at
+/// or after `hash` and keep the first `n` distinct owners.
+fn naive_preference_list<'a>(tokens: &[(u64, &'a str)], n: usize, hash: u64) -> Vec<&'a str> {
+    let start = tokens.iter().position(|(t, _)| *t >= hash).unwrap_or(0);
+    let mut list: Vec<&str> = Vec::new();
+    for step in 0..tokens.len() {
+        let owner = tokens[(start + step) % tokens.len()].1;
+        if list.len() < n && !list.contains(&owner) {
+            list.push(owner);
+        }
+    }
+    list
+}
+
+#[test]
+fn whole_lists_match_a_clockwise_walk_at_tokens_their_neighbours_and_random_points() {
+    // Rings from one token (every bucket wraps to it) to many, and N from 1 to above the
+    // member count, so bucket entries hold rows of every width.
+    let shapes: [(usize, u32, usize); 6] = [
+        (1, 1, 3),
+        (2, 1, 1),
+        (3, 2, 2),
+        (4, 16, 3),
+        (7, 64, 5),
+        (8, 256, 3),
+    ];
+    for (node_count, vnodes, n) in shapes {
+        let ring = Ring::new(
+            node_names(node_count)
+                .into_iter()
+                .map(|id| Member::with_vnodes(id, vnodes)),
+            n,
+        )
+        .unwrap();
+        let tokens: Vec<(u64, &str)> = ring.tokens().collect();
+        let replicas = n.min(node_count);
+        let mut points: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
+        for &(token, _) in &tokens {
+            points.extend([token.wrapping_sub(1), token, token.wrapping_add(1)]);
+        }
+        points.extend((0..2_000u32).map(|i| key_hash(&i.to_le_bytes())));
+        for hash in points {
+            let got: Vec<&str> = ring.preference_list_for_hash(hash).iter().collect();
+            assert_eq!(
+                got,
+                naive_preference_list(&tokens, replicas, hash),
+                "{node_count} nodes x {vnodes} vnodes, N={n}, hash {hash:#x}"
+            );
+            let first_successors: Vec<&str> = ring
+                .successors(hash)
+                .take(replicas)
+                .map(|node| &**node)
+                .collect();
+            assert_eq!(first_successors, got, "successors at {hash:#x}");
+        }
+    }
+}

@@ -51,7 +51,7 @@ pub fn measure(n: usize, vnodes: u32, replicas: usize) -> RingFigures {
         replica_max_over_mean: max_over_mean(&replica),
         replica_cv: std_dev(&replica) / mean(&replica),
         primary_max_over_mean: max_over_mean(&primary),
-        memory_bytes: memory_bytes(&ring),
+        memory_bytes: ring.table_bytes(),
         lookup_ns,
         hash_ns,
     }
@@ -68,16 +68,6 @@ fn max_over_mean(values: &[f64]) -> f64 {
 fn std_dev(values: &[f64]) -> f64 {
     let m = mean(values);
     (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / values.len() as f64).sqrt()
-}
-
-/// The ring's tables, from their sizes: per token its position (8 B), owner (2 B) and
-/// preference list (N × 2 B); the bucket index (4 B per bucket, about one per token);
-/// per node its name and vnode count.
-fn memory_bytes(ring: &Ring) -> usize {
-    let tokens = ring.tokens().len();
-    let per_token = 8 + 2 + ring.replicas() * 2 + 4;
-    let names: usize = ring.members().map(|m| m.len() + 16 + 4).sum();
-    tokens * per_token + names
 }
 
 /// Median of 9 runs of 200,000 lookups (and of the bare hash), in ns per call.
