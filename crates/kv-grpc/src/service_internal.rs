@@ -2,7 +2,11 @@
 //! calls running at once), decode with the wire module, run the node's replica operation,
 //! encode the answer. Client size limits do not apply.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
 
 use kv_node::{Node, NodeError, PeerTransport};
 use kv_proto::internal as proto;
@@ -207,15 +211,7 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         let _permit = self.admit(&request, "Replica/Batch")?;
         let request = request.into_inner();
         wire::check_batch(&request).map_err(|e| wire_status(&e))?;
-        let outcomes = if self.node.storage_writes_block() {
-            self.run_concurrently(request.items).await
-        } else {
-            let mut outcomes = Vec::with_capacity(request.items.len());
-            for item in request.items {
-                outcomes.push(self.batch_item(item).await);
-            }
-            outcomes
-        };
+        let outcomes = self.run_side_by_side(request.items).await;
         let results = outcomes
             .into_iter()
             .map(|outcome| proto::BatchResult {
@@ -229,38 +225,26 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
 }
 
 impl<T: PeerTransport> InternalApi<T> {
-    /// Runs the items side by side, so a batch of synced writes costs about one fsync's
-    /// wait rather than one per item; results keep the items' order.
-    async fn run_concurrently(
+    /// Runs the items side by side in this task, in order until one must wait: each
+    /// write is applied at once and only its durability is awaited, so a batch of synced
+    /// writes shares one group commit. A panicking item fails alone; results keep the
+    /// items' order.
+    async fn run_side_by_side(
         &self,
         items: Vec<proto::BatchItem>,
     ) -> Vec<Result<Outcome, ItemFailure>> {
-        let mut tasks = tokio::task::JoinSet::new();
-        let count = items.len();
-        for (index, item) in items.into_iter().enumerate() {
-            let api = self.clone();
-            tasks.spawn(async move { (index, api.batch_item(item).await) });
-        }
-        let mut outcomes: Vec<Option<Result<Outcome, ItemFailure>>> =
-            (0..count).map(|_| None).collect();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((index, outcome)) = joined {
-                outcomes[index] = Some(outcome);
+        join_all(items.into_iter().map(|item| async move {
+            match AssertUnwindSafe(self.batch_item(item)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(_panic) => Err(ItemFailure::Node(NodeError::Storage(
+                    kv_storage::StorageError::Engine {
+                        action: "running a batch item",
+                        source: "the item panicked".into(),
+                    },
+                ))),
             }
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.unwrap_or_else(|| {
-                    Err(ItemFailure::Node(NodeError::Storage(
-                        kv_storage::StorageError::Engine {
-                            action: "running a batch item",
-                            source: "the item's task failed".into(),
-                        },
-                    )))
-                })
-            })
-            .collect()
+        }))
+        .await
     }
 
     async fn batch_item(&self, item: proto::BatchItem) -> Result<Outcome, ItemFailure> {

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::group_sync::GroupSync;
+use crate::group_sync::{Durable, GroupSync};
 use crate::hints::{
     RawBounds, all_scan, grown_record, hint_from_raw, hint_key, removable, target_scan,
 };
@@ -56,7 +56,8 @@ pub struct FjallStore {
     hasher: KeyHasher,
     durability: Durability,
     stripes: Vec<Mutex<()>>,
-    group_sync: GroupSync,
+    /// The group commit, with `Sync` durability only.
+    group_sync: Option<GroupSync>,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -87,6 +88,16 @@ impl FjallStore {
         let hints = db
             .keyspace(HINTS_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(|e| engine("opening the hints keyspace", e))?;
+        let group_sync = match durability {
+            Durability::Buffer => None,
+            Durability::Sync => {
+                let db = db.clone();
+                Some(GroupSync::start(move || {
+                    db.persist(PersistMode::SyncData)
+                        .map_err(|e| engine("syncing the journal", e))
+                })?)
+            }
+        };
         Ok(Self {
             db,
             keyspace,
@@ -95,7 +106,7 @@ impl FjallStore {
             hasher,
             durability,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            group_sync: GroupSync::default(),
+            group_sync,
         })
     }
 
@@ -107,28 +118,30 @@ impl FjallStore {
         raw.map(|bytes| decode_record(key, &bytes)).transpose()
     }
 
-    /// Reads, changes and writes one key under its stripe lock; then, with `Sync`
-    /// durability, waits (outside the lock) until a group sync covers the write.
+    /// Reads, changes and writes one key under its stripe lock, and returns what is left
+    /// to wait (outside the lock) for the write to be durable.
     fn update(
         &self,
         key: &[u8],
         change: impl FnOnce(Option<Siblings>) -> Result<Update, StorageError>,
-    ) -> Result<Update, StorageError> {
+    ) -> Result<(Update, Durable), StorageError> {
         let (hash, raw_key) = self.locate(key)?;
-        let (ticket, update) = {
-            let _guard = self
-                .stripe(hash)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let update = change(self.read(&raw_key, key)?)?;
-            if !update.changed() {
-                return Ok(update);
-            }
-            self.insert(raw_key, &update.after)?;
-            (self.sync_ticket(), update)
-        };
-        self.wait_durable(ticket)?;
-        Ok(update)
+        let _guard = self
+            .stripe(hash)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let update = change(self.read(&raw_key, key)?)?;
+        if !update.changed() {
+            // Nothing written, but what was read may be another write still awaiting its
+            // sync: a caller acknowledging it waits for the writes issued so far.
+            let durable = self
+                .group_sync
+                .as_ref()
+                .map_or_else(Durable::now, GroupSync::written_so_far);
+            return Ok((update, durable));
+        }
+        self.insert(raw_key, &update.after)?;
+        Ok((update, self.sync_ticket()))
     }
 
     /// A key's ring position and its key in the keyspace.
@@ -147,21 +160,12 @@ impl FjallStore {
         &self.stripes[(hash % LOCK_STRIPES as u64) as usize]
     }
 
-    /// With `Sync` durability, a ticket for the group sync that must cover a change.
-    fn sync_ticket(&self) -> Option<u64> {
-        (self.durability == Durability::Sync).then(|| self.group_sync.ticket())
-    }
-
-    /// Waits (outside any stripe lock) until a group sync covers `ticket`.
-    fn wait_durable(&self, ticket: Option<u64>) -> Result<(), StorageError> {
-        let Some(ticket) = ticket else {
-            return Ok(());
-        };
-        self.group_sync.wait_durable(ticket, || {
-            self.db
-                .persist(PersistMode::SyncData)
-                .map_err(|e| engine("syncing the journal", e))
-        })
+    /// With `Sync` durability, a ticket for the group sync that must cover a change
+    /// (taken after the change, so any sync starting later covers it).
+    fn sync_ticket(&self) -> Durable {
+        self.group_sync
+            .as_ref()
+            .map_or_else(Durable::now, GroupSync::ticket)
     }
 }
 
@@ -205,10 +209,30 @@ impl Storage for FjallStore {
     }
 
     fn put(&self, key: &[u8], write: &Write<'_>) -> Result<Update, StorageError> {
-        self.update(key, |stored| apply_write(stored, write))
+        let (update, durable) = self.put_deferred(key, write)?;
+        durable.wait()?;
+        Ok(update)
     }
 
     fn merge(&self, key: &[u8], incoming: &Siblings) -> Result<Update, StorageError> {
+        let (update, durable) = self.merge_deferred(key, incoming)?;
+        durable.wait()?;
+        Ok(update)
+    }
+
+    fn put_deferred(
+        &self,
+        key: &[u8],
+        write: &Write<'_>,
+    ) -> Result<(Update, Durable), StorageError> {
+        self.update(key, |stored| apply_write(stored, write))
+    }
+
+    fn merge_deferred(
+        &self,
+        key: &[u8],
+        incoming: &Siblings,
+    ) -> Result<(Update, Durable), StorageError> {
         self.update(key, |stored| Ok(apply_merge(stored, incoming)))
     }
 
@@ -227,7 +251,7 @@ impl Storage for FjallStore {
                 .map_err(|e| engine("removing a record", e))?;
             self.sync_ticket()
         };
-        self.wait_durable(ticket)?;
+        ticket.wait()?;
         Ok(true)
     }
 
@@ -309,7 +333,7 @@ impl Storage for FjallStore {
                 .map_err(|e| engine("writing a hint", e))?;
             (self.sync_ticket(), update)
         };
-        self.wait_durable(ticket)?;
+        ticket.wait()?;
         Ok(update)
     }
 
@@ -353,7 +377,7 @@ impl Storage for FjallStore {
                 .map_err(|e| engine("removing a hint", e))?;
             (self.sync_ticket(), freed)
         };
-        self.wait_durable(ticket)?;
+        ticket.wait()?;
         Ok(Some(freed))
     }
 

@@ -41,6 +41,7 @@ use kv_clock::{ActorId, DvvSet, VersionVector};
 
 pub use error::StorageError;
 pub use fjall_store::{Durability, FjallStore};
+pub use group_sync::Durable;
 pub use hints::{Hint, HintUpdate, MAX_HINT_TARGET_BYTES};
 pub use memory::MemoryStore;
 
@@ -146,7 +147,8 @@ pub struct ScanItem {
 /// A key-value store of [`Siblings`], ordered by ring position.
 ///
 /// Every method is atomic per key, and a method that writes returns only after the
-/// write reached the store's durability level.
+/// write reached the store's durability level (the `_deferred` writes return before, with
+/// a [`Durable`] to await).
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The stored versions of `key`, if it was ever written.
     fn get(&self, key: &[u8]) -> Result<Option<Siblings>, StorageError>;
@@ -179,8 +181,31 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// nothing on disk). Space freed by removals comes back as the engine compacts.
     fn disk_bytes(&self) -> u64;
 
+    /// [`put`](Storage::put) without waiting for durability: returns once the write is
+    /// in the engine (visible to reads, atomic per key), with the wait that remains. An
+    /// engine that syncs a journal leaves that to its group commit, so an async caller
+    /// awaits it without a thread of its own. The default waits inside, as `put` does.
+    fn put_deferred(
+        &self,
+        key: &[u8],
+        write: &Write<'_>,
+    ) -> Result<(Update, Durable), StorageError> {
+        Ok((self.put(key, write)?, Durable::now()))
+    }
+
+    /// [`merge`](Storage::merge) without waiting for durability (see
+    /// [`put_deferred`](Storage::put_deferred)).
+    fn merge_deferred(
+        &self,
+        key: &[u8],
+        incoming: &Siblings,
+    ) -> Result<(Update, Durable), StorageError> {
+        Ok((self.merge(key, incoming)?, Durable::now()))
+    }
+
     /// Whether a write may block for long (e.g. an fsync), so an async caller should move
-    /// it off its event loop. Writes that only touch memory or the page cache do not.
+    /// it off its event loop (the deferred writes excepted: they never wait for a sync).
+    /// Writes that only touch memory or the page cache do not.
     fn writes_block(&self) -> bool {
         false
     }

@@ -230,6 +230,38 @@ fn hints_coalesce_per_target_and_key_and_stay_apart_from_keys(store: &dyn Storag
     assert!(store.store_hint("", b"k", &first, 1).is_err());
 }
 
+fn deferred_writes_are_read_at_once_and_complete_durable(store: &dyn Storage) {
+    let (n1, n2) = (actor("n1"), actor("n2"));
+    let blind = VersionVector::new();
+    let waits: Vec<_> = (0..20)
+        .map(|i| {
+            let key = format!("k{i}");
+            let write = Write::new(&blind, value(&key), &n1);
+            let (update, durable) = store.put_deferred(key.as_bytes(), &write).unwrap();
+            assert_eq!(
+                store.get(key.as_bytes()).unwrap().as_ref(),
+                Some(&update.after),
+                "a deferred write is visible before its sync"
+            );
+            durable
+        })
+        .collect();
+    for durable in waits {
+        durable.wait().unwrap();
+    }
+    let stored = store.get(b"k3").unwrap().unwrap();
+    let (unchanged, durable) = store.merge_deferred(b"k3", &stored).unwrap();
+    assert!(
+        !unchanged.changed(),
+        "merging what is stored changes nothing"
+    );
+    durable.wait().unwrap();
+    let other = put(store, "k3", &VersionVector::new(), "concurrent", &n2);
+    let (merged, durable) = store.merge_deferred(b"k3", &other).unwrap();
+    durable.wait().unwrap();
+    assert_eq!(merged.after, other, "the put already holds both siblings");
+}
+
 macro_rules! suite {
     ($engine:ident, $make:expr) => {
         mod $engine {
@@ -237,6 +269,10 @@ macro_rules! suite {
             fn run(test: fn(&dyn Storage)) {
                 let (store, _dir) = $make;
                 test(&store);
+            }
+            #[test]
+            fn deferred_writes_are_read_at_once_and_complete_durable() {
+                run(super::deferred_writes_are_read_at_once_and_complete_durable)
             }
             #[test]
             fn missing_key_reads_none() {

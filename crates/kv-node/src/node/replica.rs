@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kv_aae::{Digest, HashRange, TreeFormat};
-use kv_storage::{Siblings, Storage, StorageError, Update, Write};
+use kv_storage::{Durable, Siblings, Storage, StorageError, Update, Write};
 use tokio::time::Instant;
 
 use super::Node;
@@ -14,11 +14,6 @@ use crate::aae::{KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page};
 use crate::{NodeError, WriteCommand};
 
 impl<T> Node<T> {
-    /// Whether a write to this node's storage may block for long (an fsync).
-    pub fn storage_writes_block(&self) -> bool {
-        self.storage.writes_block()
-    }
-
     /// This replica's versions of `key`.
     pub fn replica_read(&self, key: &[u8]) -> Result<Option<Siblings>, NodeError> {
         Ok(self.storage.get(key)?)
@@ -32,8 +27,10 @@ impl<T> Node<T> {
     /// stale copy back.
     pub async fn replica_write(&self, key: Bytes, versions: Siblings) -> Result<(), NodeError> {
         self.check_replicates(&key)?;
-        self.write_storage(key, move |storage, key| storage.merge(key, &versions))
-            .await?;
+        self.write_storage(key, move |storage, key| {
+            storage.merge_deferred(key, &versions)
+        })
+        .await?;
         Ok(())
     }
 
@@ -109,21 +106,16 @@ impl<T> Node<T> {
         &self,
         command: &WriteCommand,
     ) -> Result<Siblings, NodeError> {
-        let (key, value, context) = (
-            command.key.clone(),
-            command.value.clone(),
-            command.context.clone(),
-        );
-        let (actor, max_siblings) = (self.actor(), self.config.limits.max_siblings);
+        let actor = self.actor();
+        let write = Write {
+            context: &command.context,
+            value: command.value.clone(),
+            actor: &actor,
+            max_siblings: self.config.limits.max_siblings,
+        };
         let update = self
-            .write_storage(key, move |storage, key| {
-                let write = Write {
-                    context: &context,
-                    value,
-                    actor: &actor,
-                    max_siblings,
-                };
-                storage.put(key, &write)
+            .write_storage(command.key.clone(), |storage, key| {
+                storage.put_deferred(key, &write)
             })
             .await?;
         Ok(update.after)
@@ -135,17 +127,17 @@ impl<T> Node<T> {
             .map_err(|partner| NodeError::ExchangeBusy { partner })
     }
 
-    /// Runs a storage write of `key`, then moves the key in the anti-entropy index.
+    /// Runs a storage write of `key` on this task (it never waits for the disk), moves
+    /// the key in the anti-entropy index, then awaits the write's durability: with `sync`
+    /// a group commit that writes arriving meanwhile share, with no thread per write.
     async fn write_storage(
         &self,
         key: Bytes,
-        write: impl FnOnce(&dyn Storage, &[u8]) -> Result<Update, StorageError> + Send + 'static,
+        write: impl FnOnce(&dyn Storage, &[u8]) -> Result<(Update, Durable), StorageError>,
     ) -> Result<Update, NodeError> {
-        let written = key.clone();
-        let update = self
-            .on_storage(move |storage| write(storage, &written))
-            .await?;
+        let (update, durable) = write(self.storage.as_ref(), &key)?;
         self.aae.index.observe(&key, &update, Instant::now());
+        durable.await?;
         Ok(update)
     }
 
