@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::aae::run_anti_entropy;
-use crate::actor::{ACTOR_META, actor_id};
+use crate::actor::{ACTOR_META, actor_id, next_actor, take_clean_stop};
 use crate::gossip_driver::{Datagrams, GossipSettings, run_gossip};
 use crate::hints::run_hint_delivery;
 use crate::membership::{
@@ -430,33 +430,51 @@ fn origin(
     Ok(Origin::Joining)
 }
 
-/// The actor id a node mints under: the one its store recorded, or, for a new store
-/// (first start, a wiped disk, memory), `<node id>.<start token in base 36>`, recorded in
-/// the store. A store's dots are thus never minted again by another store.
+/// The actor id a node mints under: the one its store recorded if its last node stopped
+/// cleanly; a new one after any other stop (see `actor.rs`); for a new store (first start,
+/// a wiped disk, memory), `<node id>.<start token in base 36>`. Recorded in the store, so
+/// a store's dots are never minted again, by it or by another store.
 fn actor_for(
     node_id: &str,
     storage: &dyn Storage,
     start_token: u64,
 ) -> Result<ActorId, BuildError> {
-    let recorded = storage.meta(ACTOR_META).map_err(BuildError::Index)?;
-    if let Some(actor) = recorded {
-        let actor = String::from_utf8_lossy(&actor).into_owned();
-        let owner = actor
-            .rsplit_once('.')
-            .map_or(actor.as_str(), |(owner, _)| owner);
-        if owner != node_id {
-            return Err(BuildError::ForeignStore {
-                node_id: node_id.to_owned(),
-                actor,
-            });
+    let recorded = recorded_actor(node_id, storage)?;
+    let clean = take_clean_stop(storage).map_err(BuildError::Index)?;
+    let actor = match recorded {
+        Some(actor) if clean => return Ok(actor),
+        Some(actor) => {
+            let next = next_actor(node_id, &actor, start_token);
+            tracing::warn!(
+                old = %actor, new = %next,
+                "the store's last node did not stop cleanly: minting under a new actor id"
+            );
+            next
         }
-        return Ok(ActorId::new(&actor)?);
-    }
-    let actor = actor_id(node_id, start_token)?;
+        None => actor_id(node_id, start_token)?,
+    };
     storage
         .set_meta(ACTOR_META, actor.as_str().as_bytes())
         .map_err(BuildError::Index)?;
     Ok(actor)
+}
+
+/// The actor id the store recorded, if any; refused if another node recorded it.
+fn recorded_actor(node_id: &str, storage: &dyn Storage) -> Result<Option<ActorId>, BuildError> {
+    let Some(raw) = storage.meta(ACTOR_META).map_err(BuildError::Index)? else {
+        return Ok(None);
+    };
+    let actor = String::from_utf8_lossy(&raw).into_owned();
+    let owner = actor
+        .rsplit_once('.')
+        .map_or(actor.as_str(), |(owner, _)| owner);
+    if owner != node_id {
+        return Err(BuildError::ForeignStore {
+            node_id: node_id.to_owned(),
+            actor,
+        });
+    }
+    Ok(Some(ActorId::new(&actor)?))
 }
 
 fn wall_clock_ms() -> u64 {
@@ -476,11 +494,16 @@ impl<T> RunningNode<T> {
     }
 
     /// Stops what runs beside the node: anti-entropy ends, and gossip tells its peers this
-    /// node is leaving and ends (waiting at most `grace`).
+    /// node is leaving and ends (waiting at most `grace`). Call it once the servers
+    /// drained: the node stops minting and records a clean stop (see
+    /// [`Node::stop_minting`]), so the next start keeps its actor id.
     pub async fn shut_down(self, grace: Duration) {
         let _ = self.stop.send(true);
         for task in &self.background {
             task.abort();
+        }
+        if let Err(error) = self.node.stop_minting() {
+            tracing::warn!(%error, "could not record a clean stop: the next start takes a new actor id");
         }
         if let Some(task) = self.gossip
             && tokio::time::timeout(grace, task).await.is_err()
@@ -504,6 +527,8 @@ impl<T> RunningNode<T> {
 mod tests {
     use kv_storage::MemoryStore;
 
+    use crate::actor::record_clean_stop;
+
     use super::*;
 
     #[test]
@@ -511,11 +536,9 @@ mod tests {
         let store = MemoryStore::new(kv_ring::key_hash);
         let first = actor_for("n1", &store, 36 * 36).unwrap();
         assert_eq!(first.as_str(), "n1.100");
+        record_clean_stop(&store).unwrap();
         let again = actor_for("n1", &store, 99).unwrap();
-        assert_eq!(
-            again, first,
-            "a restart with the same store keeps its actor"
-        );
+        assert_eq!(again, first, "a restart after a clean stop keeps its actor");
         let error = actor_for("n2", &store, 99).unwrap_err();
         assert!(
             error.to_string().contains("written by node \"n1.100\""),
@@ -523,6 +546,30 @@ mod tests {
         );
         let dotted = MemoryStore::new(kv_ring::key_hash);
         assert_eq!(actor_for("a.b", &dotted, 1).unwrap().as_str(), "a.b.1");
+        record_clean_stop(&dotted).unwrap();
         assert_eq!(actor_for("a.b", &dotted, 2).unwrap().as_str(), "a.b.1");
+    }
+
+    #[test]
+    fn a_start_after_a_stop_that_was_not_clean_mints_under_a_new_actor() {
+        let store = MemoryStore::new(kv_ring::key_hash);
+        let first = actor_for("n1", &store, 7).unwrap();
+        // No clean stop recorded: a crash. Even with the same start token, a new actor.
+        let after_crash = actor_for("n1", &store, 7).unwrap();
+        assert_ne!(after_crash, first);
+        assert!(after_crash.as_str().starts_with("n1."), "{after_crash}");
+        let after_second_crash = actor_for("n1", &store, 7).unwrap();
+        assert!(![&first, &after_crash].contains(&&after_second_crash));
+        record_clean_stop(&store).unwrap();
+        assert_eq!(
+            actor_for("n1", &store, 8).unwrap(),
+            after_second_crash,
+            "a clean stop keeps the actor"
+        );
+        assert_eq!(
+            store.meta(ACTOR_META).unwrap().as_deref(),
+            Some(after_second_crash.as_str().as_bytes()),
+            "the actor in use is the one recorded"
+        );
     }
 }

@@ -109,6 +109,12 @@ pub enum NodeError {
         /// This node.
         node: String,
     },
+    /// This node is shutting down and takes no new writes to coordinate.
+    #[error("node {node} is shutting down; send the write to another node")]
+    Stopping {
+        /// This node.
+        node: String,
+    },
     /// The newest ring version has fewer members than N: no key can have N distinct
     /// replicas, so nothing is stored or read until more nodes join.
     #[error(
@@ -318,6 +324,7 @@ impl NodeError {
             | Self::BadLayout(_)
             | Self::BadRingChange(_) => ErrorKind::InvalidArgument,
             Self::Joining { .. }
+            | Self::Stopping { .. }
             | Self::UnderReplicated { .. }
             | Self::NotReplica { .. }
             | Self::QuorumNotMet { .. }

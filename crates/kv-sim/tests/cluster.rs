@@ -649,3 +649,26 @@ async fn a_write_over_the_follow_up_bound_is_acknowledged_and_only_its_hint_is_s
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_stopped_minting_refuses_to_coordinate_but_still_takes_replica_writes() {
+    let cluster = Cluster::new(3);
+    let n1 = cluster.node("n1");
+    n1.stop_minting().unwrap();
+    let refused = n1
+        .client_put(write("k", Some("v"), &VersionVector::new(), 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, NodeError::Stopping { .. }), "{refused}");
+    assert_eq!(refused.kind(), ErrorKind::Unavailable);
+    cluster
+        .node("n2")
+        .client_put(write("k", Some("v"), &VersionVector::new(), 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        live_values(n1.replica_read(b"k").unwrap().as_ref()),
+        ["v"],
+        "a stopping node still stores what other coordinators send it"
+    );
+}

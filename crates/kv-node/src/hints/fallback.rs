@@ -115,6 +115,13 @@ impl<T: PeerTransport> Node<T> {
         if missed.is_empty() || !self.config().hints.enabled() {
             return;
         }
+        // This node's own copy is in its store already (only its sync can be late).
+        let me = self.config().node_id.as_str();
+        let missed: Vec<usize> = missed
+            .iter()
+            .copied()
+            .filter(|&index| &*placement.replica(index) != me)
+            .collect();
         let fallbacks = self.fallbacks(routing, placement, missed.len());
         for (rank, &index) in missed.iter().enumerate() {
             let target = placement.replica(index);

@@ -9,10 +9,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use kv_clock::VersionVector;
 use kv_quorum::{Fanout, GroupQuorum, Outcome, Reply};
 use kv_repair::reconcile;
-use kv_storage::Siblings;
+use kv_storage::{Durable, Siblings};
 use tokio::time::Instant;
 
 use super::Node;
@@ -223,9 +224,10 @@ impl<T: PeerTransport> Node<T> {
     }
 
     /// Mints the new version locally, then replicates it and waits for W acknowledgements
-    /// (this one included). A sloppy write gives each other replica a fallback whose hint
-    /// acknowledges for it if it stays silent; replicas that never acknowledge get hints
-    /// in the background either way.
+    /// (this one included, once its copy is durable: with `sync`, its group commit runs
+    /// while the other replicas write theirs). A sloppy write gives each other replica a
+    /// fallback whose hint acknowledges for it if it stays silent; replicas that never
+    /// acknowledge get hints in the background either way.
     async fn coordinate(
         self: &Arc<Self>,
         routing: &Arc<Routing>,
@@ -234,7 +236,7 @@ impl<T: PeerTransport> Node<T> {
         command: WriteCommand,
     ) -> Result<VersionVector, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
-        let stored = self.store_locally(&command).await?;
+        let (stored, local_durable) = self.mint_locally(&command)?;
         let others: Vec<usize> = (0..placement.len()).filter(|&i| i != own).collect();
         let fallbacks = if command.sloppy && self.config.hints.enabled() {
             self.fallbacks(routing, &placement, others.len())
@@ -252,13 +254,11 @@ impl<T: PeerTransport> Node<T> {
                 stored.clone(),
                 command.request_id.clone(),
             );
-            (index, call)
+            (index, Either::Left(call))
         });
+        let local = self.local_durability(local_durable);
+        let calls = calls.chain(std::iter::once((own, Either::Right(local))));
         let mut fanout = start_fanout(&placement, command.write_quorum, calls)?;
-        fanout.record(Reply {
-            replica: own,
-            result: Ok(Ack::Replica),
-        });
         let outcome = fanout.wait(deadline).await;
         self.observe_replies(&placement, fanout.replies());
         let acked = fanout.quorum().successes();
@@ -466,6 +466,29 @@ where
         })
     })?;
     Ok(Fanout::start_grouped(calls, quorum))
+}
+
+impl<T: PeerTransport> Node<T> {
+    /// This node's own copy of a write as a replica call: acknowledged once durable, a
+    /// failed sync reported as this node's failure.
+    fn local_durability(
+        &self,
+        durable: Durable,
+    ) -> impl Future<Output = Result<Ack, TransportError>> + Send + 'static {
+        let me = self.config.node_id.clone();
+        async move {
+            durable.await.map(|()| Ack::Replica).map_err(|error| {
+                let error = NodeError::from(error);
+                TransportError::Remote {
+                    peer: me,
+                    error: RemoteError {
+                        kind: error.kind(),
+                        message: error.to_string(),
+                    },
+                }
+            })
+        }
+    }
 }
 
 /// The failure a coordinator records, without calling, for a peer gossip declared dead.

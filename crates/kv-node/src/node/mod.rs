@@ -86,12 +86,21 @@ pub struct KeyPlacement {
     pub replicas: Vec<String>,
 }
 
+/// Who mints this node's versions, and whether it still may.
+#[derive(Debug)]
+pub(crate) struct Minting {
+    pub(crate) actor: ActorId,
+    pub(crate) stopped: bool,
+}
+
 /// One kvstore node. Built by [`crate::NodeBuilder`].
 #[derive(Debug)]
 pub struct Node<T> {
     config: NodeConfig,
-    /// Changes only when cleanup drops keys (see `rotate_actor`).
-    actor: std::sync::RwLock<ActorId>,
+    /// The actor id writes are minted under (changes only when cleanup drops keys, see
+    /// `rotate_actor`), and whether minting stopped for a clean stop. A mint holds the
+    /// read lock while it writes, so neither changes under it.
+    minting: std::sync::RwLock<Minting>,
     pub(crate) membership: RingState,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) transport: Arc<T>,
@@ -119,7 +128,10 @@ impl<T: PeerTransport> Node<T> {
             aae: AntiEntropy::new(config.anti_entropy.max_keys_per_sec),
             hints: crate::hints::book::HintBook::default(),
             config,
-            actor: std::sync::RwLock::new(actor),
+            minting: std::sync::RwLock::new(Minting {
+                actor,
+                stopped: false,
+            }),
             membership,
             storage,
             transport: Arc::new(transport),
@@ -165,10 +177,26 @@ impl<T> Node<T> {
 
     /// The actor id this node mints versions under.
     pub fn actor(&self) -> ActorId {
-        self.actor
+        self.minting().actor.clone()
+    }
+
+    /// The minting state, for a mint (held while it writes).
+    pub(crate) fn minting(&self) -> std::sync::RwLockReadGuard<'_, Minting> {
+        self.minting
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    }
+
+    /// Ends minting and records a clean stop in the store, synced with every write made
+    /// before it, so the next start keeps this actor id (see `actor.rs`). Writes that
+    /// reach this node afterwards are refused as `Stopping`; replica traffic is not.
+    pub fn stop_minting(&self) -> Result<(), kv_storage::StorageError> {
+        let mut minting = self
+            .minting
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        minting.stopped = true;
+        crate::actor::record_clean_stop(self.storage.as_ref())
     }
 
     /// Takes a new actor id, recorded in the store before it is used.
@@ -179,16 +207,14 @@ impl<T> Node<T> {
     /// lost on merge. A new actor's dots start afresh. `salt` (the ring version the
     /// cleanup ran for) makes the new id differ from every earlier one.
     pub(crate) fn rotate_actor(&self, salt: u64) -> Result<ActorId, kv_storage::StorageError> {
-        let mut actor = self
-            .actor
+        let mut minting = self
+            .minting
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let seed = format!("{}/{salt}", actor.as_str());
-        let next = crate::actor::actor_id(&self.config.node_id, kv_ring::key_hash(seed.as_bytes()))
-            .expect("a valid node id with any token is a valid actor id (asserted in actor.rs)");
+        let next = crate::actor::next_actor(&self.config.node_id, &minting.actor, salt);
         self.storage
             .set_meta(crate::actor::ACTOR_META, next.as_str().as_bytes())?;
-        *actor = next.clone();
+        minting.actor = next.clone();
         Ok(next)
     }
 

@@ -101,24 +101,31 @@ impl<T> Node<T> {
     }
 
     /// Mints the new version of a client write in this node's store (the coordinator's
-    /// step before replication) and returns everything the key holds afterwards.
-    pub(super) async fn store_locally(
+    /// step before replication): returns everything the key holds afterwards and what is
+    /// left before this copy is durable. The version may be sent to the other replicas at
+    /// once: a node that loses it (a power loss) takes a new actor id at its next start.
+    pub(super) fn mint_locally(
         &self,
         command: &WriteCommand,
-    ) -> Result<Siblings, NodeError> {
-        let actor = self.actor();
+    ) -> Result<(Siblings, Durable), NodeError> {
+        let minting = self.minting();
+        if minting.stopped {
+            return Err(NodeError::Stopping {
+                node: self.config.node_id.clone(),
+            });
+        }
         let write = Write {
             context: &command.context,
             value: command.value.clone(),
-            actor: &actor,
+            actor: &minting.actor,
             max_siblings: self.config.limits.max_siblings,
         };
-        let update = self
-            .write_storage(command.key.clone(), |storage, key| {
-                storage.put_deferred(key, &write)
-            })
-            .await?;
-        Ok(update.after)
+        let (update, durable) = self.storage.put_deferred(&command.key, &write)?;
+        drop(minting);
+        self.aae
+            .index
+            .observe(&command.key, &update, Instant::now());
+        Ok((update.after, durable))
     }
 
     fn answer_exchange(&self, initiator: &str) -> Result<(), NodeError> {
