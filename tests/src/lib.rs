@@ -325,6 +325,17 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERMs `node` and waits (at most 20 s, then SIGKILL) for its graceful shutdown.
+    pub fn stop(&mut self, node: &str) {
+        let i = self.index(node);
+        if let Some(mut child) = self.nodes[i].child.take() {
+            kv_harness::terminate(child.id(), std::time::Duration::from_secs(20), || {
+                !kv_harness::is_running(&mut child)
+            });
+            let _ = child.wait();
+        }
+    }
+
     /// Deletes `node`'s data directory (it must be stopped): a lost disk.
     pub fn wipe(&mut self, node: &str) {
         let i = self.index(node);

@@ -253,6 +253,64 @@ async fn data_survives_kill_nine_of_every_node() {
     }
 }
 
+/// The `n1` actors in a context, sorted.
+fn actors_of(context: &Context, node: &str) -> Vec<String> {
+    let prefix = format!("{node}.");
+    let mut actors: Vec<String> = context
+        .entries()
+        .iter()
+        .map(|(actor, _)| actor.clone())
+        .filter(|actor| actor.starts_with(&prefix))
+        .collect();
+    actors.sort();
+    actors
+}
+
+#[tokio::test]
+async fn a_graceful_stop_keeps_the_actor_id_and_a_kill_nine_takes_a_new_one() {
+    let mut cluster = cluster("actor_after_stops").await;
+    let first = cluster
+        .client("n1")
+        .await
+        .put("k", "before", &blind())
+        .await
+        .unwrap();
+    let before = actors_of(&first, "n1");
+    assert_eq!(before.len(), 1, "{first:?}");
+
+    cluster.stop("n1");
+    cluster.restart("n1").await;
+    let after_stop = cluster
+        .client("n1")
+        .await
+        .put("k", "after a stop", &WriteOptions::with_context(first))
+        .await
+        .unwrap();
+    assert_eq!(
+        actors_of(&after_stop, "n1"),
+        before,
+        "a graceful stop keeps the actor: {after_stop:?}"
+    );
+
+    cluster.kill("n1");
+    cluster.restart("n1").await;
+    let after_kill = cluster
+        .client("n1")
+        .await
+        .put("k", "after a kill", &WriteOptions::with_context(after_stop))
+        .await
+        .unwrap();
+    let actors = actors_of(&after_kill, "n1");
+    assert_eq!(
+        actors.len(),
+        2,
+        "a new actor beside the old one: {after_kill:?}"
+    );
+    assert!(actors.contains(&before[0]), "{after_kill:?}");
+    let read = cluster.client("n2").await.get("k", Some(3)).await.unwrap();
+    assert_eq!(sorted_values(&read), ["after a kill"]);
+}
+
 #[tokio::test]
 async fn membership_ring_and_health_describe_the_cluster() {
     let cluster = cluster("views").await;

@@ -25,7 +25,8 @@ const BASE_ADMIN_PORT: u16 = 9091;
 const MEMBERSHIP: Membership = Membership::Gossip { seeds: 2 };
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer than a node's drain grace (5 s) plus its gossip leave (2 s), so a stop is clean.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most nodes a local cluster has (the fixed ports leave room for nine).
 const MAX_NODES: usize = 9;
 

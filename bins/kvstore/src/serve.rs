@@ -15,6 +15,8 @@ use kv_config::ServeSettings;
 
 /// How long shutdown waits for gossip to tell peers this node is leaving.
 const GOSSIP_LEAVE_GRACE: Duration = Duration::from_secs(2);
+/// How long shutdown waits for in-flight requests (and open connections) to finish.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     let file = match &args.config {
@@ -43,19 +45,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         builder = builder.gossip(gossip);
     }
     let running = builder.start().await.map_err(|e| e.to_string())?;
-    let config = running.node().config();
-    tracing::info!(
-        node_id = %config.node_id,
-        listen = %plan.listen,
-        advertised = %config.client_address,
-        internal_listen = %plan.internal_listen,
-        internal_advertised = %config.internal_address,
-        peers = config.peers.len(),
-        n = config.replication_factor,
-        r = config.read_quorum,
-        w = config.write_quorum,
-        tls = tls.is_some(),
-        "serving"
+    log_serving(
+        plan.listen,
+        plan.internal_listen,
+        running.node().config(),
+        tls.is_some(),
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = std::sync::Arc::new(stop);
@@ -79,31 +73,35 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     // Either server failing stops the other: a node reachable by clients but not by its
     // peers (or the reverse) must not linger.
     let node = running.node();
-    let (clients, internal) = tokio::join!(
-        stop_all_after(
-            &stop,
-            kv_grpc::serve_clients(
-                std::sync::Arc::clone(node),
-                client_listener,
-                tls.clone(),
-                access,
-                stopped_signal(stopped.clone())
-            )
-        ),
-        stop_all_after(
-            &stop,
-            kv_grpc::serve_internal(
-                std::sync::Arc::clone(node),
-                internal_listener,
-                tls.clone(),
-                kv_grpc::InternalLimits {
-                    max_concurrent_calls: plan.max_concurrent_internal_calls,
-                    max_per_peer: plan.max_concurrent_internal_calls_per_peer,
-                },
-                stopped_signal(stopped)
-            )
-        ),
-    );
+    let drain_deadline = stopped_signal(stopped.clone());
+    let servers = async {
+        tokio::join!(
+            stop_all_after(
+                &stop,
+                kv_grpc::serve_clients(
+                    std::sync::Arc::clone(node),
+                    client_listener,
+                    tls.clone(),
+                    access,
+                    stopped_signal(stopped.clone())
+                )
+            ),
+            stop_all_after(
+                &stop,
+                kv_grpc::serve_internal(
+                    std::sync::Arc::clone(node),
+                    internal_listener,
+                    tls.clone(),
+                    kv_grpc::InternalLimits {
+                        max_concurrent_calls: plan.max_concurrent_internal_calls,
+                        max_per_peer: plan.max_concurrent_internal_calls_per_peer,
+                    },
+                    stopped_signal(stopped)
+                )
+            ),
+        )
+    };
+    let (clients, internal) = Box::pin(drained_within_grace(servers, drain_deadline)).await;
     signal.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
@@ -172,6 +170,48 @@ async fn bind_listeners(
 /// Resolves once `stopped` turns true (or its sender is gone).
 async fn stopped_signal(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// The start-up line: where the node serves and with which settings.
+fn log_serving(
+    listen: std::net::SocketAddr,
+    internal_listen: std::net::SocketAddr,
+    config: &kv_node::NodeConfig,
+    tls: bool,
+) {
+    tracing::info!(
+        node_id = %config.node_id,
+        listen = %listen,
+        advertised = %config.client_address,
+        internal_listen = %internal_listen,
+        internal_advertised = %config.internal_address,
+        peers = config.peers.len(),
+        n = config.replication_factor,
+        r = config.read_quorum,
+        w = config.write_quorum,
+        tls,
+        "serving"
+    );
+}
+
+/// Runs both servers until they drain, or until [`DRAIN_GRACE`] after `stop_requested`:
+/// a client that keeps its connection open would hold a drain forever, so past the grace
+/// what is still in flight is cut (a write cut there was not acknowledged).
+async fn drained_within_grace<A, B>(
+    servers: impl std::future::Future<Output = (Result<(), A>, Result<(), B>)>,
+    stop_requested: impl std::future::Future<Output = ()>,
+) -> (Result<(), A>, Result<(), B>) {
+    let deadline = async {
+        stop_requested.await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::select! {
+        results = servers => results,
+        () = deadline => {
+            tracing::warn!(grace = ?DRAIN_GRACE, "requests still in flight after the drain grace; stopping anyway");
+            (Ok(()), Ok(()))
+        }
+    }
 }
 
 /// Runs `server` to its end, then tells everything else to stop.
