@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_aae::{Digest, HashRange};
 use kv_clock::VersionVector;
-use kv_node::{KeyPage, PeerSpec, PeerTransport, TransportError, WriteCommand};
+use kv_node::{KeyPage, PeerSpec, PeerTransport, SharedVersions, TransportError, WriteCommand};
 use kv_proto::internal as proto;
 use kv_storage::Siblings;
 
@@ -151,11 +151,12 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         &self,
         peer: &str,
         key: Bytes,
-        versions: Siblings,
+        versions: Arc<SharedVersions>,
         request_id: &str,
     ) -> Result<(), TransportError> {
+        let siblings = versions.encoded(wire::encode_siblings);
         match self
-            .batched(peer, wire::write_item(key, &versions, request_id))
+            .batched(peer, wire::write_item_encoded(key, siblings, request_id))
             .await?
         {
             Outcome::Write(_) => Ok(()),
@@ -168,11 +169,15 @@ impl<C: Connector> PeerTransport for GrpcTransport<C> {
         peer: &str,
         target: &str,
         key: Bytes,
-        versions: Siblings,
+        versions: Arc<SharedVersions>,
         request_id: &str,
     ) -> Result<(), TransportError> {
+        let siblings = versions.encoded(wire::encode_siblings);
         match self
-            .batched(peer, wire::hint_item(target, key, &versions, request_id))
+            .batched(
+                peer,
+                wire::hint_item_encoded(target, key, siblings, request_id),
+            )
             .await?
         {
             Outcome::Hint(_) => Ok(()),

@@ -123,10 +123,15 @@ pub fn read_item(key: Bytes, request_id: &str) -> proto::BatchItem {
 
 /// A batch item merging `versions` into `key`.
 pub fn write_item(key: Bytes, versions: &Siblings, request_id: &str) -> proto::BatchItem {
+    write_item_encoded(key, encode_siblings(versions), request_id)
+}
+
+/// A batch item merging versions already encoded (see [`encode_siblings`]) into `key`.
+pub fn write_item_encoded(key: Bytes, siblings: Bytes, request_id: &str) -> proto::BatchItem {
     proto::BatchItem {
         op: Some(Op::Write(proto::WriteRequest {
             key,
-            siblings: encode_siblings(versions),
+            siblings,
             request_id: request_id.to_owned(),
         })),
     }
@@ -139,11 +144,21 @@ pub fn hint_item(
     versions: &Siblings,
     request_id: &str,
 ) -> proto::BatchItem {
+    hint_item_encoded(target, key, encode_siblings(versions), request_id)
+}
+
+/// A hint item with versions already encoded (see [`encode_siblings`]).
+pub fn hint_item_encoded(
+    target: &str,
+    key: Bytes,
+    siblings: Bytes,
+    request_id: &str,
+) -> proto::BatchItem {
     proto::BatchItem {
         op: Some(Op::Hint(proto::HintRequest {
             target: target.to_owned(),
             key,
-            siblings: encode_siblings(versions),
+            siblings,
             request_id: request_id.to_owned(),
         })),
     }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_clock::VersionVector;
 use kv_grpc::{GrpcTransport, wire};
-use kv_node::{ErrorKind, PeerSpec, PeerTransport, RemoteError, TransportError, WriteCommand};
+use kv_node::{
+    ErrorKind, PeerSpec, PeerTransport, RemoteError, SharedVersions, TransportError, WriteCommand,
+};
 use kv_proto::internal as proto;
 use kv_proto::internal::replica_server::{Replica, ReplicaServer};
 use tokio::sync::Notify;
@@ -224,8 +226,8 @@ fn command() -> WriteCommand {
     }
 }
 
-fn siblings() -> kv_storage::Siblings {
-    kv_storage::Siblings::new()
+fn siblings() -> Arc<SharedVersions> {
+    SharedVersions::new(kv_storage::Siblings::new())
 }
 
 /// A port nothing listens on.

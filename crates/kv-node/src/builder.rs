@@ -158,7 +158,7 @@ pub enum BuildError {
 /// # use bytes::Bytes;
 /// # use kv_aae::{Digest, HashRange};
 /// # use kv_clock::VersionVector;
-/// # use kv_node::{KeyPage, NodeBuilder, NodeConfig, PeerTransport, StorageChoice, TransportError, WriteCommand};
+/// # use kv_node::{KeyPage, NodeBuilder, NodeConfig, PeerTransport, SharedVersions, StorageChoice, TransportError, WriteCommand};
 /// # use kv_storage::Siblings;
 /// /// A one-node cluster never calls a peer.
 /// struct NoPeers;
@@ -169,10 +169,10 @@ pub enum BuildError {
 ///     async fn read(&self, peer: &str, _: Bytes, _: &str) -> Result<Option<Siblings>, TransportError> {
 ///         Err(none(peer))
 ///     }
-///     async fn write(&self, peer: &str, _: Bytes, _: Siblings, _: &str) -> Result<(), TransportError> {
+///     async fn write(&self, peer: &str, _: Bytes, _: Arc<SharedVersions>, _: &str) -> Result<(), TransportError> {
 ///         Err(none(peer))
 ///     }
-///     async fn store_hint(&self, peer: &str, _: &str, _: Bytes, _: Siblings, _: &str) -> Result<(), TransportError> {
+///     async fn store_hint(&self, peer: &str, _: &str, _: Bytes, _: Arc<SharedVersions>, _: &str) -> Result<(), TransportError> {
 ///         Err(none(peer))
 ///     }
 ///     async fn coordinate_write(&self, peer: &str, _: WriteCommand) -> Result<VersionVector, TransportError> {

@@ -60,4 +60,4 @@ pub use metrics::{GossipMetrics, MembershipEvent, RECENT_EVENTS, RequestMetrics,
 pub use node::{Health, KeyPlacement, Node, NodeStats};
 pub use peers::{PeerState, PeerStatus};
 pub use request::{ClientRead, ClientWrite, InvalidRequest, WriteMode};
-pub use transport::{PeerTransport, RemoteError, TransportError, WriteCommand};
+pub use transport::{PeerTransport, RemoteError, SharedVersions, TransportError, WriteCommand};

@@ -2,6 +2,7 @@
 //! implementation lives in kv-grpc, and the simulation plugs in its own network.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use kv_aae::{Digest, HashRange};
@@ -87,6 +88,36 @@ impl TransportError {
     }
 }
 
+/// A key's versions on their way to one or more peers: one copy shared by every call of
+/// a write, and serialized at most once, by the first call that encodes them (the
+/// transport supplies the encoding; this crate knows no wire format).
+#[derive(Debug)]
+pub struct SharedVersions {
+    siblings: Siblings,
+    encoded: OnceLock<Bytes>,
+}
+
+impl SharedVersions {
+    /// Shares `siblings`, not yet encoded.
+    pub fn new(siblings: Siblings) -> Arc<Self> {
+        Arc::new(Self {
+            siblings,
+            encoded: OnceLock::new(),
+        })
+    }
+
+    /// The versions.
+    pub fn siblings(&self) -> &Siblings {
+        &self.siblings
+    }
+
+    /// Their encoding: `encode`d on the first call, the same bytes (shared, not copied)
+    /// on every later one. Every caller must pass the same encoding.
+    pub fn encoded(&self, encode: impl FnOnce(&Siblings) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(&self.siblings)).clone()
+    }
+}
+
 /// Node-to-node calls. Implementations must be cheap to call concurrently.
 pub trait PeerTransport: Send + Sync + 'static {
     /// Learns the current set of peers and their addresses (membership changed).
@@ -111,7 +142,7 @@ pub trait PeerTransport: Send + Sync + 'static {
         &self,
         peer: &str,
         key: Bytes,
-        versions: Siblings,
+        versions: Arc<SharedVersions>,
         request_id: &str,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
@@ -123,7 +154,7 @@ pub trait PeerTransport: Send + Sync + 'static {
         peer: &str,
         target: &str,
         key: Bytes,
-        versions: Siblings,
+        versions: Arc<SharedVersions>,
         request_id: &str,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
@@ -182,4 +213,28 @@ pub trait PeerTransport: Send + Sync + 'static {
         peer: &str,
         layout: Bytes,
     ) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use bytes::Bytes;
+    use kv_storage::Siblings;
+
+    use super::SharedVersions;
+
+    #[test]
+    fn shared_versions_are_encoded_once_and_the_bytes_shared() {
+        let shared = SharedVersions::new(Siblings::new());
+        let encodings = Cell::new(0);
+        let encode = |_: &Siblings| {
+            encodings.set(encodings.get() + 1);
+            Bytes::from(vec![7u8; 64])
+        };
+        let first = shared.encoded(encode);
+        let second = shared.encoded(encode);
+        assert_eq!(encodings.get(), 1, "encoded once for every call");
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes, not a copy");
+    }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::{KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page, only_tombstones};
 use crate::node::Node;
-use crate::{NodeError, PeerTransport, TransportError};
+use crate::{NodeError, PeerTransport, SharedVersions, TransportError};
 
 /// Keys repaired at once within one exchange.
 const CONCURRENT_REPAIRS: usize = 32;
@@ -252,7 +252,7 @@ impl<T: PeerTransport> Node<T> {
             } else {
                 done.bytes += key.len() as u64 + payload_bytes(&repair.versions);
                 self.transport
-                    .write(peer, key.clone(), repair.versions, "")
+                    .write(peer, key.clone(), SharedVersions::new(repair.versions), "")
                     .await?;
             }
         }

@@ -19,7 +19,7 @@ use super::now_unix_ms;
 use crate::aae::RateLimiter;
 use crate::membership::Routing;
 use crate::node::Node;
-use crate::{ErrorKind, PeerTransport, TransportError};
+use crate::{ErrorKind, PeerTransport, SharedVersions, TransportError};
 
 /// Hints handed over at once to one target.
 const DELIVERY_BATCH: usize = 32;
@@ -232,7 +232,9 @@ impl<T: PeerTransport> Node<T> {
                 .await
                 .map_err(|error| self.local_failure(&error));
         }
-        self.transport.write(receiver, key, versions, "").await
+        self.transport
+            .write(receiver, key, SharedVersions::new(versions), "")
+            .await
     }
 
     /// Drops a hint that was delivered (or expired), unless a write added to it since.

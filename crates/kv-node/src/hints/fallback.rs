@@ -7,12 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kv_storage::Siblings;
 
 use crate::membership::Routing;
 use crate::node::{Node, declared_dead};
 use crate::placement::Placement;
-use crate::{PeerTransport, TransportError};
+use crate::{PeerTransport, SharedVersions, TransportError};
 
 /// Who acknowledged a write to one replica's slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,15 +54,15 @@ impl<T: PeerTransport> Node<T> {
         dead: bool,
         fallback: Option<Arc<str>>,
         key: Bytes,
-        versions: Siblings,
+        versions: Arc<SharedVersions>,
         request_id: String,
     ) -> impl Future<Output = Result<Ack, TransportError>> + Send + 'static {
         let node = Arc::clone(self);
         let replica_budget = self.config().request_timeout / 2;
         async move {
-            let call = node
-                .transport
-                .write(&replica, key.clone(), versions.clone(), &request_id);
+            let call =
+                node.transport
+                    .write(&replica, key.clone(), Arc::clone(&versions), &request_id);
             let answer = if dead {
                 Err(declared_dead(&replica))
             } else if fallback.is_some() {
@@ -110,7 +109,7 @@ impl<T: PeerTransport> Node<T> {
         placement: &Placement,
         missed: &[usize],
         key: &Bytes,
-        versions: &Siblings,
+        versions: &Arc<SharedVersions>,
     ) {
         if missed.is_empty() || !self.config().hints.enabled() {
             return;
@@ -128,7 +127,7 @@ impl<T: PeerTransport> Node<T> {
             if let Some(fallback) = fallbacks.get(rank) {
                 let sent = self
                     .transport
-                    .store_hint(fallback, &target, key.clone(), versions.clone(), "")
+                    .store_hint(fallback, &target, key.clone(), Arc::clone(versions), "")
                     .await;
                 match sent {
                     Ok(()) => continue,
@@ -138,7 +137,7 @@ impl<T: PeerTransport> Node<T> {
                 }
             }
             if let Err(error) = self
-                .store_hint(&target, key.clone(), versions.clone())
+                .store_hint(&target, key.clone(), versions.siblings().clone())
                 .await
             {
                 tracing::warn!(%target, %error, "hint not stored; anti-entropy will repair the replica");

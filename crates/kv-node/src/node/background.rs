@@ -20,14 +20,14 @@ use super::Node;
 use crate::hints::Ack;
 use crate::membership::Routing;
 use crate::placement::Placement;
-use crate::{PeerTransport, TransportError};
+use crate::{PeerTransport, SharedVersions, TransportError};
 
 /// A coordinated write, for the work after its answer: where it went and what it wrote.
 pub(crate) struct Written {
     pub(crate) routing: Arc<Routing>,
     pub(crate) placement: Placement,
     pub(crate) key: Bytes,
-    pub(crate) versions: Siblings,
+    pub(crate) versions: Arc<SharedVersions>,
 }
 
 /// Whether a reply came from the replica it was asked of (a hint on a fallback did not).
@@ -157,7 +157,7 @@ impl<T: PeerTransport> Node<T> {
                 .map_err(|error| error.to_string())
         } else {
             self.transport
-                .write(replica, key, versions, "")
+                .write(replica, key, SharedVersions::new(versions), "")
                 .await
                 .map_err(|error| error.to_string())
         };

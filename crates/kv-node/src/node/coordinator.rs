@@ -25,7 +25,7 @@ use crate::metrics::RequestOp;
 use crate::placement::Placement;
 use crate::request::{self, ClientRead, ClientWrite, InvalidRequest, ReadCommand};
 use crate::transport::RemoteError;
-use crate::{NodeError, PeerTransport, TransportError, WriteCommand};
+use crate::{NodeError, PeerTransport, SharedVersions, TransportError, WriteCommand};
 
 impl<T: PeerTransport> Node<T> {
     /// A client Put or Delete through this node: validated against one routing
@@ -237,6 +237,8 @@ impl<T: PeerTransport> Node<T> {
     ) -> Result<VersionVector, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let (stored, local_durable) = self.mint_locally(&command)?;
+        let context = stored.join();
+        let shared = SharedVersions::new(stored);
         let others: Vec<usize> = (0..placement.len()).filter(|&i| i != own).collect();
         let fallbacks = if command.sloppy && self.config.hints.enabled() {
             self.fallbacks(routing, &placement, others.len())
@@ -251,7 +253,7 @@ impl<T: PeerTransport> Node<T> {
                 dead,
                 fallbacks.get(rank).cloned(),
                 command.key.clone(),
-                stored.clone(),
+                Arc::clone(&shared),
                 command.request_id.clone(),
             );
             (index, Either::Left(call))
@@ -267,7 +269,7 @@ impl<T: PeerTransport> Node<T> {
             routing: Arc::clone(routing),
             placement: placement.clone(),
             key: command.key.clone(),
-            versions: stored.clone(),
+            versions: shared,
         };
         self.finish_in_background(fanout, written);
         self.decide(
@@ -278,7 +280,7 @@ impl<T: PeerTransport> Node<T> {
             placement.len(),
             failures,
         )
-        .map(|()| stored.join())
+        .map(|()| context)
     }
 
     /// Hands a write to the first replica that can be reached. Only a replica that was
