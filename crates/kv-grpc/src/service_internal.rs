@@ -211,7 +211,15 @@ impl<T: PeerTransport> Replica for InternalApi<T> {
         let _permit = self.admit(&request, "Replica/Batch")?;
         let request = request.into_inner();
         wire::check_batch(&request).map_err(|e| wire_status(&e))?;
-        let outcomes = self.run_side_by_side(request.items).await;
+        let outcomes = if self.node.storage_writes_wait() {
+            self.run_side_by_side(request.items).await
+        } else {
+            let mut outcomes = Vec::with_capacity(request.items.len());
+            for item in request.items {
+                outcomes.push(self.batch_item(item).await);
+            }
+            outcomes
+        };
         let results = outcomes
             .into_iter()
             .map(|outcome| proto::BatchResult {

@@ -235,6 +235,10 @@ mod tests {
         let first = shared.encoded(encode);
         let second = shared.encoded(encode);
         assert_eq!(encodings.get(), 1, "encoded once for every call");
-        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes, not a copy");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the same bytes, not a copy"
+        );
     }
 }

@@ -200,6 +200,11 @@ impl Durable {
         Self(None)
     }
 
+    /// Whether the write is durable already (nothing left to wait for).
+    pub fn is_done(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Blocks this thread until the write is durable.
     pub fn wait(self) -> Result<(), StorageError> {
         let Some(waiting) = self.0 else {

@@ -258,9 +258,16 @@ impl<T: PeerTransport> Node<T> {
             );
             (index, Either::Left(call))
         });
-        let local = self.local_durability(local_durable);
-        let calls = calls.chain(std::iter::once((own, Either::Right(local))));
-        let mut fanout = start_fanout(&placement, command.write_quorum, calls)?;
+        let durable_now = local_durable.is_done();
+        let local =
+            (!durable_now).then(|| (own, Either::Right(self.local_durability(local_durable))));
+        let mut fanout = start_fanout(&placement, command.write_quorum, calls.chain(local))?;
+        if durable_now {
+            fanout.record(Reply {
+                replica: own,
+                result: Ok(Ack::Replica),
+            });
+        }
         let outcome = fanout.wait(deadline).await;
         self.observe_replies(&placement, fanout.replies());
         let acked = fanout.quorum().successes();

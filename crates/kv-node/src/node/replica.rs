@@ -14,6 +14,12 @@ use crate::aae::{KeyPage, MAX_DIGEST_RANGES, MAX_KEY_PAGE, key_page};
 use crate::{NodeError, WriteCommand};
 
 impl<T> Node<T> {
+    /// Whether this node's writes wait for the disk (a sync) before they complete: then
+    /// writes that arrive together should be applied side by side, to share a sync.
+    pub fn storage_writes_wait(&self) -> bool {
+        self.storage.writes_block()
+    }
+
     /// This replica's versions of `key`.
     pub fn replica_read(&self, key: &[u8]) -> Result<Option<Siblings>, NodeError> {
         Ok(self.storage.get(key)?)
