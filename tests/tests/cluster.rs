@@ -266,26 +266,23 @@ fn actors_of(context: &Context, node: &str) -> Vec<String> {
     actors
 }
 
+/// Writes `value` under `k` through n1 (its coordinator: every node replicates every key).
+async fn put_through_n1(cluster: &TestCluster, value: &str, options: WriteOptions) -> Context {
+    let mut n1 = cluster.client("n1").await;
+    n1.put("k", value.to_owned(), &options).await.unwrap()
+}
+
 #[tokio::test]
 async fn a_graceful_stop_keeps_the_actor_id_and_a_kill_nine_takes_a_new_one() {
     let mut cluster = cluster("actor_after_stops").await;
-    let first = cluster
-        .client("n1")
-        .await
-        .put("k", "before", &blind())
-        .await
-        .unwrap();
+    let first = put_through_n1(&cluster, "before", blind()).await;
     let before = actors_of(&first, "n1");
     assert_eq!(before.len(), 1, "{first:?}");
 
     cluster.stop("n1");
     cluster.restart("n1").await;
-    let after_stop = cluster
-        .client("n1")
-        .await
-        .put("k", "after a stop", &WriteOptions::with_context(first))
-        .await
-        .unwrap();
+    let after_stop =
+        put_through_n1(&cluster, "after a stop", WriteOptions::with_context(first)).await;
     assert_eq!(
         actors_of(&after_stop, "n1"),
         before,
@@ -294,12 +291,12 @@ async fn a_graceful_stop_keeps_the_actor_id_and_a_kill_nine_takes_a_new_one() {
 
     cluster.kill("n1");
     cluster.restart("n1").await;
-    let after_kill = cluster
-        .client("n1")
-        .await
-        .put("k", "after a kill", &WriteOptions::with_context(after_stop))
-        .await
-        .unwrap();
+    let after_kill = put_through_n1(
+        &cluster,
+        "after a kill",
+        WriteOptions::with_context(after_stop),
+    )
+    .await;
     let actors = actors_of(&after_kill, "n1");
     assert_eq!(
         actors.len(),
