@@ -481,21 +481,15 @@ impl<T: PeerTransport> Node<T> {
     /// This node's own copy of a write as a replica call: acknowledged once durable, a
     /// failed sync reported as this node's failure.
     fn local_durability(
-        &self,
+        self: &Arc<Self>,
         durable: Durable,
     ) -> impl Future<Output = Result<Ack, TransportError>> + Send + 'static {
-        let me = self.config.node_id.clone();
+        let node = Arc::clone(self);
         async move {
-            durable.await.map(|()| Ack::Replica).map_err(|error| {
-                let error = NodeError::from(error);
-                TransportError::Remote {
-                    peer: me,
-                    error: RemoteError {
-                        kind: error.kind(),
-                        message: error.to_string(),
-                    },
-                }
-            })
+            durable
+                .await
+                .map(|()| Ack::Replica)
+                .map_err(|error| node.local_failure(&NodeError::from(error)))
         }
     }
 }

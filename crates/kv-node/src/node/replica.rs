@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kv_aae::{Digest, HashRange, TreeFormat};
-use kv_storage::{Durable, Siblings, Storage, StorageError, Update, Write};
+use kv_storage::{Durable, Siblings, Storage, StorageError, Write};
 use tokio::time::Instant;
 
 use super::Node;
@@ -33,10 +33,11 @@ impl<T> Node<T> {
     /// stale copy back.
     pub async fn replica_write(&self, key: Bytes, versions: Siblings) -> Result<(), NodeError> {
         self.check_replicates(&key)?;
-        self.write_storage(key, move |storage, key| {
-            storage.merge_deferred(key, &versions)
-        })
-        .await?;
+        // Applied on this task (it never waits for the disk); only durability is awaited,
+        // with `sync` a group commit that writes arriving meanwhile share.
+        let (update, durable) = self.storage.merge_deferred(&key, &versions)?;
+        self.aae.index.observe(&key, &update, Instant::now());
+        durable.await?;
         Ok(())
     }
 
@@ -138,20 +139,6 @@ impl<T> Node<T> {
         self.aae
             .answer_exchange(initiator)
             .map_err(|partner| NodeError::ExchangeBusy { partner })
-    }
-
-    /// Runs a storage write of `key` on this task (it never waits for the disk), moves
-    /// the key in the anti-entropy index, then awaits the write's durability: with `sync`
-    /// a group commit that writes arriving meanwhile share, with no thread per write.
-    async fn write_storage(
-        &self,
-        key: Bytes,
-        write: impl FnOnce(&dyn Storage, &[u8]) -> Result<(Update, Durable), StorageError>,
-    ) -> Result<Update, NodeError> {
-        let (update, durable) = write(self.storage.as_ref(), &key)?;
-        self.aae.index.observe(&key, &update, Instant::now());
-        durable.await?;
-        Ok(update)
     }
 
     /// Runs a storage write inline when it is quick (memory, page cache), or on the
